@@ -1,0 +1,135 @@
+import { randomBytes } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Readable } from 'node:stream'
+import type { Digest } from '../oci/reference.js'
+
+export interface StoredBlob {
+  digest: string
+  size: number
+  mtimeMs: number
+}
+
+/**
+ * Content-addressed files: `blobs/sha256/ab/<hex>`. Only verified bytes are ever renamed into
+ * place; downloads in progress live in `tmp/` and are removed on start-up, so a temp file is
+ * never mistaken for content after a crash. Paths are built only from parsed digests.
+ */
+export class BlobStore {
+  readonly blobsDir: string
+  readonly tmpDir: string
+
+  constructor(readonly dataDir: string) {
+    this.blobsDir = join(dataDir, 'blobs', 'sha256')
+    this.tmpDir = join(dataDir, 'tmp')
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.blobsDir, { recursive: true })
+    // Whatever is in tmp/ is a download a crash or kill interrupted: never content.
+    await rm(this.tmpDir, { recursive: true, force: true })
+    await mkdir(this.tmpDir, { recursive: true })
+  }
+
+  pathFor(d: Digest): string {
+    return join(this.blobsDir, d.hex.slice(0, 2), d.hex)
+  }
+
+  tmpPathFor(d: Digest): string {
+    return join(this.tmpDir, `${d.hex}.${randomBytes(6).toString('hex')}.tmp`)
+  }
+
+  async size(d: Digest): Promise<number | undefined> {
+    try {
+      return (await stat(this.pathFor(d))).size
+    } catch {
+      return undefined
+    }
+  }
+
+  createReadStream(d: Digest, start?: number, end?: number): Readable {
+    return createReadStream(this.pathFor(d), { start, end, highWaterMark: 256 * 1024 })
+  }
+
+  async readAll(d: Digest): Promise<Buffer> {
+    return readFile(this.pathFor(d))
+  }
+
+  /** Moves a verified, fsynced temp file into place. */
+  async commit(tmpPath: string, d: Digest): Promise<void> {
+    const dest = this.pathFor(d)
+    await mkdir(join(this.blobsDir, d.hex.slice(0, 2)), { recursive: true })
+    await rename(tmpPath, dest)
+  }
+
+  /** Writes small verified content (manifests) atomically. */
+  async writeVerified(d: Digest, bytes: Buffer): Promise<void> {
+    const tmp = this.tmpPathFor(d)
+    const fh = await open(tmp, 'w')
+    try {
+      await fh.writeFile(bytes)
+      await fh.sync()
+    } finally {
+      await fh.close()
+    }
+    try {
+      await this.commit(tmp, d)
+    } catch (err) {
+      await unlink(tmp).catch(() => {})
+      throw err
+    }
+  }
+
+  async remove(d: Digest): Promise<void> {
+    await unlink(this.pathFor(d)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err
+    })
+  }
+
+  async touch(d: Digest, when = new Date()): Promise<void> {
+    await utimes(this.pathFor(d), when, when).catch(() => {})
+  }
+
+  /** Every committed file, for rebuilding the index at start-up. Ignores anything that is not `<2 hex>/<64 hex>`. */
+  async scan(): Promise<StoredBlob[]> {
+    const out: StoredBlob[] = []
+    let prefixes: string[]
+    try {
+      prefixes = await readdir(this.blobsDir)
+    } catch {
+      return out
+    }
+    const valid = /^[a-f0-9]{64}$/
+    await Promise.all(
+      prefixes
+        .filter((p) => /^[a-f0-9]{2}$/.test(p))
+        .map(async (p) => {
+          const dir = join(this.blobsDir, p)
+          const names = await readdir(dir).catch(() => [] as string[])
+          // Bounded parallelism per directory keeps start-up fast on 100k files without
+          // opening thousands of stat calls at once.
+          for (let i = 0; i < names.length; i += 64) {
+            const batch = names.slice(i, i + 64).filter((n) => valid.test(n) && n.startsWith(p))
+            const stats = await Promise.all(batch.map((n) => stat(join(dir, n)).then((s) => ({ n, s })).catch(() => undefined)))
+            for (const e of stats) {
+              if (e && e.s.isFile()) out.push({ digest: `sha256:${e.n}`, size: e.s.size, mtimeMs: e.s.mtimeMs })
+            }
+          }
+        }),
+    )
+    return out
+  }
+}
+
+/** Writes a small file atomically (tmp + rename), for link and metadata files. */
+export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
+  const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`
+  await writeFile(tmp, data)
+  try {
+    await rename(tmp, path)
+  } catch (err) {
+    await unlink(tmp).catch(() => {})
+    throw err
+  }
+}

@@ -1,0 +1,181 @@
+import { LRUCache } from 'lru-cache'
+import type { Logger } from '../log.js'
+import type { Metrics } from '../metrics.js'
+import { parseDigest } from '../oci/reference.js'
+import type { BlobStore } from './blob-store.js'
+
+interface Entry {
+  size: number
+  lastTouch: number
+}
+
+/**
+ * The cache's size-bounded LRU. lru-cache keeps the recency order (keyed by digest, sized by
+ * the file size); eviction is done here rather than by lru-cache itself because entries that
+ * are pinned or being read must be skipped, not dropped. Space for a fill is reserved when it
+ * starts, so downloads in progress count against the cap too.
+ */
+export class LruIndex {
+  private readonly lru = new LRUCache<string, Entry>({
+    maxSize: Number.MAX_SAFE_INTEGER,
+    sizeCalculation: (e) => Math.max(1, e.size),
+  })
+  private readonly inUse = new Map<string, number>()
+  private readonly pinned = new Set<string>()
+  private bytes = 0
+  private reserved = 0
+
+  constructor(
+    private readonly store: BlobStore,
+    readonly maxSize: number,
+    private readonly touchInterval: number,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {
+    this.metrics.cacheMaxBytes.set(maxSize)
+  }
+
+  /** Rebuilds the index from disk, oldest access first so the recency order survives a restart. */
+  async load(): Promise<void> {
+    const entries = await this.store.scan()
+    entries.sort((a, b) => a.mtimeMs - b.mtimeMs)
+    for (const e of entries) {
+      this.lru.set(e.digest, { size: e.size, lastTouch: e.mtimeMs })
+      this.bytes += e.size
+    }
+    this.updateGauges()
+    if (this.bytes > this.maxSize) await this.evict(0)
+  }
+
+  get size(): number {
+    return this.bytes
+  }
+
+  get count(): number {
+    return this.lru.size
+  }
+
+  has(digest: string): boolean {
+    return this.lru.has(digest)
+  }
+
+  sizeOf(digest: string): number | undefined {
+    return this.lru.peek(digest)?.size
+  }
+
+  /** Digests from least to most recently used. */
+  order(): string[] {
+    return [...this.lru.rkeys()]
+  }
+
+  /** Marks an access; the file's mtime carries recency across restarts, written at most once per interval. */
+  touch(digest: string): void {
+    const e = this.lru.get(digest)
+    if (!e) return
+    const now = Date.now()
+    if (now - e.lastTouch >= this.touchInterval) {
+      e.lastTouch = now
+      void this.store.touch(parseDigest(digest), new Date(now))
+    }
+  }
+
+  /** Whether content of this size can be kept at all (a blob larger than the cache is streamed through). */
+  fits(size: number): boolean {
+    return size <= this.maxSize - this.pinnedBytes()
+  }
+
+  /** Makes room for a download that is starting; returns false if there is no room even after eviction. */
+  async reserve(size: number): Promise<boolean> {
+    if (!this.fits(size)) return false
+    this.reserved += size
+    await this.evict(0)
+    return true
+  }
+
+  release(size: number): void {
+    this.reserved = Math.max(0, this.reserved - size)
+  }
+
+  /** Records committed content; `reservedSize` is what its fill reserved. */
+  async add(digest: string, size: number, reservedSize = 0): Promise<void> {
+    this.release(reservedSize)
+    if (!this.lru.has(digest)) {
+      this.lru.set(digest, { size, lastTouch: Date.now() })
+      this.bytes += size
+    } else this.lru.get(digest)
+    await this.evict(0)
+    this.updateGauges()
+  }
+
+  /** Forgets an entry whose file is gone or corrupt (not counted as an eviction). */
+  forget(digest: string): void {
+    const e = this.lru.peek(digest)
+    if (!e) return
+    this.lru.delete(digest)
+    this.bytes -= e.size
+    this.updateGauges()
+  }
+
+  acquire(digest: string): void {
+    this.inUse.set(digest, (this.inUse.get(digest) ?? 0) + 1)
+  }
+
+  releaseUse(digest: string): void {
+    const n = (this.inUse.get(digest) ?? 0) - 1
+    if (n <= 0) this.inUse.delete(digest)
+    else this.inUse.set(digest, n)
+  }
+
+  pin(digest: string): void {
+    this.pinned.add(digest)
+    this.updateGauges()
+  }
+
+  unpin(digest: string): void {
+    this.pinned.delete(digest)
+    this.updateGauges()
+  }
+
+  isPinned(digest: string): boolean {
+    return this.pinned.has(digest)
+  }
+
+  pinnedBytes(): number {
+    let n = 0
+    for (const d of this.pinned) n += this.lru.peek(d)?.size ?? 0
+    return n
+  }
+
+  private async evict(extra: number): Promise<void> {
+    if (this.bytes + this.reserved + extra <= this.maxSize) return
+    const victims: [string, number][] = []
+    let over = this.bytes + this.reserved + extra - this.maxSize
+    for (const digest of this.lru.rkeys()) {
+      if (over <= 0) break
+      if (this.pinned.has(digest) || this.inUse.has(digest)) continue
+      const e = this.lru.peek(digest)
+      if (!e) continue
+      victims.push([digest, e.size])
+      over -= e.size
+    }
+    for (const [digest, size] of victims) {
+      this.lru.delete(digest)
+      this.bytes -= size
+      this.metrics.evictions.inc()
+      this.metrics.evictedBytes.inc(size)
+      try {
+        await this.store.remove(parseDigest(digest))
+      } catch (err) {
+        this.log.error({ err, digest }, 'could not delete evicted blob')
+      }
+    }
+    if (victims.length > 0) this.log.debug({ evicted: victims.length }, 'evicted cache entries')
+    this.updateGauges()
+  }
+
+  private updateGauges(): void {
+    this.metrics.cacheBytes.set(this.bytes)
+    this.metrics.cacheEntries.set(this.lru.size)
+    this.metrics.pinnedBytes.set(this.pinnedBytes())
+  }
+}

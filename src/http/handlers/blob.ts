@@ -1,0 +1,65 @@
+import { pipeline } from 'node:stream/promises'
+import type { Services } from '../../app-types.js'
+import { RegmirrorError } from '../../errors.js'
+import { parseRange } from '../range.js'
+import type { Route } from '../router.js'
+import type { RequestContext } from './context.js'
+
+export async function handleBlob(ctx: RequestContext, route: Extract<Route, { kind: 'blob' }>, s: Services): Promise<void> {
+  const { up, repo, digest } = route
+  const base: Record<string, string | number> = {
+    'docker-content-digest': digest.value,
+    'content-type': 'application/octet-stream',
+    'accept-ranges': 'bytes',
+    etag: `"${digest.value}"`,
+    'cache-control': 'public, max-age=31536000, immutable',
+    'docker-distribution-api-version': 'registry/2.0',
+  }
+  if (ctx.req.method === 'HEAD') {
+    const { size, cache } = await s.blobs.head(up, repo, digest)
+    ctx.cache = cache
+    ctx.res.writeHead(200, { ...base, 'content-length': size, 'x-regmirror-cache': cache })
+    ctx.res.end()
+    return
+  }
+  const blob = await s.blobs.get(up, repo, digest)
+  try {
+    ctx.cache = blob.source === 'cache' ? 'hit' : blob.joined ? 'joined' : 'miss'
+    base['x-regmirror-cache'] = ctx.cache === 'joined' ? 'miss' : ctx.cache
+    const size = blob.size
+    let start = 0
+    let end = size === undefined ? Number.MAX_SAFE_INTEGER : size - 1
+    let status = 200
+    if (size !== undefined) {
+      const range = parseRange(header(ctx.req.headers.range), size)
+      if (range.kind === 'unsatisfiable') {
+        throw new RegmirrorError('RANGE_NOT_SATISFIABLE', 'requested range not satisfiable', { detail: { size } })
+      }
+      if (range.kind === 'range') {
+        start = range.start
+        end = range.end
+        status = 206
+        base['content-range'] = `bytes ${start}-${end}/${size}`
+      }
+      base['content-length'] = end - start + 1
+    }
+    ctx.res.writeHead(status, base)
+    if (size === 0 || (size !== undefined && end < start)) {
+      ctx.res.end()
+      return
+    }
+    const stream = blob.open(start, end)
+    const source = blob.source === 'cache' ? 'cache' : 'upstream'
+    stream.on('data', (c: Buffer) => {
+      ctx.bytes += c.length
+      s.metrics.servedBytes.inc({ source }, c.length)
+    })
+    await pipeline(stream, ctx.res)
+  } finally {
+    blob.release()
+  }
+}
+
+function header(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v
+}

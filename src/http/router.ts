@@ -1,0 +1,92 @@
+import type { UpstreamConfig } from '../config/schema.js'
+import { RegmirrorError } from '../errors.js'
+import { assertName, parseDigest, parseManifestRef, type Digest, type ManifestRef } from '../oci/reference.js'
+import type { Registries } from '../upstream/registries.js'
+
+export type Route =
+  | { kind: 'base' }
+  | { kind: 'healthz' }
+  | { kind: 'metrics' }
+  | { kind: 'manifest'; up: UpstreamConfig; repo: string; name: string; ref: ManifestRef }
+  | { kind: 'blob'; up: UpstreamConfig; repo: string; name: string; digest: Digest }
+  | { kind: 'tags'; up: UpstreamConfig; repo: string; name: string }
+
+const API_RE = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/
+const TAGS_RE = /^\/v2\/(.+)\/tags\/list$/
+const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
+
+/**
+ * Turns a request into a typed route: which upstream, which repository, which reference.
+ * The upstream comes from, in order: `?ns=<registry>` (containerd hosts.toml), a Host header
+ * mapped to an upstream, a first path component naming a configured registry
+ * (`/v2/ghcr.io/owner/app/...`), else the default upstream (Docker daemon `registry-mirrors`).
+ * Everything is grammar-checked here, before any of it is used.
+ */
+export function route(method: string, rawUrl: string, host: string | undefined, registries: Registries): Route {
+  const q = rawUrl.indexOf('?')
+  const path = q < 0 ? rawUrl : rawUrl.slice(0, q)
+  const query = new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1))
+  if (path === '/healthz') return { kind: 'healthz' }
+  if (path === '/metrics') return { kind: 'metrics' }
+  if (path === '/v2' || path === '/v2/') {
+    if (WRITE_METHODS.has(method)) throw unsupported()
+    return { kind: 'base' }
+  }
+  if (!path.startsWith('/v2/')) throw new RegmirrorError('NAME_UNKNOWN', 'not a registry API path')
+  if (WRITE_METHODS.has(method)) throw unsupported()
+  if (method !== 'GET' && method !== 'HEAD') throw unsupported()
+  // Names never need percent-encoding; an encoded byte (%2F, %00, %2E) is an attempt to smuggle one.
+  if (path.includes('%') || path.includes('\0') || path.includes('//')) {
+    throw new RegmirrorError('NAME_INVALID', 'invalid repository name')
+  }
+  if (path.length > 1024) throw new RegmirrorError('NAME_INVALID', 'request path too long')
+
+  const tags = TAGS_RE.exec(path)
+  const api = tags ? undefined : API_RE.exec(path)
+  if (!tags && !api) throw new RegmirrorError('NAME_UNKNOWN', 'not a registry API path')
+  const rawName = (tags ? tags[1] : api?.[1]) as string
+  const { up, name } = pickUpstream(rawName, query.get('ns'), host, registries)
+  assertName(name)
+  const repo = registries.normalizeRepo(up, name)
+  assertName(repo)
+  registries.assertAllowed(up, repo)
+  if (tags) return { kind: 'tags', up, repo, name: rawName }
+  const ref = api?.[3] as string
+  if (api?.[2] === 'blobs') return { kind: 'blob', up, repo, name: rawName, digest: parseDigest(ref) }
+  return { kind: 'manifest', up, repo, name: rawName, ref: parseManifestRef(ref) }
+}
+
+function pickUpstream(
+  rawName: string,
+  ns: string | null,
+  host: string | undefined,
+  registries: Registries,
+): { up: UpstreamConfig; name: string } {
+  if (ns !== null) {
+    const up = registries.byName(ns)
+    if (!up) throw notConfigured(ns)
+    return { up, name: rawName }
+  }
+  const byHost = registries.byHost(host)
+  if (byHost) return { up: byHost, name: rawName }
+  const slash = rawName.indexOf('/')
+  if (slash > 0) {
+    const first = rawName.slice(0, slash)
+    const up = registries.byName(first)
+    if (up) return { up, name: rawName.slice(slash + 1) }
+    // Docker Hub namespaces cannot contain dots, so a dotted first component names a
+    // registry; one that is not configured is refused rather than sent to the default.
+    if (first.includes('.') || first === 'localhost') throw notConfigured(first)
+  }
+  return { up: registries.defaultUpstream, name: rawName }
+}
+
+function notConfigured(registry: string): RegmirrorError {
+  return new RegmirrorError('NAME_UNKNOWN', `registry ${registry.slice(0, 100)} is not configured on this mirror`, {
+    detail: { registry: registry.slice(0, 100) },
+  })
+}
+
+function unsupported(): RegmirrorError {
+  return new RegmirrorError('UNSUPPORTED', 'this mirror is read-only: pushes and deletes are not supported')
+}

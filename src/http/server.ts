@@ -1,0 +1,102 @@
+import { randomBytes } from 'node:crypto'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Services } from '../app-types.js'
+import { RegmirrorError, isRegmirrorError } from '../errors.js'
+import { handleBlob } from './handlers/blob.js'
+import type { RequestContext } from './handlers/context.js'
+import { handleManifest } from './handlers/manifest.js'
+import { handleTags } from './handlers/tags.js'
+import { sendError, toWire } from './respond.js'
+import { route } from './router.js'
+
+export function createHttpServer(s: Services): Server {
+  const server = createServer(
+    {
+      maxHeaderSize: s.config.server.maxHeaderSize,
+      headersTimeout: s.config.server.headersTimeout,
+      requestTimeout: s.config.server.requestTimeout,
+      keepAliveTimeout: s.config.server.keepAliveTimeout,
+    },
+    (req, res) => void handle(req, res, s),
+  )
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    // Malformed requests, oversized headers and header timeouts end here; answer if we still can.
+    if (socket.writable && !socket.writableEnded) {
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+      socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+    } else socket.destroy()
+  })
+  return server
+}
+
+async function handle(req: IncomingMessage, res: ServerResponse, s: Services): Promise<void> {
+  const started = process.hrtime.bigint()
+  const ctx: RequestContext = { req, res, id: randomBytes(8).toString('hex'), bytes: 0 }
+  res.setHeader('x-request-id', ctx.id)
+  let error: unknown
+  res.once('close', () => logRequest(ctx, s, started, error))
+  try {
+    const r = route(req.method ?? 'GET', req.url ?? '/', req.headers.host, s.registries)
+    switch (r.kind) {
+      case 'healthz':
+        ctx.kind = 'other'
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end('{"status":"ok"}')
+        return
+      case 'metrics': {
+        ctx.kind = 'other'
+        const body = await s.metrics.registry.metrics()
+        res.writeHead(200, { 'content-type': s.metrics.registry.contentType })
+        res.end(body)
+        return
+      }
+      case 'base':
+        ctx.kind = 'base'
+        res.writeHead(200, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0', 'content-length': 2 })
+        res.end(req.method === 'HEAD' ? undefined : '{}')
+        return
+      case 'manifest':
+      case 'blob':
+      case 'tags':
+        ctx.kind = r.kind
+        ctx.upstream = r.up.name
+        ctx.repository = r.repo
+        if (r.kind === 'manifest') await handleManifest(ctx, r, s)
+        else if (r.kind === 'blob') await handleBlob(ctx, r, s)
+        else await handleTags(ctx, r, s)
+        return
+    }
+  } catch (err) {
+    error = err
+    if (ctx.kind === 'manifest' || ctx.kind === 'blob') ctx.cache = 'error'
+    sendError(res, err)
+  }
+}
+
+function logRequest(ctx: RequestContext, s: Services, started: bigint, error: unknown): void {
+  const durationMs = Number(process.hrtime.bigint() - started) / 1e6
+  const status = ctx.res.headersSent ? ctx.res.statusCode : 0
+  const aborted = !ctx.res.writableFinished
+  if ((ctx.kind === 'manifest' || ctx.kind === 'blob') && ctx.cache) {
+    const result = ctx.cache === 'joined' ? 'miss' : ctx.cache
+    s.metrics.requests.inc({ kind: ctx.kind, result })
+  }
+  const fields = {
+    reqId: ctx.id,
+    method: ctx.req.method,
+    path: ctx.req.url?.slice(0, 512),
+    upstream: ctx.upstream,
+    repository: ctx.repository,
+    cache: ctx.cache,
+    status,
+    bytes: ctx.bytes,
+    durationMs: Math.round(durationMs * 10) / 10,
+    aborted: aborted || undefined,
+    code: isRegmirrorError(error) ? error.code : error ? 'INTERNAL' : undefined,
+    err: error && !(error instanceof RegmirrorError) ? error : undefined,
+    cause: isRegmirrorError(error) && error.cause instanceof Error ? error.cause.message : undefined,
+  }
+  const wireStatus = error ? toWire(error).status : status
+  if (wireStatus >= 500) s.log.error(fields, 'request')
+  else s.log.info(fields, 'request')
+}

@@ -1,0 +1,132 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+/**
+ * Every metric of the program, on a registry of its own (not prom-client's global one), so
+ * several apps in one process (tests) do not collide. Labels come only from small fixed
+ * sets: never a repository name or a digest.
+ */
+export class Metrics {
+  readonly registry = new Registry()
+
+  readonly requests = new Counter({
+    name: 'regmirror_requests_total',
+    help: 'Manifest and blob requests by kind and cache result (hit, miss, stale, error).',
+    labelNames: ['kind', 'result'] as const,
+    registers: [this.registry],
+  })
+  readonly servedBytes = new Counter({
+    name: 'regmirror_served_bytes_total',
+    help: 'Bytes sent to clients, by where they came from: cache (disk) or upstream (a fill in progress).',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  })
+  readonly upstreamRequests = new Counter({
+    name: 'regmirror_upstream_requests_total',
+    help: 'Requests sent to upstream registries, by upstream and HTTP status (0 = no response).',
+    labelNames: ['upstream', 'status'] as const,
+    registers: [this.registry],
+  })
+  readonly upstreamDuration = new Histogram({
+    name: 'regmirror_upstream_request_duration_seconds',
+    help: 'Time to response headers of upstream requests.',
+    labelNames: ['upstream'] as const,
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  })
+  readonly upstreamBytes = new Counter({
+    name: 'regmirror_upstream_bytes_total',
+    help: 'Body bytes received from upstream registries.',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  })
+  readonly rateLimitRemaining = new Gauge({
+    name: 'regmirror_upstream_ratelimit_remaining',
+    help: "Last ratelimit-remaining value an upstream reported (Docker Hub's pull quota).",
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  })
+  readonly digestMismatches = new Counter({
+    name: 'regmirror_digest_mismatches_total',
+    help: 'Upstream content refused because its sha256 did not match its digest.',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  })
+  readonly staleServed = new Counter({
+    name: 'regmirror_stale_served_total',
+    help: 'Cached tags served because the upstream failed (stale-if-error).',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  })
+  readonly fillsStarted = new Counter({
+    name: 'regmirror_fills_started_total',
+    help: 'Upstream blob downloads started (one per digest however many clients ask).',
+    registers: [this.registry],
+  })
+  readonly fillReadersJoined = new Counter({
+    name: 'regmirror_fill_readers_joined_total',
+    help: 'Client requests that joined a fill already in progress instead of starting one.',
+    registers: [this.registry],
+  })
+  readonly fillJoinedBytes = new Counter({
+    name: 'regmirror_fill_joined_bytes_total',
+    help: 'Bytes served to clients that joined a fill in progress.',
+    registers: [this.registry],
+  })
+  readonly fillsFailed = new Counter({
+    name: 'regmirror_fills_failed_total',
+    help: 'Fills that failed, by cause.',
+    labelNames: ['cause'] as const,
+    registers: [this.registry],
+  })
+  readonly fillResumes = new Counter({
+    name: 'regmirror_fill_resumes_total',
+    help: 'Upstream blob downloads continued with a Range request after breaking off.',
+    registers: [this.registry],
+  })
+  readonly cacheBytes = new Gauge({
+    name: 'regmirror_cache_size_bytes',
+    help: 'Bytes of content on disk in the cache.',
+    registers: [this.registry],
+  })
+  readonly cacheEntries = new Gauge({
+    name: 'regmirror_cache_entries',
+    help: 'Blobs and manifests in the cache.',
+    registers: [this.registry],
+  })
+  readonly cacheMaxBytes = new Gauge({
+    name: 'regmirror_cache_max_size_bytes',
+    help: 'The configured size cap of the cache.',
+    registers: [this.registry],
+  })
+  readonly evictions = new Counter({
+    name: 'regmirror_cache_evictions_total',
+    help: 'Cache entries evicted to stay under the size cap.',
+    registers: [this.registry],
+  })
+  readonly evictedBytes = new Counter({
+    name: 'regmirror_cache_evicted_bytes_total',
+    help: 'Bytes evicted to stay under the size cap.',
+    registers: [this.registry],
+  })
+  readonly pinnedBytes = new Gauge({
+    name: 'regmirror_cache_pinned_bytes',
+    help: 'Bytes of pinned content, never evicted.',
+    registers: [this.registry],
+  })
+  readonly cacheWriteErrors = new Counter({
+    name: 'regmirror_cache_write_errors_total',
+    help: 'Writes to the cache that failed (full disk, unwritable directory); content is streamed through uncached.',
+    labelNames: ['code'] as const,
+    registers: [this.registry],
+  })
+  readonly upstreamOnline = new Gauge({
+    name: 'regmirror_upstream_online',
+    help: '1 when the upstream is considered reachable, 0 while it is marked offline.',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  })
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'regmirror_' })
+  }
+}

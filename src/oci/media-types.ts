@@ -1,0 +1,69 @@
+export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
+export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
+export const DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json'
+export const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json'
+export const DOCKER_SCHEMA1 = 'application/vnd.docker.distribution.manifest.v1+json'
+export const DOCKER_SCHEMA1_SIGNED = 'application/vnd.docker.distribution.manifest.v1+prettyjws'
+
+/** Everything we can cache; asked of upstream so it answers with its native type. */
+export const MANIFEST_ACCEPT = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED, DOCKER_SCHEMA1].join(', ')
+
+export const MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+
+export function isIndexType(mediaType: string): boolean {
+  return mediaType === OCI_INDEX || mediaType === DOCKER_LIST
+}
+
+/** Media types named by an Accept header (possibly several headers), parameters stripped. */
+export function parseAccept(header: string | string[] | undefined): string[] {
+  if (header === undefined) return []
+  const parts = Array.isArray(header) ? header.join(',') : header
+  return parts
+    .split(',')
+    .map((p) => (p.split(';')[0] ?? '').trim().toLowerCase())
+    .filter((p) => p.length > 0)
+}
+
+export function accepts(accept: string[], mediaType: string): boolean {
+  // No Accept at all means "anything": that is how curl and most scripts ask.
+  if (accept.length === 0) return true
+  return accept.includes(mediaType) || accept.includes('*/*') || accept.includes('application/*')
+}
+
+/**
+ * The media type of a manifest body, for manifests stored without one (imported or legacy).
+ * OCI manifests may omit `mediaType`; their shape says what they are.
+ */
+export function inferMediaType(body: Buffer): string | undefined {
+  let doc: unknown
+  try {
+    doc = JSON.parse(body.toString('utf8'))
+  } catch {
+    return undefined
+  }
+  if (typeof doc !== 'object' || doc === null) return undefined
+  const m = doc as Record<string, unknown>
+  if (typeof m.mediaType === 'string') return m.mediaType
+  if (m.schemaVersion === 1) return DOCKER_SCHEMA1_SIGNED
+  if (Array.isArray(m.manifests)) return OCI_INDEX
+  if (typeof m.config === 'object') return OCI_MANIFEST
+  return undefined
+}
+
+export interface IndexEntry {
+  digest: string
+  mediaType: string
+  platform?: { os?: string; architecture?: string; variant?: string }
+}
+
+export function indexEntries(body: Buffer): IndexEntry[] {
+  try {
+    const doc = JSON.parse(body.toString('utf8')) as { manifests?: unknown }
+    if (!Array.isArray(doc.manifests)) return []
+    return doc.manifests.filter(
+      (e): e is IndexEntry => typeof e === 'object' && e !== null && typeof (e as IndexEntry).digest === 'string',
+    )
+  } catch {
+    return []
+  }
+}

@@ -1,0 +1,211 @@
+import type { Readable } from 'node:stream'
+import type { Config, UpstreamConfig } from '../config/schema.js'
+import type { BlobStore } from '../cache/blob-store.js'
+import { Fill, type FillBody } from '../cache/fill.js'
+import type { LruIndex } from '../cache/lru-index.js'
+import { RegmirrorError } from '../errors.js'
+import type { Logger } from '../log.js'
+import type { Metrics } from '../metrics.js'
+import type { Digest } from '../oci/reference.js'
+import { header, type UpstreamClient } from '../upstream/client.js'
+import { upstreamFailure } from './upstream-errors.js'
+
+export interface BlobHandle {
+  /** Undefined only when an upstream streams a blob without announcing its size. */
+  size: number | undefined
+  source: 'cache' | 'fill'
+  /** Whether this request joined a fill another request started. */
+  joined: boolean
+  /** Bytes [start, end], inclusive. */
+  open(start: number, end: number): Readable
+  /** Call once the response is over, so the blob may be evicted again. */
+  release(): void
+}
+
+/**
+ * Blobs by digest: a disk hit is served from the file; a miss joins the digest's fill, or
+ * starts it. There is never more than one fill per digest in the process.
+ */
+export class BlobService {
+  private readonly fills = new Map<string, Fill>()
+
+  constructor(
+    private readonly config: Config,
+    private readonly store: BlobStore,
+    private readonly index: LruIndex,
+    private readonly upstream: UpstreamClient,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {}
+
+  /** Fills in progress (for shutdown and tests). */
+  activeFills(): Fill[] {
+    return [...this.fills.values()]
+  }
+
+  async get(up: UpstreamConfig, repo: string, d: Digest): Promise<BlobHandle> {
+    const hit = this.fromCache(d)
+    if (hit) return hit
+    let fill = this.fills.get(d.value)
+    const joined = fill !== undefined
+    if (!fill) fill = this.startFill(up, repo, d)
+    else this.metrics.fillReadersJoined.inc()
+    // Holds the fill's file open for this request even if the download ends before it reads.
+    const release = fill.retain()
+    let size: number | undefined
+    try {
+      size = await fill.ready
+    } catch (err) {
+      release()
+      throw err
+    }
+    // The fill may have finished while we waited; then the file is simply in the cache.
+    if (fill.state === 'done' && fill.kept) {
+      const after = this.fromCache(d)
+      if (after) {
+        release()
+        return after
+      }
+    }
+    const f = fill
+    return {
+      size,
+      source: 'fill',
+      joined,
+      open: (start, end) => {
+        const r = f.createReader(start, end)
+        if (joined) r.on('data', (c: Buffer) => this.metrics.fillJoinedBytes.inc(c.length))
+        return r
+      },
+      release,
+    }
+  }
+
+  /** Size of a blob without downloading it: from cache, else a HEAD upstream. */
+  async head(up: UpstreamConfig, repo: string, d: Digest): Promise<{ size: number; cache: 'hit' | 'miss' }> {
+    const size = this.index.sizeOf(d.value)
+    if (size !== undefined) return { size, cache: 'hit' }
+    const fill = this.fills.get(d.value)
+    if (fill) {
+      const s = await fill.ready
+      if (s !== undefined) return { size: s, cache: 'miss' }
+    }
+    const res = await this.upstream.request(up, { method: 'HEAD', path: `/v2/${repo}/blobs/${d.value}`, repo })
+    await res.body.dump().catch(() => {})
+    if (res.status !== 200) throw await upstreamFailure(up, res, 'BLOB_UNKNOWN')
+    const len = Number(header(res.headers, 'content-length'))
+    if (!Number.isSafeInteger(len) || len < 0) {
+      throw new RegmirrorError('UPSTREAM_ERROR', `${up.name} did not give the blob's size`, { detail: { upstream: up.name } })
+    }
+    return { size: len, cache: 'miss' }
+  }
+
+  private fromCache(d: Digest): BlobHandle | undefined {
+    const size = this.index.sizeOf(d.value)
+    if (size === undefined) return undefined
+    this.index.touch(d.value)
+    // Held until the response ends so eviction cannot delete the file under this reader.
+    this.index.acquire(d.value)
+    let released = false
+    return {
+      size,
+      source: 'cache',
+      joined: false,
+      open: (start, end) => this.store.createReadStream(d, start, end),
+      release: () => {
+        if (!released) {
+          released = true
+          this.index.releaseUse(d.value)
+        }
+      },
+    }
+  }
+
+  private startFill(up: UpstreamConfig, repo: string, d: Digest): Fill {
+    let reserved = 0
+    const fill = new Fill(
+      d,
+      this.store.tmpPathFor(d),
+      { open: (offset) => this.openUpstream(up, repo, d, offset) },
+      {
+        admit: async (size) => {
+          if (size === undefined) return true
+          const ok = await this.index.reserve(size)
+          if (ok) reserved = size
+          else this.log.info({ digest: d.value, size, maxSize: this.index.maxSize }, 'blob larger than the cache; streaming it through without keeping it')
+          return ok
+        },
+        commit: async (tmpPath, size) => {
+          await this.store.commit(tmpPath, d)
+          await this.index.add(d.value, size, reserved)
+          reserved = 0
+        },
+        abandon: () => {
+          this.index.release(reserved)
+          reserved = 0
+        },
+        onResume: (offset, attempt, err) => {
+          this.metrics.fillResumes.inc()
+          this.log.warn({ upstream: up.name, digest: d.value, offset, attempt, err: errMessage(err) }, 'upstream blob download broke off; resuming with Range')
+        },
+        onFailed: (err) => {
+          this.metrics.fillsFailed.inc({ cause: err.code.toLowerCase() })
+          if (err.code === 'DIGEST_MISMATCH') this.metrics.digestMismatches.inc({ kind: 'blob' })
+          this.log.error({ upstream: up.name, repository: repo, digest: d.value, code: err.code, err: errMessage(err) }, 'blob fill failed; nothing cached')
+        },
+      },
+      this.config.retries.resumeAttempts,
+    )
+    this.fills.set(d.value, fill)
+    this.metrics.fillsStarted.inc()
+    fill.finished.then(
+      () => this.fills.delete(d.value),
+      () => this.fills.delete(d.value),
+    )
+    return fill.start()
+  }
+
+  private async openUpstream(up: UpstreamConfig, repo: string, d: Digest, offset: number): Promise<FillBody> {
+    const res = await this.upstream.request(up, {
+      method: 'GET',
+      path: `/v2/${repo}/blobs/${d.value}`,
+      repo,
+      headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+    })
+    const abort = () => res.body.destroy()
+    if (offset === 0 && res.status === 200) {
+      const len = header(res.headers, 'content-length')
+      return { body: res.body, total: len === undefined ? undefined : Number(len), abort }
+    }
+    if (offset > 0 && res.status === 206) {
+      const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(header(res.headers, 'content-range') ?? '')
+      if (!m || Number(m[1]) !== offset) {
+        abort()
+        throw new RegmirrorError('UPSTREAM_ERROR', `${up.name} answered a resume with the wrong range`, { detail: { upstream: up.name } })
+      }
+      return { body: res.body, total: Number(m[3]), abort }
+    }
+    if (offset > 0 && res.status === 200) {
+      // The upstream ignored Range: skip what we already have.
+      const len = header(res.headers, 'content-length')
+      return { body: skip(res.body, offset), total: len === undefined ? undefined : Number(len), abort }
+    }
+    throw await upstreamFailure(up, res, 'BLOB_UNKNOWN')
+  }
+}
+
+async function* skip(body: AsyncIterable<Buffer>, n: number): AsyncIterable<Buffer> {
+  let left = n
+  for await (const chunk of body) {
+    if (left >= chunk.length) {
+      left -= chunk.length
+      continue
+    }
+    yield left > 0 ? chunk.subarray(left) : chunk
+    left = 0
+  }
+}
+
+function errMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}

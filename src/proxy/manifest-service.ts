@@ -1,0 +1,137 @@
+import { createHash } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
+import type { UpstreamConfig } from '../config/schema.js'
+import type { BlobStore } from '../cache/blob-store.js'
+import type { LruIndex } from '../cache/lru-index.js'
+import type { MetadataStore } from '../cache/metadata-store.js'
+import { RegmirrorError } from '../errors.js'
+import type { Logger } from '../log.js'
+import type { Metrics } from '../metrics.js'
+import { MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, inferMediaType } from '../oci/media-types.js'
+import { parseDigest, type Digest } from '../oci/reference.js'
+import { header, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js'
+import { SingleFlight } from './single-flight.js'
+import { upstreamFailure } from './upstream-errors.js'
+
+export interface Manifest {
+  digest: string
+  mediaType: string
+  body: Buffer
+}
+
+/**
+ * Manifests by digest: content-addressed and immutable, so a cached copy is always right.
+ * Bodies are verified against their digest before they are stored, kept on disk in the blob
+ * store (so eviction and pins treat them like any content) and in a small memory cache
+ * because tag requests read them constantly.
+ */
+export class ManifestService {
+  private readonly memory = new LRUCache<string, Manifest>({
+    maxSize: 32 * 1024 * 1024,
+    sizeCalculation: (m) => m.body.length + 200,
+  })
+  private readonly flights = new SingleFlight<Manifest>()
+
+  constructor(
+    private readonly store: BlobStore,
+    private readonly index: LruIndex,
+    private readonly metadata: MetadataStore,
+    private readonly upstream: UpstreamClient,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {}
+
+  /** The cached manifest, or undefined. */
+  async cached(d: Digest): Promise<Manifest | undefined> {
+    const mem = this.memory.get(d.value)
+    if (mem && this.index.has(d.value)) {
+      this.index.touch(d.value)
+      return mem
+    }
+    if (!this.index.has(d.value)) return undefined
+    let body: Buffer
+    try {
+      body = await this.store.readAll(d)
+    } catch {
+      this.index.forget(d.value)
+      return undefined
+    }
+    const info = await this.metadata.getManifestInfo(d)
+    const mediaType = info?.mediaType ?? inferMediaType(body)
+    if (!mediaType) return undefined
+    const m = { digest: d.value, mediaType, body }
+    this.memory.set(d.value, m)
+    this.index.touch(d.value)
+    return m
+  }
+
+  /** A manifest by digest: from cache, else fetched once from upstream however many ask. */
+  async get(up: UpstreamConfig, repo: string, d: Digest): Promise<{ manifest: Manifest; cache: 'hit' | 'miss' }> {
+    const hit = await this.cached(d)
+    if (hit) return { manifest: hit, cache: 'hit' }
+    const { promise } = this.flights.do(d.value, () => this.fetch(up, repo, d.value, d))
+    return { manifest: await promise, cache: 'miss' }
+  }
+
+  /**
+   * Fetches a manifest from upstream by tag or digest and stores it. When `expected` is given
+   * (a digest request) the body must hash to it; for a tag the upstream's
+   * Docker-Content-Digest, when present, must match the body.
+   */
+  async fetch(up: UpstreamConfig, repo: string, ref: string, expected?: Digest): Promise<Manifest> {
+    const res = await this.upstream.request(up, {
+      method: 'GET',
+      path: `/v2/${repo}/manifests/${ref}`,
+      repo,
+      headers: { accept: MANIFEST_ACCEPT },
+    })
+    if (res.status !== 200) throw await upstreamFailure(up, res, 'MANIFEST_UNKNOWN')
+    const body = await readLimited(res, MAX_MANIFEST_SIZE, up)
+    const hex = createHash('sha256').update(body).digest('hex')
+    const digest = `sha256:${hex}`
+    const claimed = header(res.headers, 'docker-content-digest')
+    const want = expected?.value ?? (claimed?.startsWith('sha256:') ? claimed : undefined)
+    if (want !== undefined && want !== digest) {
+      this.metrics.digestMismatches.inc({ kind: 'manifest' })
+      this.log.warn({ upstream: up.name, repository: repo, digest: want, actual: digest }, 'manifest digest mismatch; refused')
+      throw new RegmirrorError('DIGEST_MISMATCH', 'manifest from upstream does not match its digest', {
+        detail: { upstream: up.name, digest: want },
+      })
+    }
+    const contentType = (header(res.headers, 'content-type') ?? '').split(';')[0]?.trim() ?? ''
+    const mediaType = contentType && contentType !== 'application/octet-stream' && contentType !== 'application/json' ? contentType : inferMediaType(body)
+    if (!mediaType) {
+      throw new RegmirrorError('MANIFEST_INVALID', 'upstream manifest has no recognisable media type', { detail: { upstream: up.name } })
+    }
+    const d = parseDigest(digest)
+    const m: Manifest = { digest, mediaType, body }
+    await this.store.writeVerified(d, body)
+    await this.metadata.setManifestInfo(d, { mediaType, size: body.length })
+    await this.index.add(digest, body.length)
+    this.memory.set(digest, m)
+    return m
+  }
+}
+
+async function readLimited(res: UpstreamResponse, limit: number, up: UpstreamConfig): Promise<Buffer> {
+  const declared = Number(header(res.headers, 'content-length') ?? NaN)
+  if (declared > limit) {
+    res.body.destroy()
+    throw new RegmirrorError('MANIFEST_TOO_LARGE', `manifest from ${up.name} is larger than ${limit} bytes`, { detail: { upstream: up.name } })
+  }
+  const chunks: Buffer[] = []
+  let n = 0
+  for await (const chunk of res.body) {
+    n += (chunk as Buffer).length
+    if (n > limit) {
+      res.body.destroy()
+      throw new RegmirrorError('MANIFEST_TOO_LARGE', `manifest from ${up.name} is larger than ${limit} bytes`, { detail: { upstream: up.name } })
+    }
+    chunks.push(chunk as Buffer)
+  }
+  const body = Buffer.concat(chunks)
+  if (Number.isFinite(declared) && declared !== body.length) {
+    throw new RegmirrorError('SIZE_MISMATCH', `manifest from ${up.name} is not the size announced`, { detail: { upstream: up.name } })
+  }
+  return body
+}

@@ -1,0 +1,101 @@
+import { ttlFor, type UpstreamConfig } from '../config/schema.js'
+import type { MetadataStore, TagRecord } from '../cache/metadata-store.js'
+import { isRegmirrorError, isUpstreamFailure } from '../errors.js'
+import type { Logger } from '../log.js'
+import type { Metrics } from '../metrics.js'
+import { MANIFEST_ACCEPT } from '../oci/media-types.js'
+import { parseDigest } from '../oci/reference.js'
+import { header, type UpstreamClient } from '../upstream/client.js'
+import type { Manifest, ManifestService } from './manifest-service.js'
+import { SingleFlight } from './single-flight.js'
+import { upstreamFailure } from './upstream-errors.js'
+
+export type TagCacheResult = 'hit' | 'miss' | 'stale'
+
+export interface TagResolution {
+  manifest: Manifest
+  cache: TagCacheResult
+}
+
+/**
+ * Tags are the only mutable thing a mirror serves. Within its TTL a tag is answered from
+ * cache with no upstream request; after it, one HEAD revalidates it (HEADs do not count
+ * against Docker Hub's pull quota). When the upstream fails, the last known digest is served
+ * (stale-if-error). Concurrent requests for one tag share one resolution.
+ */
+export class TagService {
+  private readonly flights = new SingleFlight<TagResolution>()
+
+  constructor(
+    private readonly metadata: MetadataStore,
+    private readonly manifests: ManifestService,
+    private readonly upstream: UpstreamClient,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {}
+
+  async resolve(up: UpstreamConfig, repo: string, tag: string): Promise<TagResolution> {
+    const rec = await this.metadata.getTag(up.name, repo, tag)
+    if (rec && Date.now() - rec.checkedAt < ttlFor(up, repo, tag)) {
+      const m = await this.manifests.cached(parseDigest(rec.digest))
+      if (m) return { manifest: m, cache: 'hit' }
+    }
+    return this.flights.do(`${up.name}/${repo}:${tag}`, () => this.refresh(up, repo, tag, rec)).promise
+  }
+
+  private async refresh(up: UpstreamConfig, repo: string, tag: string, rec: TagRecord | undefined): Promise<TagResolution> {
+    const cached = rec ? await this.manifests.cached(parseDigest(rec.digest)) : undefined
+    try {
+      if (rec && cached) {
+        const res = await this.upstream.request(up, {
+          method: 'HEAD',
+          path: `/v2/${repo}/manifests/${tag}`,
+          repo,
+          headers: { accept: MANIFEST_ACCEPT },
+        })
+        await res.body.dump().catch(() => {})
+        if (res.status === 200) {
+          const digest = header(res.headers, 'docker-content-digest')
+          if (digest === rec.digest) {
+            await this.metadata.setTag(up.name, repo, tag, { ...rec, checkedAt: Date.now() })
+            return { manifest: cached, cache: 'hit' }
+          }
+          if (digest?.startsWith('sha256:')) {
+            const { manifest } = await this.manifests.get(up, repo, parseDigest(digest))
+            await this.record(up, repo, tag, manifest)
+            return { manifest, cache: 'miss' }
+          }
+          // No digest in the HEAD answer: fall through to a GET by tag.
+        } else if (res.status !== 404 && res.status !== 405) {
+          throw await upstreamFailure(up, res, 'MANIFEST_UNKNOWN')
+        } else if (res.status === 404) {
+          // The tag is gone upstream: forget it rather than serve a deleted tag forever.
+          await this.metadata.deleteTag(up.name, repo, tag)
+          throw await upstreamFailure(up, res, 'MANIFEST_UNKNOWN')
+        }
+      }
+      const manifest = await this.manifests.fetch(up, repo, tag)
+      await this.record(up, repo, tag, manifest)
+      return { manifest, cache: 'miss' }
+    } catch (err) {
+      if (rec && cached && isUpstreamFailure(err)) {
+        this.metrics.staleServed.inc({ upstream: up.name })
+        this.log.warn(
+          { upstream: up.name, repository: repo, tag, code: isRegmirrorError(err) ? err.code : undefined },
+          'upstream failed; serving the cached tag (stale-if-error)',
+        )
+        return { manifest: cached, cache: 'stale' }
+      }
+      throw err
+    }
+  }
+
+  private async record(up: UpstreamConfig, repo: string, tag: string, m: Manifest): Promise<void> {
+    await this.metadata.setTag(up.name, repo, tag, {
+      digest: m.digest,
+      mediaType: m.mediaType,
+      size: m.body.length,
+      checkedAt: Date.now(),
+    })
+  }
+}

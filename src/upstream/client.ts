@@ -1,0 +1,282 @@
+import { Agent, errors as undiciErrors, type Dispatcher } from 'undici'
+import type { Config, UpstreamConfig } from '../config/schema.js'
+import { RegmirrorError } from '../errors.js'
+import type { Logger } from '../log.js'
+import type { Metrics } from '../metrics.js'
+import { TokenCache, parseChallenges, realmAllowed } from './auth.js'
+import { UpstreamHealth } from './health.js'
+
+export type Headers = Record<string, string | string[] | undefined>
+
+export interface UpstreamResponse {
+  status: number
+  headers: Headers
+  body: Dispatcher.ResponseData['body']
+  /** The URL that finally answered (after redirects), without its query: for logs only. */
+  where: string
+}
+
+export interface UpstreamRequest {
+  method: 'GET' | 'HEAD'
+  /** Path under the upstream's base URL, e.g. `/v2/library/alpine/manifests/3.20`. */
+  path: string
+  /** Repository, for the token scope. */
+  repo?: string
+  headers?: Record<string, string>
+  /** Retry on connection errors and 502/503/504 (only while nothing was sent to a client). */
+  retry?: boolean
+}
+
+const MAX_REDIRECTS = 5
+
+export function header(headers: Headers, name: string): string | undefined {
+  const v = headers[name]
+  return Array.isArray(v) ? v[0] : v
+}
+
+/**
+ * Every request to an upstream registry goes through here: bearer/basic auth with a token
+ * cache, redirects (credentials never follow to another host), timeouts, retries with backoff,
+ * offline marking, and the upstream metrics.
+ */
+export class UpstreamClient {
+  private readonly agent: Agent
+  private readonly tokens = new TokenCache()
+  /** The last Bearer challenge per upstream, so later requests can send a token up front. */
+  private readonly lastChallenge = new Map<string, { realm: string; service: string }>()
+  private readonly health = new Map<string, UpstreamHealth>()
+
+  constructor(
+    private readonly config: Config,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+  ) {
+    this.agent = new Agent({
+      connect: { timeout: config.timeouts.connect },
+      headersTimeout: config.timeouts.headers,
+      bodyTimeout: config.timeouts.bodyIdle,
+      keepAliveTimeout: 30_000,
+      connections: 64,
+    })
+    for (const up of config.upstreams) {
+      this.metrics.upstreamOnline.set({ upstream: up.name }, 1)
+    }
+  }
+
+  healthOf(up: UpstreamConfig): UpstreamHealth {
+    let h = this.health.get(up.name)
+    if (!h) {
+      h = new UpstreamHealth(this.config.offline.failureThreshold, this.config.offline.coolDown, (online) => {
+        this.metrics.upstreamOnline.set({ upstream: up.name }, online ? 1 : 0)
+        if (online) this.log.info({ upstream: up.name }, 'upstream is back online')
+        else this.log.warn({ upstream: up.name, coolDownMs: this.config.offline.coolDown }, 'upstream marked offline')
+      })
+      this.health.set(up.name, h)
+    }
+    return h
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close()
+  }
+
+  async request(up: UpstreamConfig, req: UpstreamRequest): Promise<UpstreamResponse> {
+    const health = this.healthOf(up)
+    if (!health.admit()) {
+      throw new RegmirrorError('UPSTREAM_OFFLINE', `upstream ${up.name} is offline`, { detail: { upstream: up.name } })
+    }
+    const attempts = req.retry === false ? 1 : Math.max(1, this.config.retries.attempts)
+    let lastErr: unknown
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      if (attempt > 0) await sleep(backoff(this.config.retries.backoff, attempt))
+      try {
+        const res = await this.requestOnce(up, req)
+        if (res.status >= 500 || res.status === 429) {
+          health.failure()
+          if (attempt + 1 < attempts && (res.status === 502 || res.status === 503 || res.status === 504)) {
+            await res.body.dump().catch(() => {})
+            lastErr = new RegmirrorError('UPSTREAM_ERROR', `upstream ${up.name} answered ${res.status}`)
+            continue
+          }
+        } else {
+          health.success()
+        }
+        return res
+      } catch (err) {
+        lastErr = err
+        if (err instanceof RegmirrorError && (err.code === 'REDIRECT_INVALID' || err.code === 'REALM_DENIED' || err.code === 'UNAUTHORIZED')) {
+          throw err
+        }
+        health.failure()
+        if (health.offline) break
+      }
+    }
+    throw lastErr
+  }
+
+  private async requestOnce(up: UpstreamConfig, req: UpstreamRequest): Promise<UpstreamResponse> {
+    const base = new URL(up.url)
+    const scope = req.repo ? `repository:${req.repo}:pull` : undefined
+    let auth = this.authHeaderFor(up, scope)
+    let url = new URL(base.pathname.replace(/\/$/, '') + req.path, base)
+    let triedAuth = false
+    const seen = new Set<string>()
+    for (let hop = 0; ; ) {
+      const sameOrigin = url.origin === base.origin
+      const headers: Record<string, string> = { 'user-agent': 'regmirror', ...req.headers }
+      if (auth && sameOrigin) headers.authorization = auth
+      const res = await this.send(up, url, req.method, headers)
+      if (res.status === 401 && sameOrigin && !triedAuth) {
+        triedAuth = true
+        const challenge = header(res.headers, 'www-authenticate')
+        await res.body.dump().catch(() => {})
+        const next = await this.authorize(up, challenge, scope)
+        if (next === undefined) {
+          throw new RegmirrorError('UNAUTHORIZED', `upstream ${up.name} requires authentication`, { detail: { upstream: up.name } })
+        }
+        auth = next
+        continue
+      }
+      if ([301, 302, 303, 307, 308].includes(res.status)) {
+        const location = header(res.headers, 'location')
+        await res.body.dump().catch(() => {})
+        if (!location) throw new RegmirrorError('REDIRECT_INVALID', `redirect without Location from ${up.name}`)
+        let target: URL
+        try {
+          target = new URL(location, url)
+        } catch {
+          throw new RegmirrorError('REDIRECT_INVALID', `invalid redirect Location from ${up.name}`)
+        }
+        if (target.protocol !== 'http:' && target.protocol !== 'https:') {
+          throw new RegmirrorError('REDIRECT_INVALID', `redirect to a non-http(s) URL from ${up.name}`, {
+            detail: { scheme: target.protocol },
+          })
+        }
+        if (seen.has(target.href) || ++hop > MAX_REDIRECTS) {
+          throw new RegmirrorError('REDIRECT_INVALID', `too many redirects or a redirect loop from ${up.name}`)
+        }
+        seen.add(url.href)
+        url = target
+        continue
+      }
+      return { ...res, where: url.origin + url.pathname }
+    }
+  }
+
+  private async send(up: UpstreamConfig, url: URL, method: 'GET' | 'HEAD', headers: Record<string, string>) {
+    const started = process.hrtime.bigint()
+    try {
+      const res = await this.agent.request({ origin: url.origin, path: url.pathname + url.search, method, headers })
+      this.metrics.upstreamRequests.inc({ upstream: up.name, status: String(res.statusCode) })
+      this.metrics.upstreamDuration.observe({ upstream: up.name }, Number(process.hrtime.bigint() - started) / 1e9)
+      const remaining = header(res.headers, 'ratelimit-remaining')
+      if (remaining !== undefined) {
+        const n = Number.parseInt(remaining, 10)
+        if (Number.isFinite(n)) {
+          this.metrics.rateLimitRemaining.set({ upstream: up.name }, n)
+          this.log.info({ upstream: up.name, ratelimitRemaining: n, ratelimitLimit: header(res.headers, 'ratelimit-limit') }, 'upstream rate limit')
+        }
+      }
+      const body = res.body
+      body.on('data', (chunk: Buffer) => this.metrics.upstreamBytes.inc({ upstream: up.name }, chunk.length))
+      return { status: res.statusCode, headers: res.headers as Headers, body }
+    } catch (err) {
+      this.metrics.upstreamRequests.inc({ upstream: up.name, status: '0' })
+      throw toUpstreamError(up, err)
+    }
+  }
+
+  private authHeaderFor(up: UpstreamConfig, scope: string | undefined): string | undefined {
+    const ch = this.lastChallenge.get(up.name)
+    if (ch && scope) {
+      const t = this.tokens.get(TokenCache.key(ch.realm, ch.service, scope))
+      if (t) return `Bearer ${t}`
+    }
+    return undefined
+  }
+
+  private basic(up: UpstreamConfig): string | undefined {
+    const c = up.credentials
+    if (!c) return undefined
+    const password = c.password ?? c.token
+    if (password === undefined) return undefined
+    const user = c.username ?? 'token'
+    return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
+  }
+
+  /** Answers a 401 challenge; returns the Authorization header to retry with. */
+  private async authorize(up: UpstreamConfig, challengeHeader: string | undefined, scope: string | undefined): Promise<string | undefined> {
+    const challenges = parseChallenges(challengeHeader)
+    const bearer = challenges.find((c) => c.scheme === 'bearer')
+    if (bearer && bearer.params.realm) {
+      const realm = bearer.params.realm
+      const service = bearer.params.service ?? ''
+      const tokenScope = bearer.params.scope ?? scope ?? ''
+      if (!realmAllowed(up.url, realm, up.realms)) {
+        this.log.warn({ upstream: up.name, realmHost: safeHost(realm) }, 'token realm not allowed for this upstream; refusing to authenticate')
+        throw new RegmirrorError('REALM_DENIED', `token realm of ${up.name} is not allowed`, { detail: { upstream: up.name } })
+      }
+      this.lastChallenge.set(up.name, { realm, service })
+      const key = TokenCache.key(realm, service, tokenScope)
+      const cached = this.tokens.get(key)
+      if (cached) return `Bearer ${cached}`
+      const tokenUrl = new URL(realm)
+      if (service) tokenUrl.searchParams.set('service', service)
+      if (tokenScope) for (const s of tokenScope.split(' ')) tokenUrl.searchParams.append('scope', s)
+      const headers: Record<string, string> = { 'user-agent': 'regmirror' }
+      const basic = this.basic(up)
+      if (basic) headers.authorization = basic
+      const res = await this.send(up, tokenUrl, 'GET', headers)
+      if (res.status !== 200) {
+        await res.body.dump().catch(() => {})
+        if (res.status === 401 || res.status === 403) {
+          throw new RegmirrorError('UNAUTHORIZED', `token request for ${up.name} was refused (${res.status})`, { detail: { upstream: up.name } })
+        }
+        throw new RegmirrorError('UPSTREAM_ERROR', `token request for ${up.name} failed (${res.status})`)
+      }
+      let doc: { token?: unknown; access_token?: unknown; expires_in?: unknown }
+      try {
+        doc = (await res.body.json()) as typeof doc
+      } catch (err) {
+        throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} is not JSON`, { cause: err })
+      }
+      const token = typeof doc.token === 'string' ? doc.token : typeof doc.access_token === 'string' ? doc.access_token : undefined
+      if (!token) throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} has no token`)
+      // The spec's default lifetime when the server does not say is 60 seconds.
+      const expiresIn = typeof doc.expires_in === 'number' && doc.expires_in > 0 ? doc.expires_in : 60
+      this.tokens.set(key, token, expiresIn)
+      return `Bearer ${token}`
+    }
+    if (challenges.some((c) => c.scheme === 'basic')) return this.basic(up)
+    return undefined
+  }
+}
+
+function safeHost(u: string): string {
+  try {
+    return new URL(u).host
+  } catch {
+    return '(invalid)'
+  }
+}
+
+export function toUpstreamError(up: UpstreamConfig, err: unknown): RegmirrorError {
+  if (err instanceof RegmirrorError) return err
+  const timeout =
+    err instanceof undiciErrors.ConnectTimeoutError ||
+    err instanceof undiciErrors.HeadersTimeoutError ||
+    err instanceof undiciErrors.BodyTimeoutError
+  return new RegmirrorError(timeout ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_ERROR', `upstream ${up.name} ${timeout ? 'timed out' : 'failed'}`, {
+    cause: err,
+    detail: { upstream: up.name },
+  })
+}
+
+function backoff(base: number, attempt: number): number {
+  const exp = base * 2 ** (attempt - 1)
+  return exp / 2 + Math.random() * (exp / 2)
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms))
+}
