@@ -37,8 +37,12 @@ export class TagService {
   async resolve(up: UpstreamConfig, repo: string, tag: string): Promise<TagResolution> {
     const rec = await this.metadata.getTag(up.name, repo, tag)
     if (rec && Date.now() - rec.checkedAt < ttlFor(up, repo, tag)) {
-      const m = await this.manifests.cached(parseDigest(rec.digest))
+      const d = parseDigest(rec.digest)
+      const m = await this.manifests.cached(d)
       if (m) return { manifest: m, cache: 'hit' }
+      // Fresh resolution from a shared store (another replica made it) but no local copy:
+      // the digest is enough, fetched immutably without re-asking what the tag means.
+      return { manifest: (await this.manifests.get(up, repo, d)).manifest, cache: 'miss' }
     }
     return this.flights.do(`${up.name}/${repo}:${tag}`, () => this.refresh(up, repo, tag, rec)).promise
   }
