@@ -1,0 +1,88 @@
+/**
+ * A tiny reverse proxy on 127.0.0.1 that records every request it forwards (method, path, query, status, bytes).
+ * Put in front of a real program so a test can count exactly what reached it. A request is recorded when the
+ * target's response headers arrive, before they are forwarded: by the time a client sees a response, its record
+ * exists (no race with a log file). `bytes` grows while the body streams and is final once `done` is true.
+ * The Host header is forwarded unchanged, so absolute URLs the target builds (upload Locations) point at the proxy.
+ */
+import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+
+export interface RequestRecord {
+  method: string
+  /** Path without the query string, e.g. `/v2/library/alpine/blobs/sha256:...`. */
+  path: string
+  /** The query string with its `?`, or ''. */
+  query: string
+  /** The request headers as received (lower-case names). */
+  headers: IncomingHttpHeaders
+  status: number
+  /** Response body bytes forwarded to the client so far. */
+  bytes: number
+  /** The response was forwarded completely (or the client went away). */
+  done: boolean
+}
+
+export interface CountingProxy {
+  port: number
+  url: string
+  requests(): RequestRecord[]
+  stop(): Promise<void>
+}
+
+export async function startCountingProxy(targetPort: number): Promise<CountingProxy> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 256 })
+  const log: RequestRecord[] = []
+  const server = createServer((req, res) => {
+    const raw = req.url ?? '/'
+    const q = raw.indexOf('?')
+    const path = q < 0 ? raw : raw.slice(0, q)
+    const query = q < 0 ? '' : raw.slice(q)
+    const upstream = httpRequest(
+      { host: '127.0.0.1', port: targetPort, method: req.method, path: raw, headers: req.headers, agent },
+      (upRes) => {
+        const record: RequestRecord = { method: req.method ?? '', path, query, headers: req.headers, status: upRes.statusCode ?? 0, bytes: 0, done: false }
+        log.push(record)
+        res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, upRes.rawHeaders)
+        upRes.on('data', (chunk: Buffer) => {
+          record.bytes += chunk.length
+        })
+        upRes.pipe(res)
+        res.on('close', () => {
+          record.done = true
+          if (!upRes.complete) upRes.destroy()
+        })
+      },
+    )
+    upstream.on('error', (err) => {
+      log.push({ method: req.method ?? '', path, query, headers: req.headers, status: 502, bytes: 0, done: true })
+      if (!res.headersSent) {
+        res.writeHead(502, { 'content-type': 'text/plain' })
+        res.end(`counting proxy: ${err.message}`)
+      } else {
+        res.destroy(err)
+      }
+    })
+    req.pipe(upstream)
+    req.on('aborted', () => upstream.destroy())
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => resolve())
+  })
+  const address = server.address()
+  if (address === null || typeof address === 'string') throw new Error('counting proxy: no TCP address')
+  let stopped: Promise<void> | undefined
+  return {
+    port: address.port,
+    url: `http://127.0.0.1:${address.port}`,
+    requests: () => log.slice(),
+    stop() {
+      stopped ??= new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        agent.destroy()
+        server.close(() => resolve())
+      })
+      return stopped
+    },
+  }
+}

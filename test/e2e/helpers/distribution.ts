@@ -1,0 +1,156 @@
+/**
+ * CNCF distribution 2.8 (Debian's `docker-registry`) as a test upstream, or as a pull-through cache for the benchmark.
+ *
+ * distribution listens on 127.0.0.1:<free port> with filesystem storage in a temp dir; a counting proxy
+ * (counting-proxy.ts) sits in front of it and `url`/`hostPort` are the proxy's, so `requests()` lists exactly what
+ * reached the registry. `directUrl` bypasses the proxy (benchmarks that must not pay for it).
+ * `auth: 'token'` configures `auth.token` like Docker Hub (realm/service/issuer/rootcertbundle) against a token
+ * server: the one passed in `tokenServer`, or one this helper starts (and stops) itself.
+ * `proxy` turns on distribution's pull-through cache mode (`proxy.remoteurl`, optional username/password).
+ */
+import { writeFile, mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { makeTempDir, removeTempDir } from './temp-dir.js'
+import { freePort } from './free-port.js'
+import { startProgram, waitUntilReady, type ChildProgram } from './child-program.js'
+import { startCountingProxy, type CountingProxy, type RequestRecord } from './counting-proxy.js'
+import { startTokenServer, type TokenServer, type TokenServerOptions } from './token-server.js'
+import type { TestContext } from './test-context.js'
+
+export interface DistributionOptions {
+  auth?: 'none' | 'token'
+  /** With auth 'token': an existing token server, or options for one this helper starts. */
+  tokenServer?: TokenServer | TokenServerOptions
+  proxy?: { remoteurl: string; username?: string; password?: string }
+  /** Registers stop() with t.teardown. */
+  t?: TestContext
+}
+
+export interface Distribution {
+  /** `http://127.0.0.1:PORT` of the counting proxy in front of distribution. */
+  url: string
+  /** `127.0.0.1:PORT` of the counting proxy: the registry part of image references. */
+  hostPort: string
+  /** distribution itself, without the counting proxy. */
+  directUrl: string
+  storageDir: string
+  configPath: string
+  /** The token server, with auth 'token'. */
+  tokenServer?: TokenServer
+  /** Every request that reached distribution through `url`, in order. */
+  requests(): RequestRecord[]
+  /** distribution's own stdout+stderr (text logs and access log). */
+  output(): string
+  stop(): Promise<void>
+}
+
+function withoutRegistryEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(env).filter(([key]) => !key.startsWith('REGISTRY_')))
+}
+
+function isTokenServer(x: TokenServer | TokenServerOptions): x is TokenServer {
+  return typeof (x as TokenServer).realm === 'string'
+}
+
+export async function startDistribution(opts: DistributionOptions = {}): Promise<Distribution> {
+  const dir = await makeTempDir('distribution')
+  const storageDir = join(dir, 'storage')
+  const configPath = join(dir, 'config.yml')
+  let ownTokenServer: TokenServer | undefined
+  let tokenServer: TokenServer | undefined
+  let program: ChildProgram | undefined
+  let proxy: CountingProxy | undefined
+
+  const cleanup = async (): Promise<void> => {
+    await proxy?.stop()
+    await program?.stop()
+    await ownTokenServer?.stop()
+    await removeTempDir(dir)
+  }
+
+  try {
+    await mkdir(storageDir)
+    if (opts.auth === 'token') {
+      if (opts.tokenServer !== undefined && isTokenServer(opts.tokenServer)) {
+        tokenServer = opts.tokenServer
+      } else {
+        ownTokenServer = await startTokenServer(opts.tokenServer ?? {})
+        tokenServer = ownTokenServer
+      }
+    }
+
+    let port = 0
+    for (let attempt = 1; ; attempt++) {
+      port = await freePort()
+      // JSON is YAML; distribution parses it with yaml.v2.
+      const config: Record<string, unknown> = {
+        version: '0.1',
+        log: { level: 'info', formatter: 'text', accesslog: { disabled: false }, fields: { service: 'registry' } },
+        storage: {
+          filesystem: { rootdirectory: storageDir },
+          delete: { enabled: true },
+          maintenance: { uploadpurging: { enabled: false } },
+        },
+        http: { addr: `127.0.0.1:${port}`, secret: randomBytes(16).toString('hex') },
+        health: { storagedriver: { enabled: false } },
+      }
+      if (tokenServer !== undefined) {
+        config.auth = {
+          token: {
+            realm: tokenServer.realm,
+            service: tokenServer.service,
+            issuer: tokenServer.issuer,
+            rootcertbundle: tokenServer.certPath,
+          },
+        }
+      }
+      if (opts.proxy !== undefined) {
+        const p: Record<string, string> = { remoteurl: opts.proxy.remoteurl }
+        if (opts.proxy.username !== undefined) p.username = opts.proxy.username
+        if (opts.proxy.password !== undefined) p.password = opts.proxy.password
+        config.proxy = p
+      }
+      await writeFile(configPath, JSON.stringify(config, null, 2))
+      program = startProgram('docker-registry', 'docker-registry', ['serve', configPath], {
+        // REGISTRY_* variables override the config file: keep the host's out.
+        env: { ...withoutRegistryEnv(process.env), HOME: dir },
+        cwd: dir,
+      })
+      try {
+        await waitUntilReady(program, async () => {
+          const res = await fetch(`http://127.0.0.1:${port}/v2/`, { signal: AbortSignal.timeout(2000) })
+          await res.arrayBuffer()
+          return res.status === 200 || res.status === 401
+        })
+        break
+      } catch (err) {
+        const out = program.output()
+        await program.stop()
+        if (attempt < 3 && /address already in use/i.test(out)) continue
+        throw err
+      }
+    }
+
+    proxy = await startCountingProxy(port)
+    const counting = proxy
+    let stopped: Promise<void> | undefined
+    const stop = (): Promise<void> => (stopped ??= cleanup())
+    const running = program
+    opts.t?.teardown(stop)
+    return {
+      url: counting.url,
+      hostPort: `127.0.0.1:${counting.port}`,
+      directUrl: `http://127.0.0.1:${port}`,
+      storageDir,
+      configPath,
+      ...(tokenServer !== undefined ? { tokenServer } : {}),
+      requests: () => counting.requests(),
+      output: () => running.output(),
+      stop,
+    }
+  } catch (err) {
+    await cleanup()
+    throw err
+  }
+}

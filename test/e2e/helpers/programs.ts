@@ -1,0 +1,57 @@
+/**
+ * Gate for e2e tests that need real programs. Present → true. Missing → with CI=true the test fails (a missing
+ * program in CI is a broken CI image, not a reason to go green); elsewhere the test is skipped, loudly.
+ */
+import { accessSync, constants } from 'node:fs'
+import { delimiter, join } from 'node:path'
+import type { TestContext } from './test-context.js'
+
+/** The Debian package that provides each program the e2e tests use. */
+export const DEBIAN_PACKAGE_OF: Readonly<Record<string, string>> = {
+  'docker-registry': 'docker-registry',
+  skopeo: 'skopeo',
+  containerd: 'containerd',
+  ctr: 'containerd',
+  'redis-server': 'redis-server',
+  'redis-cli': 'redis-tools',
+  openssl: 'openssl',
+  tar: 'tar',
+}
+
+/** Absolute path of `name` on PATH, or undefined. */
+export function findProgram(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue
+    const candidate = join(dir, name)
+    try {
+      accessSync(candidate, constants.X_OK)
+      return candidate
+    } catch {
+      // not here
+    }
+  }
+  return undefined
+}
+
+export function requirePrograms(t: TestContext, names: readonly string[]): boolean {
+  const missing = names.filter((name) => findProgram(name) === undefined)
+  if (missing.length === 0) return true
+  const packages = [...new Set(missing.map((name) => DEBIAN_PACKAGE_OF[name] ?? name))]
+  const what = missing.map((name) => `${name} (Debian package: ${DEBIAN_PACKAGE_OF[name] ?? 'unknown'})`).join(', ')
+  const install = `apt-get install -y ${packages.join(' ')}`
+  if (process.env.CI === 'true') {
+    t.fail(`e2e: required program(s) missing: ${what}. CI=true, so this is a failure. Install with: ${install}`)
+    return false
+  }
+  const banner = [
+    '',
+    '*'.repeat(78),
+    `*  E2E TEST SKIPPED: missing ${what}`,
+    `*  Install with: ${install}   (with CI=true this is a failure)`,
+    '*'.repeat(78),
+    '',
+  ].join('\n')
+  console.error(banner)
+  t.plan(0, `missing ${missing.join(', ')} (${install})`)
+  return false
+}
