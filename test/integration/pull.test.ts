@@ -230,3 +230,29 @@ t.test('tags survive a restart', async (t) => {
   t.equal(fake.count({ server: 'cdn' }), 0, 'blobs come from disk after the restart')
   t.equal(fake.count({ server: 'registry', method: 'GET' }), 0, 'manifests come from disk after the restart')
 })
+
+t.test('Accept negotiation follows distribution', async (t) => {
+  const { fake, mirror } = await setup(t)
+  const docker = fake.addImage('library/dlist', '1', { format: 'docker' })
+  const oci = fake.addImage('library/oindex', '1')
+  const single = 'application/vnd.docker.distribution.manifest.v2+json'
+  // An old client that only knows single Docker manifests gets the linux/amd64 one from a manifest list.
+  const r = await get(`${mirror.url}/v2/dlist/manifests/1`, { accept: single })
+  t.equal(r.status, 200)
+  const amd64 = docker.manifests.find((m) => m.platform?.architecture === 'amd64')!
+  t.equal(r.headers.get('docker-content-digest'), amd64.digest)
+  t.equal(r.headers.get('content-type'), single)
+  t.equal(sha(r.body), amd64.digest)
+  // An OCI index the client cannot accept is MANIFEST_UNKNOWN, as distribution answers.
+  const o = await get(`${mirror.url}/v2/oindex/manifests/1`, { accept: single })
+  t.equal(o.status, 404)
+  t.equal((JSON.parse(o.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, 'MANIFEST_UNKNOWN')
+  // No Accept header: the stored type, byte for byte.
+  const n = await get(`${mirror.url}/v2/oindex/manifests/1`)
+  t.equal(n.status, 200)
+  t.equal(n.headers.get('docker-content-digest'), oci.digest)
+  t.equal(n.headers.get('content-type'), oci.mediaType)
+  // A wildcard accepts anything.
+  const w = await get(`${mirror.url}/v2/oindex/manifests/1`, { accept: '*/*' })
+  t.equal(w.headers.get('docker-content-digest'), oci.digest)
+})
