@@ -1,0 +1,36 @@
+import t from 'tap'
+import { TokenCache, parseChallenges, realmAllowed, registrableDomain } from '../../src/upstream/auth.js'
+
+t.test('WWW-Authenticate parsing', async (t) => {
+  t.same(parseChallenges('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"'), [
+    { scheme: 'bearer', params: { realm: 'https://auth.docker.io/token', service: 'registry.docker.io', scope: 'repository:library/alpine:pull' } },
+  ])
+  t.same(parseChallenges('Bearer realm="r",scope="repository:a:pull,push"')[0]?.params.scope, 'repository:a:pull,push', 'commas inside quotes')
+  t.same(parseChallenges('Basic realm="Registry Realm"'), [{ scheme: 'basic', params: { realm: 'Registry Realm' } }])
+  const two = parseChallenges(['Basic realm="x"', 'Bearer realm="https://a/t",service=s'])
+  t.same(two.map((c) => c.scheme), ['basic', 'bearer'])
+  t.equal(two[1]?.params.service, 's', 'unquoted values')
+  t.same(parseChallenges(undefined), [])
+  t.same(parseChallenges('Bearer realm="a\\"b"')[0]?.params.realm, 'a"b', 'escaped quotes')
+})
+
+t.test('token realms are limited to the upstream registrable domain or an allow-list', async (t) => {
+  t.equal(registrableDomain('registry-1.docker.io'), 'docker.io')
+  t.equal(registrableDomain('auth.example.co.uk'), 'example.co.uk')
+  t.ok(realmAllowed('https://registry-1.docker.io', 'https://auth.docker.io/token', []))
+  t.notOk(realmAllowed('https://registry-1.docker.io', 'https://evil.example/token', []))
+  t.ok(realmAllowed('https://registry-1.docker.io', 'https://login.example.com/token', ['login.example.com']))
+  t.notOk(realmAllowed('https://registry-1.docker.io', 'http://auth.docker.io/token', []), 'no downgrade to http')
+  t.notOk(realmAllowed('https://ghcr.io', 'file:///etc/passwd', []))
+  t.ok(realmAllowed('http://127.0.0.1:5000', 'http://127.0.0.1:6000/token', []), 'same IP host')
+  t.notOk(realmAllowed('http://127.0.0.1:5000', 'http://127.0.0.2/token', []))
+})
+
+t.test('token cache expiry', async (t) => {
+  const c = new TokenCache()
+  const k = TokenCache.key('r', 's', 'repository:a:pull')
+  c.set(k, 'tok', 300, 0)
+  t.equal(c.get(k, 1000), 'tok')
+  t.equal(c.get(k, 299_000), undefined, 'renewed before it expires')
+  t.equal(c.get(TokenCache.key('r', 's', 'repository:b:pull'), 1000), undefined, 'scoped')
+})
