@@ -23,6 +23,8 @@ export interface FakeRegistryOptions {
   /** Docker Hub style ratelimit-* headers on manifest responses; each manifest GET served with 200 decrements
    *  remaining (HEADs don't); a manifest GET with remaining 0 gets 429 TOOMANYREQUESTS. */
   rateLimit?: { limit: number; remaining: number };
+  /** advertise this token realm in challenges instead of the fake's own auth server (hostile-upstream tests) */
+  realm?: string;
 }
 
 export interface RecordedRequest {
@@ -268,7 +270,7 @@ export async function startFakeRegistry(opts: FakeRegistryOptions = {}): Promise
     const m = h ? /^Bearer\s+(\S+)$/i.exec(h) : null;
     const tok = m?.[1] ? tokens.get(m[1]) : undefined;
     if (tok && tok.expiresAt > Date.now() && (name === undefined || tok.repos.has(name))) return undefined;
-    let challenge = `Bearer realm="${urls.auth}/token",service="${SERVICE}"`;
+    let challenge = `Bearer realm="${opts.realm ?? `${urls.auth}/token`}",service="${SERVICE}"`;
     if (name !== undefined) challenge += `,scope="repository:${name}:pull"`;
     if (h) challenge += tok && tok.expiresAt > Date.now() ? ',error="insufficient_scope"' : ',error="invalid_token"';
     const detail = name === undefined ? null : [{ Type: 'repository', Class: '', Name: name, Action: 'pull' }];

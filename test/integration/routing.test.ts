@@ -1,0 +1,150 @@
+import { createHash } from 'node:crypto'
+import t from 'tap'
+import type { Test } from 'tap'
+import { startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry.js'
+import { get, rawRequest, startMirror } from '../helpers/mirror.js'
+
+const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
+const code = (b: Buffer) => (JSON.parse(b.toString()) as { errors: { code: string }[] }).errors[0]?.code
+
+async function fake(t: Test, opts: Parameters<typeof startFakeRegistry>[0] = {}): Promise<FakeRegistry> {
+  const f = await startFakeRegistry(opts)
+  t.teardown(() => f.close())
+  return f
+}
+
+t.test('four conventions reach the right upstream and nothing crosses between them', async (t) => {
+  const hub = await fake(t)
+  const ghcr = await fake(t)
+  // The same repository name on both registries, with different content.
+  const onHub = hub.addImage('library/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
+  const onGhcr = ghcr.addImage('library/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
+  t.not(onHub.digest, onGhcr.digest)
+  const mirror = await startMirror(t, {
+    upstreams: [
+      { name: 'docker.io', url: hub.url },
+      { name: 'ghcr.io', url: ghcr.url, hosts: ['ghcr.mirror.test'] },
+    ],
+  })
+  const port = new URL(mirror.url).port
+  const conventions: [string, string, Record<string, string>, FakeRegistry, typeof onHub][] = [
+    ['registry-mirrors (no registry named)', '/v2/app/manifests/1', {}, hub, onHub],
+    ['containerd ?ns=ghcr.io', '/v2/library/app/manifests/1?ns=ghcr.io', {}, ghcr, onGhcr],
+    ['containerd ?ns=docker.io', '/v2/library/app/manifests/1?ns=docker.io', {}, hub, onHub],
+    ['path prefix', '/v2/ghcr.io/library/app/manifests/1', {}, ghcr, onGhcr],
+    ['Host header', '/v2/library/app/manifests/1', { host: `ghcr.mirror.test:${port}` }, ghcr, onGhcr],
+    ['unmapped Host falls back to the default', '/v2/library/app/manifests/1', { host: `other.test:${port}` }, hub, onHub],
+  ]
+  for (const [what, path, headers, upstream, image] of conventions) {
+    hub.reset()
+    ghcr.reset()
+    const r = await rawRequest(mirror.url, path, { accept: ACCEPT, ...headers })
+    t.equal(r.status, 200, what)
+    t.equal(r.headers['docker-content-digest'], image.digest, `${what}: the right image`)
+    t.equal(sha(r.body), image.digest, `${what}: verified`)
+    const other = upstream === hub ? ghcr : hub
+    t.equal(other.count({ server: 'registry' }), 0, `${what}: the other upstream was not asked`)
+    // Blobs of the image, through the same convention.
+    const layer = image.blobs[image.blobs.length - 1]!
+    const bpath = path.replace(/manifests\/1/, `blobs/${layer.digest}`)
+    const b = await rawRequest(mirror.url, bpath, headers)
+    t.equal(b.status, 200, `${what}: blob`)
+    t.equal(sha(b.body), layer.digest, `${what}: blob verified`)
+  }
+  t.equal(hub.count({ server: 'cdn' }) + ghcr.count({ server: 'cdn' }), 0, 'second round of blobs came from cache')
+})
+
+t.test('an unconfigured registry is refused by every convention, and never contacted', async (t) => {
+  const hub = await fake(t)
+  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }] })
+  for (const path of [
+    '/v2/library/app/manifests/1?ns=evil.example',
+    '/v2/library/app/manifests/1?ns=127.0.0.1:1',
+    '/v2/evil.example/app/manifests/1',
+    '/v2/localhost/app/manifests/1',
+    '/v2/ghcr.io/app/manifests/1',
+  ]) {
+    const r = await rawRequest(mirror.url, path, { accept: ACCEPT })
+    t.equal(r.status, 404, path)
+    t.equal(code(r.body), 'NAME_UNKNOWN', path)
+    t.match(r.body.toString(), /not configured/, path)
+  }
+  t.equal(hub.count({}), 0, 'the default upstream was not used for them either')
+})
+
+t.test('allow and deny lists', async (t) => {
+  const hub = await fake(t)
+  hub.addImage('myorg/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
+  hub.addImage('other/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
+  hub.addImage('myorg/secret', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
+  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, allow: ['myorg/**'], deny: ['myorg/secret'] }] })
+  t.equal((await get(`${mirror.url}/v2/myorg/app/manifests/1`, { accept: ACCEPT })).status, 200)
+  for (const repo of ['other/app', 'myorg/secret']) {
+    const r = await get(`${mirror.url}/v2/${repo}/manifests/1`, { accept: ACCEPT })
+    t.equal(r.status, 403, repo)
+    t.equal(code(r.body), 'DENIED', repo)
+  }
+  t.equal(hub.count({ path: /other|secret/ }), 0, 'denied repositories are never requested upstream')
+})
+
+t.test('credentials go to the upstream realm only, and never into logs or responses', async (t) => {
+  const creds = { username: 'robot', password: 's3cr3t-pa55word' }
+  const hub = await fake(t, { credentials: creds })
+  const img = hub.addImage('private/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
+  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, credentials: creds }] })
+  const r = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
+  t.equal(r.status, 200)
+  t.equal(r.headers.get('docker-content-digest'), img.digest)
+  const tokenReqs = hub.requests.filter((q) => q.server === 'auth')
+  t.ok(tokenReqs.length >= 1)
+  const basic = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`
+  t.ok(tokenReqs.every((q) => q.headers.authorization === basic), 'the token realm got the configured credentials')
+  const layer = img.blobs[img.blobs.length - 1]!
+  const b = await get(`${mirror.url}/v2/private/app/blobs/${layer.digest}`)
+  t.equal(sha(b.body), layer.digest)
+  t.equal(hub.requests.filter((q) => q.server === 'cdn' && q.headers.authorization).length, 0, 'no credentials to the CDN')
+  // Nothing secret anywhere a client or an operator's log pipeline can see.
+  const seen = [mirror.logs.join('\n'), JSON.stringify([...r.headers]), r.body.toString(), JSON.stringify([...b.headers])].join('\n')
+  t.notMatch(seen, creds.password)
+  t.notMatch(seen, Buffer.from(`${creds.username}:${creds.password}`).toString('base64'))
+  const tokens = hub.requests.filter((q) => q.server === 'registry' && typeof q.headers.authorization === 'string').map((q) => String(q.headers.authorization).replace(/^Bearer /, ''))
+  t.ok(tokens.length > 0)
+  for (const tok of new Set(tokens)) t.notMatch(seen, tok, 'no upstream token in logs or responses')
+})
+
+t.test('a realm on another domain gets no credentials unless listed in realms', async (t) => {
+  const creds = { username: 'robot', password: 'another-s3cret' }
+  // The hostile realm: a second fake's auth server, named by a different host.
+  const hostile = await fake(t)
+  const realm = `${hostile.authUrl.replace('127.0.0.1', 'localhost')}/token`
+  const hub = await fake(t, { realm })
+  hub.addImage('private/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
+  const denied = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, credentials: creds }] })
+  const r = await get(`${denied.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
+  t.equal(r.status, 502)
+  t.equal(hostile.count({ server: 'auth' }), 0, 'the foreign realm was never contacted')
+  t.ok(denied.logs.some((l) => l.includes('token realm not allowed')), 'the refusal is logged')
+  t.notMatch(denied.logs.join('\n'), creds.password)
+
+  const allowed = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, credentials: creds, realms: ['localhost'] }] })
+  await get(`${allowed.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
+  const got = hostile.requests.filter((q) => q.server === 'auth')
+  t.ok(got.length >= 1, 'an explicitly allowed realm is used')
+  t.match(String(got[0]?.headers.authorization), /^Basic /)
+})
+
+t.test('tag TTL rules per tag pattern', async (t) => {
+  const hub = await fake(t)
+  hub.addImage('library/ttl', 'latest', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
+  hub.addImage('library/ttl', '1.2.3', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
+  const mirror = await startMirror(t, {
+    upstreams: [{ name: 'docker.io', url: hub.url, tagTtl: '1h', tagTtlRules: [{ pattern: 'latest', ttl: '50ms' }] }],
+  })
+  for (const tag of ['latest', '1.2.3']) await get(`${mirror.url}/v2/ttl/manifests/${tag}`, { accept: ACCEPT })
+  await new Promise((r) => setTimeout(r, 120))
+  hub.reset()
+  for (const tag of ['latest', '1.2.3']) await get(`${mirror.url}/v2/ttl/manifests/${tag}`, { accept: ACCEPT })
+  t.equal(hub.count({ server: 'registry', path: '/v2/library/ttl/manifests/latest' }), 1, 'latest (its own short TTL rule) was revalidated')
+  t.equal(hub.count({ server: 'registry', path: '/v2/library/ttl/manifests/1.2.3' }), 0, '1.2.3 (1h default) was not')
+})
