@@ -34,6 +34,8 @@ export interface Distribution {
   hostPort: string
   /** distribution itself, without the counting proxy. */
   directUrl: string
+  /** The distribution process (for the benchmark's memory readings). */
+  pid: number
   storageDir: string
   configPath: string
   /** The token server, with auth 'token'. */
@@ -142,6 +144,7 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
       url: counting.url,
       hostPort: `127.0.0.1:${counting.port}`,
       directUrl: `http://127.0.0.1:${port}`,
+      pid: running.pid,
       storageDir,
       configPath,
       ...(tokenServer !== undefined ? { tokenServer } : {}),
