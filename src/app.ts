@@ -40,7 +40,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   await index.load()
   log.info({ entries: index.count, bytes: index.size, ms: Date.now() - loadStart }, 'cache index loaded')
   const metadata = MetadataStore.create(config.dataDir, config.metadata, log)
-  const upstream = new UpstreamClient(config, log, metrics)
+  // Only a shared store is worth a second lookup: in memory it would just be a copy of the client's own.
+  const upstream = new UpstreamClient(config, log, metrics, metadata.shared ? { sharedTokens: metadata } : {})
   const manifests = new ManifestService(store, index, metadata, upstream, metrics, log)
   const tags = new TagService(metadata, manifests, upstream, metrics, log)
   const blobs = new BlobService(config, store, index, upstream, metrics, log)

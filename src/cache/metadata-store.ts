@@ -1,9 +1,11 @@
+import { createHash } from 'node:crypto'
 import { mkdir, readFile, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import KeyvRedis from '@keyv/redis'
 import { Keyv } from 'keyv'
 import type { Logger } from '../log.js'
 import type { Digest } from '../oci/reference.js'
+import type { CachedToken, SharedTokenStore } from '../upstream/auth.js'
 import { writeFileAtomic } from './blob-store.js'
 
 export interface TagRecord {
@@ -19,25 +21,86 @@ export interface ManifestInfo {
   size: number
 }
 
+export interface MetadataStoreOptions {
+  /** `redis://…`: share tags and tokens between replicas; else keyv keeps them in memory. */
+  redis?: string
+  /** Prefix of every key, so several deployments can share one Redis. */
+  prefix: string
+  /** Longest wait for one keyv operation before falling back to the disk copy (ms). */
+  opTimeoutMs?: number
+}
+
 /**
- * Tag → digest resolutions and manifest media types. keyv holds the live copy (in memory by
- * default, Redis to share it between replicas); every tag is also written as a small link
- * file under the data directory, so a restart, or a replica whose Redis is gone, keeps every
- * tag that was pulled and can serve it offline.
+ * Tag → digest resolutions, manifest media types and upstream tokens. keyv holds the live copy
+ * (in memory by default, Redis to share it between replicas); every tag is also written as a
+ * small link file under the data directory, so a restart, or a replica whose Redis is gone,
+ * keeps every tag that was pulled and can serve it offline. A keyv failure or a slow Redis is
+ * never an error for a caller: reads miss, writes are dropped, the disk copy answers.
  */
-export class MetadataStore {
+export class MetadataStore implements SharedTokenStore {
+  private readonly opTimeoutMs: number
+  private lastErrorLog = 0
+  private suppressedErrors = 0
+
   constructor(
     private readonly dataDir: string,
     private readonly kv: Keyv,
     private readonly log: Logger,
-  ) {}
+    opts: { opTimeoutMs?: number; shared?: boolean } = {},
+  ) {
+    this.opTimeoutMs = opts.opTimeoutMs ?? 1000
+    this.shared = opts.shared ?? false
+    kv.on('error', (err: unknown) => this.logKvError(err))
+  }
 
-  static create(dataDir: string, opts: { redis?: string; prefix: string }, log: Logger): MetadataStore {
-    const kv = opts.redis
-      ? new Keyv({ store: new KeyvRedis(opts.redis), namespace: opts.prefix, useKeyPrefix: false })
-      : new Keyv({ namespace: opts.prefix })
-    kv.on('error', (err: unknown) => log.error({ err }, 'metadata store error'))
-    return new MetadataStore(dataDir, kv, log)
+  /** Whether other processes see what this store holds (Redis), so tokens are worth sharing through it. */
+  readonly shared: boolean
+
+  static create(dataDir: string, opts: MetadataStoreOptions, log: Logger): MetadataStore {
+    if (!opts.redis) return new MetadataStore(dataDir, new Keyv({ namespace: opts.prefix }), log, opts)
+    const store = new KeyvRedis(
+      {
+        url: opts.redis,
+        // Without this, commands issued while Redis is down wait in a queue until it is back:
+        // a tag request would hang instead of falling back to the disk link.
+        disableOfflineQueue: true,
+        socket: { connectTimeout: 2000, reconnectStrategy: (attempt: number) => Math.min(100 * 2 ** attempt, 2000) },
+      },
+      { connectionTimeout: 2000 },
+    )
+    const kv = new Keyv({ store, namespace: opts.prefix, useKeyPrefix: false })
+    return new MetadataStore(dataDir, kv, log, { ...opts, shared: true })
+  }
+
+  /** One line per 10 s at most: an outage would otherwise log on every request. */
+  private logKvError(err: unknown): void {
+    const now = Date.now()
+    if (now - this.lastErrorLog < 10_000) {
+      this.suppressedErrors++
+      return
+    }
+    this.log.warn({ err, suppressed: this.suppressedErrors }, 'metadata store (keyv) failed; serving from the disk copy')
+    this.lastErrorLog = now
+    this.suppressedErrors = 0
+  }
+
+  /** Runs a keyv operation with a deadline; undefined when it fails or takes too long. */
+  private async kvOp<T>(op: () => Promise<T>): Promise<T | undefined> {
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => {
+        this.logKvError(new Error(`metadata store did not answer within ${this.opTimeoutMs} ms`))
+        resolve(undefined)
+      }, this.opTimeoutMs)
+    })
+    try {
+      return await Promise.race([op(), deadline])
+    } catch (err) {
+      this.logKvError(err)
+      return undefined
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   private tagKey(upstream: string, repo: string, tag: string): string {
@@ -55,36 +118,32 @@ export class MetadataStore {
 
   async getTag(upstream: string, repo: string, tag: string): Promise<TagRecord | undefined> {
     const key = this.tagKey(upstream, repo, tag)
-    let rec: TagRecord | undefined
-    try {
-      rec = (await this.kv.get<TagRecord>(key)) ?? undefined
-    } catch (err) {
-      this.log.warn({ err }, 'metadata store read failed; using the disk copy')
-    }
-    if (rec) return rec
+    let rec = (await this.kvOp(() => this.kv.get<TagRecord>(key))) ?? undefined
+    if (rec && typeof rec.digest === 'string') return rec
     try {
       rec = JSON.parse(await readFile(this.tagPath(upstream, repo, tag), 'utf8')) as TagRecord
     } catch {
       return undefined
     }
     if (typeof rec.digest !== 'string' || typeof rec.mediaType !== 'string') return undefined
-    await this.kv.set(key, rec).catch(() => {})
+    await this.kvOp(() => this.kv.set(key, rec))
     return rec
   }
 
   async setTag(upstream: string, repo: string, tag: string, rec: TagRecord): Promise<void> {
-    try {
-      await this.kv.set(this.tagKey(upstream, repo, tag), rec)
-    } catch (err) {
-      this.log.warn({ err }, 'metadata store write failed; the disk copy is kept')
-    }
+    await this.kvOp(() => this.kv.set(this.tagKey(upstream, repo, tag), rec))
+    await this.linkTag(upstream, repo, tag, rec)
+  }
+
+  /** Writes only the disk link: for a resolution another replica made, so this one keeps it without Redis. */
+  async linkTag(upstream: string, repo: string, tag: string, rec: TagRecord): Promise<void> {
     const path = this.tagPath(upstream, repo, tag)
     await mkdir(dirname(path), { recursive: true })
     await writeFileAtomic(path, JSON.stringify(rec))
   }
 
   async deleteTag(upstream: string, repo: string, tag: string): Promise<void> {
-    await this.kv.delete(this.tagKey(upstream, repo, tag)).catch(() => {})
+    await this.kvOp(() => this.kv.delete(this.tagKey(upstream, repo, tag)))
     await unlink(this.tagPath(upstream, repo, tag)).catch(() => {})
   }
 
@@ -103,7 +162,34 @@ export class MetadataStore {
     await writeFileAtomic(path, JSON.stringify(info))
   }
 
+  // Tokens live in keyv only (no disk copy: they are secrets and short-lived), under a hash of
+  // realm + service + scope, with a TTL equal to their remaining lifetime.
+  private tokenKey(key: string): string {
+    return `token:${createHash('sha256').update(key).digest('hex')}`
+  }
+
+  async getToken(key: string): Promise<CachedToken | undefined> {
+    const t = await this.kvOp(() => this.kv.get<CachedToken>(this.tokenKey(key)))
+    return t && typeof t.token === 'string' && typeof t.expiresAt === 'number' ? t : undefined
+  }
+
+  async setToken(key: string, value: CachedToken): Promise<void> {
+    const ttl = value.expiresAt - Date.now()
+    if (ttl <= 0) return
+    await this.kvOp(() => this.kv.set(this.tokenKey(key), value, ttl))
+  }
+
+  async deleteToken(key: string): Promise<void> {
+    await this.kvOp(() => this.kv.delete(this.tokenKey(key)))
+  }
+
   async close(): Promise<void> {
-    await this.kv.disconnect().catch(() => {})
+    // A graceful QUIT, bounded: with Redis gone it would wait for a reply that never comes.
+    const store: unknown = this.kv.store
+    const graceful = await this.kvOp(async () => {
+      await this.kv.disconnect()
+      return true
+    })
+    if (!graceful && store instanceof KeyvRedis) await store.disconnect(true).catch(() => {})
   }
 }

@@ -41,8 +41,11 @@ export class TagService {
       const m = await this.manifests.cached(d)
       if (m) return { manifest: m, cache: 'hit' }
       // Fresh resolution from a shared store (another replica made it) but no local copy:
-      // the digest is enough, fetched immutably without re-asking what the tag means.
-      return { manifest: (await this.manifests.get(up, repo, d)).manifest, cache: 'miss' }
+      // the digest is enough, fetched immutably without re-asking what the tag means. The
+      // disk link makes the tag this replica just served survive a Redis outage or a restart.
+      const { manifest } = await this.manifests.get(up, repo, d)
+      await this.metadata.linkTag(up.name, repo, tag, rec)
+      return { manifest, cache: 'miss' }
     }
     return this.flights.do(`${up.name}/${repo}:${tag}`, () => this.refresh(up, repo, tag, rec)).promise
   }

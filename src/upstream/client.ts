@@ -3,7 +3,7 @@ import type { Config, UpstreamConfig } from '../config/schema.js'
 import { RegmirrorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
-import { TokenCache, parseChallenges, realmAllowed } from './auth.js'
+import { TokenCache, parseChallenges, realmAllowed, type SharedTokenStore } from './auth.js'
 import { UpstreamHealth } from './health.js'
 
 export type Headers = Record<string, string | string[] | undefined>
@@ -41,7 +41,7 @@ export function header(headers: Headers, name: string): string | undefined {
  */
 export class UpstreamClient {
   private readonly agent: Agent
-  private readonly tokens = new TokenCache()
+  private readonly tokens: TokenCache
   /** The last Bearer challenge per upstream, so later requests can send a token up front. */
   private readonly lastChallenge = new Map<string, { realm: string; service: string }>()
   private readonly health = new Map<string, UpstreamHealth>()
@@ -50,7 +50,9 @@ export class UpstreamClient {
     private readonly config: Config,
     private readonly log: Logger,
     private readonly metrics: Metrics,
+    opts: { sharedTokens?: SharedTokenStore } = {},
   ) {
+    this.tokens = new TokenCache(opts.sharedTokens)
     this.agent = new Agent({
       connect: { timeout: config.timeouts.connect },
       headersTimeout: config.timeouts.headers,
@@ -117,7 +119,7 @@ export class UpstreamClient {
   private async requestOnce(up: UpstreamConfig, req: UpstreamRequest): Promise<UpstreamResponse> {
     const base = new URL(up.url)
     const scope = req.repo ? `repository:${req.repo}:pull` : undefined
-    let auth = this.authHeaderFor(up, scope)
+    let auth = await this.authHeaderFor(up, scope)
     let url = new URL(base.pathname.replace(/\/$/, '') + req.path, base)
     let triedAuth = false
     const seen = new Set<string>()
@@ -130,7 +132,8 @@ export class UpstreamClient {
         triedAuth = true
         const challenge = header(res.headers, 'www-authenticate')
         await res.body.dump().catch(() => {})
-        const next = await this.authorize(up, challenge, scope)
+        const refused = auth?.startsWith('Bearer ') ? auth.slice('Bearer '.length) : undefined
+        const next = await this.authorize(up, challenge, scope, refused)
         if (next === undefined) {
           throw new RegmirrorError('UNAUTHORIZED', `upstream ${up.name} requires authentication`, { detail: { upstream: up.name } })
         }
@@ -186,10 +189,10 @@ export class UpstreamClient {
     }
   }
 
-  private authHeaderFor(up: UpstreamConfig, scope: string | undefined): string | undefined {
+  private async authHeaderFor(up: UpstreamConfig, scope: string | undefined): Promise<string | undefined> {
     const ch = this.lastChallenge.get(up.name)
     if (ch && scope) {
-      const t = this.tokens.get(TokenCache.key(ch.realm, ch.service, scope))
+      const t = await this.tokens.get(TokenCache.key(ch.realm, ch.service, scope))
       if (t) return `Bearer ${t}`
     }
     return undefined
@@ -204,8 +207,17 @@ export class UpstreamClient {
     return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
   }
 
-  /** Answers a 401 challenge; returns the Authorization header to retry with. */
-  private async authorize(up: UpstreamConfig, challengeHeader: string | undefined, scope: string | undefined): Promise<string | undefined> {
+  /**
+   * Answers a 401 challenge; returns the Authorization header to retry with. `refused` is the
+   * bearer token the 401 answered: a cached token the upstream revoked or expired early must be
+   * replaced, not sent again.
+   */
+  private async authorize(
+    up: UpstreamConfig,
+    challengeHeader: string | undefined,
+    scope: string | undefined,
+    refused: string | undefined,
+  ): Promise<string | undefined> {
     const challenges = parseChallenges(challengeHeader)
     const bearer = challenges.find((c) => c.scheme === 'bearer')
     if (bearer && bearer.params.realm) {
@@ -218,8 +230,9 @@ export class UpstreamClient {
       }
       this.lastChallenge.set(up.name, { realm, service })
       const key = TokenCache.key(realm, service, tokenScope)
-      const cached = this.tokens.get(key)
-      if (cached) return `Bearer ${cached}`
+      const cached = await this.tokens.get(key)
+      if (cached !== undefined && cached !== refused) return `Bearer ${cached}`
+      if (cached !== undefined) await this.tokens.reject(key, cached)
       const tokenUrl = new URL(realm)
       if (service) tokenUrl.searchParams.set('service', service)
       if (tokenScope) for (const s of tokenScope.split(' ')) tokenUrl.searchParams.append('scope', s)
@@ -244,7 +257,7 @@ export class UpstreamClient {
       if (!token) throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} has no token`)
       // The spec's default lifetime when the server does not say is 60 seconds.
       const expiresIn = typeof doc.expires_in === 'number' && doc.expires_in > 0 ? doc.expires_in : 60
-      this.tokens.set(key, token, expiresIn)
+      await this.tokens.set(key, token, expiresIn)
       return `Bearer ${token}`
     }
     if (challenges.some((c) => c.scheme === 'basic')) return this.basic(up)

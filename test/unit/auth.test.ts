@@ -1,5 +1,5 @@
 import t from 'tap'
-import { TokenCache, parseChallenges, realmAllowed, registrableDomain } from '../../src/upstream/auth.js'
+import { TokenCache, parseChallenges, realmAllowed, registrableDomain, type CachedToken, type SharedTokenStore } from '../../src/upstream/auth.js'
 
 t.test('WWW-Authenticate parsing', async (t) => {
   t.same(parseChallenges('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"'), [
@@ -29,8 +29,31 @@ t.test('token realms are limited to the upstream registrable domain or an allow-
 t.test('token cache expiry', async (t) => {
   const c = new TokenCache()
   const k = TokenCache.key('r', 's', 'repository:a:pull')
-  c.set(k, 'tok', 300, 0)
-  t.equal(c.get(k, 1000), 'tok')
-  t.equal(c.get(k, 299_000), undefined, 'renewed before it expires')
-  t.equal(c.get(TokenCache.key('r', 's', 'repository:b:pull'), 1000), undefined, 'scoped')
+  await c.set(k, 'tok', 300, 0)
+  t.equal(c.peek(k, 1000), 'tok')
+  t.equal(c.peek(k, 299_000), undefined, 'renewed before it expires')
+  t.equal(c.peek(TokenCache.key('r', 's', 'repository:b:pull'), 1000), undefined, 'scoped')
+})
+
+t.test('token cache: a shared store lets another cache find a token, and a refused token is forgotten everywhere', async (t) => {
+  const shared = new Map<string, CachedToken>()
+  const store: SharedTokenStore = {
+    getToken: async (k) => shared.get(k),
+    setToken: async (k, v) => void shared.set(k, v),
+    deleteToken: async (k) => void shared.delete(k),
+  }
+  const a = new TokenCache(store)
+  const b = new TokenCache(store)
+  const k = TokenCache.key('r', 's', 'repository:a:pull')
+  await a.set(k, 'tok', 300, 0)
+  t.equal(b.peek(k, 1000), undefined, 'not in b yet')
+  t.equal(await b.get(k, 1000), 'tok', 'b finds the token a fetched')
+  t.equal(b.peek(k, 1000), 'tok', 'and keeps it in process')
+  t.equal(await b.get(k, 299_000), undefined, 'an expired shared token is not used')
+  await b.reject(k, 'tok')
+  t.equal(shared.size, 0, 'the refused token left the shared store')
+  t.equal(a.peek(k, 1000), 'tok', 'a still has its copy until the upstream refuses it there too')
+  await a.set(k, 'tok2', 300, 0)
+  await b.reject(k, 'tok')
+  t.equal(shared.get(k)?.token, 'tok2', 'rejecting an old token keeps a newer one')
 })

@@ -1,0 +1,25 @@
+import { createHash } from 'node:crypto'
+import t from 'tap'
+import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { get, startMirror } from '../helpers/mirror.js'
+
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
+
+t.test('a cached token the upstream rejects is replaced, not sent again', async (t) => {
+  const fake = await startFakeRegistry()
+  t.teardown(() => fake.close())
+  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }] })
+  const img = fake.addImage('library/alpine', '3.20')
+  const first = await get(`${mirror.url}/v2/alpine/manifests/3.20`, { accept: img.mediaType })
+  t.equal(first.status, 200)
+  const tokensBefore = fake.count({ server: 'auth' })
+  t.ok(tokensBefore >= 1)
+
+  // Revoked or expired early upstream (Docker Hub does this on password changes): the mirror still holds it.
+  fake.expireTokens()
+  const blob = img.blobs[0]!
+  const res = await get(`${mirror.url}/v2/alpine/blobs/${blob.digest}`)
+  t.equal(res.status, 200, 'the blob is served after a fresh token')
+  t.equal(sha(res.body), blob.digest)
+  t.equal(fake.count({ server: 'auth' }), tokensBefore + 1, 'exactly one new token was fetched')
+})
