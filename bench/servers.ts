@@ -6,7 +6,8 @@ import { freePort } from '../test/e2e/helpers/free-port.js'
 import { startProgram, waitUntilReady, type ChildProgram } from '../test/e2e/helpers/child-program.js'
 
 export const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../..')
-export const CLI = resolve(REPO_ROOT, 'dist/cli.js')
+/** The regmirror build to run; BENCH_REGMIRROR_CLI points at another build (e.g. to compare two commits). */
+export const CLI = process.env.BENCH_REGMIRROR_CLI ?? resolve(REPO_ROOT, 'dist/cli.js')
 
 export interface Regmirror {
   url: string
