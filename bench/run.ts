@@ -1,349 +1,423 @@
 /**
- * regmirror side by side with CNCF distribution in proxy mode: same machine, same upstream (a third
- * distribution behind a counting proxy, so upstream bytes are measured for both), same client, same
- * workloads. Prints a table of both columns with ratios and writes bench/RESULTS.md.
- *
- *   npm run bench            full sizes (~700 MB of images; several minutes)
- *   npm run bench -- --quick small sizes, for trying the harness
+ * regmirror vs CNCF distribution (proxy mode), side by side on one machine, same upstream, same workloads.
+ * `npm run bench` (full) or `npm run bench -- --quick`. See bench/README.md.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
-import { createHash } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
-import { cpus, totalmem } from 'node:os'
-import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
-import { Pool, request } from 'undici'
+import { randomBytes } from 'node:crypto'
+import { readFile, writeFile } from 'node:fs/promises'
+import { cpus, loadavg, totalmem } from 'node:os'
+import { join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { Worker } from 'node:worker_threads'
 import { startDistribution, type Distribution } from '../test/e2e/helpers/distribution.js'
-import { freePort } from '../test/e2e/helpers/free-port.js'
-import { buildOciLayout } from '../test/e2e/helpers/oci-image.js'
+import { buildOciLayout, type OciLayout } from '../test/e2e/helpers/oci-image.js'
+import { findProgram } from '../test/e2e/helpers/programs.js'
 import { pushLayout } from '../test/e2e/helpers/skopeo.js'
 import { makeTempDir, removeTempDir } from '../test/e2e/helpers/temp-dir.js'
+import type * as client from './client.js'
+import { pidOfDistribution, peakRss, REPO_ROOT, resetPeakRss, startRegmirror, type Regmirror } from './servers.js'
+import { measureStartup, writeBlobs, type StartupResult } from './startup.js'
 
-const quick = process.argv.includes('--quick')
-const MB = 1024 * 1024
+const MiB = 1024 * 1024
+
+// ---------------------------------------------------------------------------------------------------------------
+// options
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    'skip-startup': { type: 'boolean', default: false },
+    'startup-blobs': { type: 'string' },
+    'load-seconds': { type: 'string' },
+    out: { type: 'string' },
+  },
+})
+const quick = flags.quick || process.env.BENCH_QUICK === '1'
 const SIZES = quick
-  ? { cold: [8, 8, 8], ttfb: 16, concurrent: [4, 4, 4], hit: 16 }
-  : { cold: [100, 100, 100], ttfb: 150, concurrent: [40, 40, 40], hit: 150 }
-const TAG_SECONDS = quick ? 2 : 5
-const HIT_CLIENTS = 4
-const HIT_ROUNDS = quick ? 2 : 3
+  ? { cold: [10, 10, 10], ttfb: 20, conc: [5, 5, 5], loadSeconds: 3, loadConnections: 16, hitClients: 2, hitRounds: 2, startupBlobs: 10_000 }
+  : { cold: [100, 100, 100], ttfb: 150, conc: [50, 50, 50], loadSeconds: 10, loadConnections: 16, hitClients: 4, hitRounds: 3, startupBlobs: 100_000 }
+if (flags['startup-blobs'] !== undefined) SIZES.startupBlobs = Number(flags['startup-blobs'])
+if (flags['load-seconds'] !== undefined) SIZES.loadSeconds = Number(flags['load-seconds'])
+const RESULTS = resolve(REPO_ROOT, flags.out ?? (quick ? 'bench/RESULTS.quick.md' : 'bench/RESULTS.md'))
+const CONCURRENCY = [8, 32]
 
-const ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-].join(', ')
+// ---------------------------------------------------------------------------------------------------------------
+// worker: every client workload runs in a worker thread
+
+function inWorker<K extends keyof typeof client>(fn: K, ...args: Parameters<(typeof client)[K]>): Promise<Awaited<ReturnType<(typeof client)[K]>>> {
+  return new Promise((resolvePromise, reject) => {
+    const w = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { fn, args } })
+    let settled = false
+    w.once('message', (m: { ok: boolean; result?: unknown; error?: string }) => {
+      settled = true
+      if (m.ok) resolvePromise(m.result as Awaited<ReturnType<(typeof client)[K]>>)
+      else reject(new Error(`${fn} failed in the worker:\n${m.error}`))
+      void w.terminate()
+    })
+    w.once('error', (err) => {
+      if (!settled) reject(err)
+    })
+    w.once('exit', (code) => {
+      if (!settled) reject(new Error(`${fn}: worker exited with ${code}`))
+    })
+  })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// measuring
 
 interface Mirror {
-  name: string
+  name: 'distribution' | 'regmirror'
+  /** Base URL clients use (no counting proxy in between). */
   url: string
   pid: number
-  stop(): Promise<void>
 }
 
-interface Image {
-  repo: string
-  bytes: number
-  layers: string[]
+interface Measured<T> {
+  value: T
+  /** Body bytes the upstream sent during the workload (counting proxy). */
+  upstreamBytes: number
+  upstreamBlobGets: number
+  upstreamManifestRequests: number
+  upstreamRequests: number
+  /** VmHWM of the mirror during the workload (reset before it). */
+  peakRss: number
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-/** Peak resident memory of a process (VmHWM), MiB. */
-async function peakRssMiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8')
-  const m = /VmHWM:\s+(\d+) kB/.exec(status)
-  return m ? Number(m[1]) / 1024 : NaN
+const log = (msg: string): void => {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`)
 }
 
-async function readVerified(body: AsyncIterable<Buffer>, digest: string): Promise<number> {
-  const h = createHash('sha256')
-  let n = 0
-  for await (const c of body) {
-    h.update(c)
-    n += c.length
+/** Waits until the upstream's counting proxy saw no new request for `quietMs` and every record is complete. */
+async function settle(upstream: Distribution, quietMs = 500, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  let last = -1
+  let since = Date.now()
+  for (;;) {
+    const reqs = upstream.requests()
+    const busy = reqs.some((r) => !r.done)
+    if (reqs.length !== last || busy) {
+      last = reqs.length
+      since = Date.now()
+    } else if (Date.now() - since >= quietMs) return
+    if (Date.now() > deadline) return
+    await new Promise((r) => setTimeout(r, 50))
   }
-  const got = `sha256:${h.digest('hex')}`
-  if (got !== digest) throw new Error(`digest mismatch: want ${digest}, got ${got}`)
-  return n
 }
 
-async function getJson(url: string): Promise<{ body: Buffer; digest: string }> {
-  const res = await request(url, { headers: { accept: ACCEPT } })
-  const chunks: Buffer[] = []
-  for await (const c of res.body) chunks.push(c as Buffer)
-  if (res.statusCode !== 200) throw new Error(`GET ${url}: ${res.statusCode} ${Buffer.concat(chunks).toString().slice(0, 200)}`)
-  return { body: Buffer.concat(chunks), digest: String(res.headers['docker-content-digest']) }
-}
-
-/**
- * What containerd does for one platform: tag → (index → linux/amd64 manifest) → config and layers,
- * three blobs at a time, every body verified against its digest.
- */
-async function pull(base: string, repo: string, tag: string): Promise<number> {
-  let m = await getJson(`${base}/v2/${repo}/manifests/${tag}`)
-  let doc = JSON.parse(m.body.toString()) as { manifests?: { digest: string; platform?: { architecture?: string } }[]; config?: { digest: string }; layers?: { digest: string }[] }
-  if (doc.manifests) {
-    const pick = doc.manifests.find((e) => e.platform?.architecture === 'amd64') ?? doc.manifests[0]!
-    m = await getJson(`${base}/v2/${repo}/manifests/${pick.digest}`)
-    doc = JSON.parse(m.body.toString()) as typeof doc
-  }
-  const blobs = [doc.config!.digest, ...doc.layers!.map((l) => l.digest)]
-  let bytes = 0
-  let next = 0
-  const worker = async () => {
-    while (next < blobs.length) {
-      const d = blobs[next++]!
-      const res = await request(`${base}/v2/${repo}/blobs/${d}`, { maxRedirections: 0 } as never)
-      if (res.statusCode !== 200) throw new Error(`blob ${d}: ${res.statusCode}`)
-      bytes += await readVerified(res.body as AsyncIterable<Buffer>, d)
-    }
-  }
-  await Promise.all([worker(), worker(), worker()])
-  return bytes
-}
-
-async function startRegmirror(upstreamUrl: string, dataDir: string): Promise<Mirror> {
-  const port = await freePort()
-  const child: ChildProcess = spawn(
-    process.execPath,
-    ['dist/cli.js', 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--upstream', `docker.io=${upstreamUrl}`, '--log-level', 'warn', '--max-size', '20GiB'],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  )
-  const url = `http://127.0.0.1:${port}`
-  for (let i = 0; i < 100; i++) {
-    try {
-      const r = await fetch(`${url}/v2/`)
-      if (r.status === 200) break
-    } catch {
-      // not up yet
-    }
-    await sleep(100)
-  }
+async function measure<T>(upstream: Distribution, mirror: Mirror, what: string, work: () => Promise<T>): Promise<Measured<T>> {
+  log(`${mirror.name}: ${what}`)
+  await settle(upstream, 200)
+  const before = upstream.requests().length
+  await resetPeakRss(mirror.pid)
+  const value = await work()
+  // distribution keeps copying into its storage after a client went away; count that too.
+  await settle(upstream)
+  const rss = await peakRss(mirror.pid)
+  const recs = upstream.requests().slice(before)
   return {
-    name: 'regmirror',
-    url,
-    pid: child.pid!,
-    stop: async () => {
-      child.kill('SIGTERM')
-      await new Promise((r) => child.once('exit', r))
-    },
+    value,
+    upstreamBytes: recs.reduce((n, r) => n + r.bytes, 0),
+    upstreamBlobGets: recs.filter((r) => r.method === 'GET' && r.path.includes('/blobs/')).length,
+    upstreamManifestRequests: recs.filter((r) => r.path.includes('/manifests/')).length,
+    upstreamRequests: recs.length,
+    peakRss: rss,
   }
 }
 
-async function pushImage(work: string, upstream: Distribution, repo: string, layerMiB: number[]): Promise<Image> {
-  const layout = await buildOciLayout(join(work, repo.replace('/', '-')), { tag: 'v1', layerSizes: layerMiB.map((n) => n * MB) })
-  const direct = new URL(upstream.directUrl).host
-  await pushLayout(layout.layoutDir, 'v1', direct, repo, { timeoutMs: 600_000 })
-  const bytes = layout.blobDigests.length ? layout.totalBytes : 0
-  return { repo, bytes, layers: layout.layerDigests }
-}
-
-function upstreamBytes(upstream: Distribution, from: number): number {
-  return upstream
-    .requests()
-    .slice(from)
-    .reduce((n, r) => n + r.bytes, 0)
-}
-
-async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
-  const t0 = performance.now()
-  const value = await fn()
-  return { ms: performance.now() - t0, value }
-}
-
-async function ttfb(base: string, repo: string, digest: string): Promise<number> {
-  const t0 = performance.now()
-  const res = await request(`${base}/v2/${repo}/blobs/${digest}`)
-  let first = 0
-  const h = createHash('sha256')
-  for await (const c of res.body) {
-    if (first === 0) first = performance.now() - t0
-    h.update(c as Buffer)
-  }
-  if (`sha256:${h.digest('hex')}` !== digest) throw new Error('ttfb blob mismatch')
-  return first
-}
-
-/** Completed 200s per second on one URL, with `connections` keep-alive connections. */
-async function requestsPerSecond(base: string, path: string, seconds: number, connections = 32): Promise<number> {
-  const pool = new Pool(base, { connections, pipelining: 1 })
-  let ok = 0
-  let failed = 0
-  const end = performance.now() + seconds * 1000
-  const loop = async () => {
-    while (performance.now() < end) {
-      const res = await pool.request({ path, method: 'GET', headers: { accept: ACCEPT } })
-      await res.body.dump()
-      if (res.statusCode === 200) ok++
-      else failed++
-    }
-  }
-  const t0 = performance.now()
-  await Promise.all(Array.from({ length: connections }, loop))
-  const elapsed = (performance.now() - t0) / 1000
-  await pool.close()
-  if (failed > 0) console.error(`  ${failed} non-200 answers from ${base}${path}`)
-  return ok / elapsed
-}
-
-async function hitThroughput(base: string, repo: string, digest: string): Promise<number> {
-  let bytes = 0
-  const t0 = performance.now()
-  for (let round = 0; round < HIT_ROUNDS; round++) {
-    const sizes = await Promise.all(
-      Array.from({ length: HIT_CLIENTS }, async () => {
-        const res = await request(`${base}/v2/${repo}/blobs/${digest}`)
-        return readVerified(res.body as AsyncIterable<Buffer>, digest)
-      }),
-    )
-    bytes += sizes.reduce((a, b) => a + b, 0)
-  }
-  return bytes / MB / ((performance.now() - t0) / 1000)
-}
+// ---------------------------------------------------------------------------------------------------------------
+// the table
 
 interface Row {
-  workload: string
+  name: string
   unit: string
-  better: 'lower' | 'higher'
-  regmirror: number
-  distribution: number
-  goal?: { ratio?: number; abs?: number; on: 'ratio' | 'regmirror' }
+  better: 'lower' | 'higher' | 'info'
+  distribution: number | undefined
+  regmirror: number | undefined
+  digits?: number
+  note?: string
+}
+
+function fmt(v: number | undefined, digits = 2): string {
+  if (v === undefined || Number.isNaN(v)) return '–'
+  return v.toFixed(digits)
+}
+
+function ratio(r: Row): string {
+  if (r.distribution === undefined || r.regmirror === undefined || r.distribution === 0) return '–'
+  return `${(r.regmirror / r.distribution).toFixed(r.regmirror / r.distribution < 0.1 ? 3 : 2)}×`
+}
+
+function markdownTable(rows: Row[]): string {
+  const lines = [
+    '| workload | unit | distribution | regmirror | regmirror / distribution | better |',
+    '|---|---|---:|---:|---:|---|',
+    ...rows.map((r) => `| ${r.name} | ${r.unit} | ${fmt(r.distribution, r.digits)} | ${fmt(r.regmirror, r.digits)} | ${ratio(r)} | ${r.better} |`),
+  ]
+  return lines.join('\n')
+}
+
+function plainTable(rows: Row[]): string {
+  const cells = [['workload', 'unit', 'distribution', 'regmirror', 'ratio', 'better'], ...rows.map((r) => [r.name, r.unit, fmt(r.distribution, r.digits), fmt(r.regmirror, r.digits), ratio(r), r.better])]
+  const widths = cells[0]!.map((_, i) => Math.max(...cells.map((c) => c[i]!.length)))
+  return cells.map((c) => c.map((x, i) => (i >= 2 && i <= 4 ? x.padStart(widths[i]!) : x.padEnd(widths[i]!))).join('  ')).join('\n')
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// main
+
+function machine(): Record<string, string> {
+  const run = (cmd: string, args: string[]): string => {
+    try {
+      return execFileSync(cmd, args, { encoding: 'utf8' }).trim()
+    } catch {
+      return 'unknown'
+    }
+  }
+  return {
+    date: new Date().toISOString(),
+    cpu: `${cpus()[0]?.model ?? 'unknown'} (nproc ${run('nproc', [])})`,
+    memory: `${(totalmem() / 1024 ** 3).toFixed(1)} GiB`,
+    kernel: run('uname', ['-r']),
+    node: process.version,
+    distribution: run('docker-registry', ['--version']),
+    regmirror: `${run('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD'])} (${run('git', ['-C', REPO_ROOT, 'rev-parse', '--abbrev-ref', 'HEAD'])})`,
+    mode: quick ? 'quick (--quick: small sizes)' : 'full',
+  }
 }
 
 async function main(): Promise<void> {
-  const work = await makeTempDir('bench')
-  const cleanups: (() => Promise<void>)[] = [() => removeTempDir(work)]
+  for (const p of ['docker-registry', 'skopeo']) {
+    if (findProgram(p) === undefined) throw new Error(`bench: ${p} is not installed (apt-get install -y ${p === 'skopeo' ? 'skopeo' : 'docker-registry'})`)
+  }
+  const info = machine()
+  const started = Date.now()
+  const run = randomBytes(4).toString('hex')
+  const cleanups: (() => Promise<void>)[] = []
+  const cleanup = async (): Promise<void> => {
+    for (const c of cleanups.reverse()) await c().catch(() => {})
+  }
+  process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)))
+
   try {
-    console.error('starting upstream distribution and pushing images…')
+    // --- servers -------------------------------------------------------------------------------------------
+    log('starting the upstream distribution, distribution in proxy mode and regmirror')
     const upstream = await startDistribution({ auth: 'none' })
-    cleanups.unshift(upstream.stop)
-    const images = {
-      cold: await pushImage(work, upstream, 'bench/cold', SIZES.cold),
-      ttfb: await pushImage(work, upstream, 'bench/ttfb', [SIZES.ttfb]),
-      c8: await pushImage(work, upstream, 'bench/c8', SIZES.concurrent),
-      c32: await pushImage(work, upstream, 'bench/c32', SIZES.concurrent),
-    }
-    const distProxy = await startDistribution({ auth: 'none', proxy: { remoteurl: upstream.url } })
-    cleanups.unshift(distProxy.stop)
-    const regmirror = await startRegmirror(upstream.url, join(work, 'regmirror-data'))
-    cleanups.unshift(regmirror.stop)
-    const mirrors: Mirror[] = [regmirror, { name: 'distribution', url: distProxy.directUrl, pid: distProxy.pid, stop: distProxy.stop }]
-
-    const results: Record<string, Record<string, number>> = { regmirror: {}, distribution: {} }
-    const rss: Record<string, string[]> = { regmirror: [], distribution: [] }
-    for (const m of mirrors) {
-      const r = results[m.name]!
-      console.error(`\n== ${m.name}`)
-      let mark = upstream.requests().length
-      const cold = await timed(() => pull(m.url, images.cold.repo, 'v1'))
-      r.coldSeconds = cold.ms / 1000
-      r.coldUpstream = upstreamBytes(upstream, mark) / images.cold.bytes
-      console.error(`  cold pull ${(cold.ms / 1000).toFixed(2)} s, upstream ×${r.coldUpstream.toFixed(3)}`)
-      rss[m.name]!.push(`after cold pull ${(await peakRssMiB(m.pid)).toFixed(0)}`)
-
-      r.ttfbMs = await ttfb(m.url, images.ttfb.repo, images.ttfb.layers[0]!)
-      console.error(`  ttfb ${r.ttfbMs.toFixed(1)} ms`)
-
-      const warm = await timed(() => pull(m.url, images.cold.repo, 'v1'))
-      r.warmSeconds = warm.ms / 1000
-      console.error(`  warm pull ${r.warmSeconds.toFixed(2)} s`)
-
-      for (const [n, img] of [[8, images.c8], [32, images.c32]] as const) {
-        mark = upstream.requests().length
-        const c = await timed(() => Promise.all(Array.from({ length: n }, () => pull(m.url, img.repo, 'v1'))))
-        r[`c${n}Seconds`] = c.ms / 1000
-        r[`c${n}Upstream`] = upstreamBytes(upstream, mark) / img.bytes
-        console.error(`  ${n} concurrent cold pulls ${(c.ms / 1000).toFixed(2)} s, upstream ×${r[`c${n}Upstream`]!.toFixed(3)}`)
-        rss[m.name]!.push(`after ${n} concurrent ${(await peakRssMiB(m.pid)).toFixed(0)}`)
-      }
-
-      r.tagRps = await requestsPerSecond(m.url, `/v2/${images.cold.repo}/manifests/v1`, TAG_SECONDS)
-      console.error(`  tag manifest ${r.tagRps.toFixed(0)} req/s`)
-      r.hitMBps = await hitThroughput(m.url, images.ttfb.repo, images.ttfb.layers[0]!)
-      console.error(`  hit throughput ${r.hitMBps.toFixed(0)} MiB/s`)
-      r.peakRss = await peakRssMiB(m.pid)
-      console.error(`  peak RSS ${r.peakRss.toFixed(0)} MiB`)
-    }
-
-    const R = results.regmirror!
-    const D = results.distribution!
-    const rows: Row[] = [
-      { workload: `cold pull, ${SIZES.cold.length} layers, ${sum(SIZES.cold)} MiB: wall time`, unit: 's', better: 'lower', regmirror: R.coldSeconds!, distribution: D.coldSeconds! },
-      { workload: 'cold pull: upstream bytes / image size', unit: '×', better: 'lower', regmirror: R.coldUpstream!, distribution: D.coldUpstream!, goal: { abs: 1.01, on: 'regmirror' } },
-      { workload: `time to first byte, cold ${SIZES.ttfb} MiB layer`, unit: 'ms', better: 'lower', regmirror: R.ttfbMs!, distribution: D.ttfbMs! },
-      { workload: 'warm pull: wall time', unit: 's', better: 'lower', regmirror: R.warmSeconds!, distribution: D.warmSeconds! },
-      { workload: `8 concurrent cold pulls (${sum(SIZES.concurrent)} MiB image): wall time`, unit: 's', better: 'lower', regmirror: R.c8Seconds!, distribution: D.c8Seconds!, goal: { ratio: 0.4, on: 'ratio' } },
-      { workload: '8 concurrent cold pulls: upstream bytes / image size', unit: '×', better: 'lower', regmirror: R.c8Upstream!, distribution: D.c8Upstream!, goal: { abs: 1.01, on: 'regmirror' } },
-      { workload: `32 concurrent cold pulls (${sum(SIZES.concurrent)} MiB image): wall time`, unit: 's', better: 'lower', regmirror: R.c32Seconds!, distribution: D.c32Seconds!, goal: { ratio: 0.4, on: 'ratio' } },
-      { workload: '32 concurrent cold pulls: upstream bytes / image size', unit: '×', better: 'lower', regmirror: R.c32Upstream!, distribution: D.c32Upstream!, goal: { abs: 1.01, on: 'regmirror' } },
-      { workload: 'tag manifest requests per second (cached tag, 32 connections)', unit: 'req/s', better: 'higher', regmirror: R.tagRps!, distribution: D.tagRps!, goal: { ratio: 50, on: 'ratio' } },
-      { workload: `cache-hit blob throughput (${HIT_CLIENTS} clients × ${HIT_ROUNDS} rounds of ${SIZES.hit} MiB)`, unit: 'MiB/s', better: 'higher', regmirror: R.hitMBps!, distribution: D.hitMBps!, goal: { ratio: 1.1, on: 'ratio' } },
-      { workload: 'peak RSS of the server', unit: 'MiB', better: 'lower', regmirror: R.peakRss!, distribution: D.peakRss!, goal: { abs: 120, on: 'regmirror' } },
+    cleanups.push(upstream.stop)
+    const distProxy = await startDistribution({ proxy: { remoteurl: upstream.url } })
+    cleanups.push(distProxy.stop)
+    const dataDir = await makeTempDir('bench-regmirror')
+    cleanups.push(() => removeTempDir(dataDir))
+    const rm: Regmirror = await startRegmirror({ dataDir, upstreamUrl: upstream.url })
+    cleanups.push(rm.stop)
+    const mirrors: Mirror[] = [
+      { name: 'distribution', url: distProxy.directUrl, pid: await pidOfDistribution(distProxy.configPath) },
+      { name: 'regmirror', url: rm.url, pid: rm.pid },
     ]
-    const table = renderTable(rows)
-    console.log(table)
-    const distVersion = execFileSync('docker-registry', ['--version']).toString().trim()
-    const md = [
-      '# Benchmark results',
+
+    // --- images --------------------------------------------------------------------------------------------
+    const layoutsDir = await makeTempDir('bench-layouts')
+    cleanups.push(() => removeTempDir(layoutsDir))
+    const upstreamDirect = upstream.directUrl.replace(/^http:\/\//, '')
+    const image = async (name: string, layersMiB: number[]): Promise<{ repo: string; tag: string; layout: OciLayout }> => {
+      const repo = `bench-${run}/${name}`
+      const layout = await buildOciLayout(join(layoutsDir, name), { tag: 'v1', layerSizes: layersMiB.map((m) => m * MiB) })
+      await pushLayout(layout.layoutDir, 'v1', upstreamDirect, repo, { timeoutMs: 600_000 })
+      await removeTempDir(layout.layoutDir)
+      return { repo, tag: 'v1', layout }
+    }
+    log('building and pushing the images to the upstream')
+    const cold = await image('cold', SIZES.cold)
+    const big = await image('ttfb', [SIZES.ttfb])
+    const conc = new Map<number, Awaited<ReturnType<typeof image>>>()
+    for (const n of CONCURRENCY) conc.set(n, await image(`conc${n}`, SIZES.conc))
+    const bigLayer = big.layout.layerDigests[0]!
+
+    // --- workloads -----------------------------------------------------------------------------------------
+    const res: Record<string, Partial<Record<Mirror['name'], Measured<unknown>>>> = {}
+    const put = (key: string, m: Mirror, v: Measured<unknown>): void => {
+      ;(res[key] ??= {})[m.name] = v
+    }
+    const get = <T>(key: string, m: Mirror['name']): Measured<T> | undefined => res[key]?.[m] as Measured<T> | undefined
+
+    // the upstream's own first byte for the big layer, as the reference for streaming
+    const upstreamTtfb = await inWorker('firstByte', upstream.directUrl, big.repo, bigLayer)
+
+    // Workload by workload, distribution then regmirror back to back, so a change in the machine's load over the run
+    // hits both columns alike.
+    const workloads: { key: string; what: string; run: (m: Mirror) => Promise<unknown> }[] = [
+      { key: 'cold', what: `cold pull ${cold.repo}`, run: (m) => inWorker('pull', m.url, cold.repo, cold.tag, 3) },
+      { key: 'warm', what: `warm pull ${cold.repo}`, run: (m) => inWorker('pull', m.url, cold.repo, cold.tag, 3) },
+      { key: 'ttfb', what: `first byte of a cold ${SIZES.ttfb} MiB layer`, run: (m) => inWorker('firstByte', m.url, big.repo, bigLayer) },
+      ...CONCURRENCY.map((n) => ({
+        key: `conc${n}`,
+        what: `${n} concurrent cold pulls`,
+        run: (m: Mirror) => inWorker('concurrentPulls', m.url, conc.get(n)!.repo, conc.get(n)!.tag, n),
+      })),
+      {
+        key: 'tag',
+        what: `tag GET load, ${SIZES.loadConnections} connections, ${SIZES.loadSeconds}s`,
+        run: (m) => inWorker('load', m.url, `/v2/${cold.repo}/manifests/${cold.tag}`, SIZES.loadConnections, SIZES.loadSeconds, 1),
+      },
+      {
+        key: 'hit',
+        what: `cache-hit blob reads, ${SIZES.hitClients} clients × ${SIZES.hitRounds}`,
+        run: (m) => inWorker('blobThroughput', m.url, big.repo, bigLayer, SIZES.hitClients, SIZES.hitRounds),
+      },
+    ]
+    const loadAvg: Record<string, string> = {}
+    for (const w of workloads) {
+      const before = loadavg()[0]!
+      for (const m of mirrors) put(w.key, m, await measure(upstream, m, w.what, () => w.run(m)))
+      loadAvg[w.key] = `${before.toFixed(1)} → ${loadavg()[0]!.toFixed(1)}`
+    }
+    const lifetimePeak: Record<string, number> = {}
+    for (const m of mirrors) {
+      // VmHWM was reset per workload; the max over workloads is the run's peak (start-up happens before any reset).
+      lifetimePeak[m.name] = Math.max(...Object.values(res).map((r) => r[m.name]?.peakRss ?? 0))
+    }
+
+    // --- start-up with many blobs (regmirror only) ---------------------------------------------------------
+    let startup: { empty: StartupResult[]; full: StartupResult[] } | undefined
+    if (!flags['skip-startup']) {
+      const empty = await makeTempDir('bench-startup-empty')
+      const many = await makeTempDir('bench-startup')
+      cleanups.push(() => removeTempDir(empty), () => removeTempDir(many))
+      log(`start-up: writing ${SIZES.startupBlobs} blobs of 1 KiB`)
+      await writeBlobs(many, SIZES.startupBlobs, 1024)
+      log('start-up: measuring (3 runs each, empty and full)')
+      startup = { empty: await measureStartup(empty, 0, 3), full: await measureStartup(many, SIZES.startupBlobs, 3) }
+    }
+
+    // --- report --------------------------------------------------------------------------------------------
+    const v = <T>(key: string, m: Mirror['name']): T | undefined => get<T>(key, m)?.value
+    const both = (f: (m: Mirror['name']) => number | undefined): Pick<Row, 'distribution' | 'regmirror'> => ({ distribution: f('distribution'), regmirror: f('regmirror') })
+    const coldSize = cold.layout.totalBytes
+    const concSize = conc.get(8)!.layout.totalBytes
+    const rows: Row[] = [
+      { name: `cold pull, ${(coldSize / MiB).toFixed(0)} MiB 3 layers: wall`, unit: 's', better: 'lower', ...both((m) => (v<client.PullResult>('cold', m)?.ms ?? NaN) / 1000) },
+      { name: 'cold pull: upstream bytes', unit: '× image', better: 'lower', digits: 3, ...both((m) => (get('cold', m)?.upstreamBytes ?? NaN) / coldSize) },
+      { name: 'cold pull: upstream blob GETs (image has 4 blobs)', unit: 'count', better: 'lower', digits: 0, ...both((m) => get('cold', m)?.upstreamBlobGets) },
+      { name: `first byte, cold ${SIZES.ttfb} MiB layer (upstream's own: ${upstreamTtfb.firstByteMs.toFixed(1)} ms)`, unit: 'ms', better: 'lower', digits: 1, ...both((m) => v<Awaited<ReturnType<typeof client.firstByte>>>('ttfb', m)?.firstByteMs) },
+      { name: `cold ${SIZES.ttfb} MiB layer: whole body (upstream's own: ${(upstreamTtfb.totalMs / 1000).toFixed(2)} s)`, unit: 's', better: 'lower', ...both((m) => (v<Awaited<ReturnType<typeof client.firstByte>>>('ttfb', m)?.totalMs ?? NaN) / 1000) },
+      { name: 'warm pull: wall', unit: 's', better: 'lower', ...both((m) => (v<client.PullResult>('warm', m)?.ms ?? NaN) / 1000) },
+      { name: 'warm pull: upstream bytes', unit: 'bytes', better: 'lower', digits: 0, ...both((m) => get('warm', m)?.upstreamBytes) },
+      ...CONCURRENCY.flatMap((n): Row[] => [
+        { name: `${n} concurrent cold pulls, ${(concSize / MiB).toFixed(0)} MiB 3 layers: wall`, unit: 's', better: 'lower', ...both((m) => (v<{ ms: number }>(`conc${n}`, m)?.ms ?? NaN) / 1000) },
+        { name: `${n} concurrent cold pulls: upstream bytes`, unit: '× image', better: 'lower', digits: 3, ...both((m) => (get(`conc${n}`, m)?.upstreamBytes ?? NaN) / concSize) },
+      ]),
+      { name: `tag manifest GET, cached tag (${SIZES.loadConnections} conns)`, unit: 'req/s', better: 'higher', digits: 0, ...both((m) => v<client.LoadResult>('tag', m)?.reqPerS) },
+      { name: 'tag manifest GET: p99 latency', unit: 'ms', better: 'lower', ...both((m) => v<client.LoadResult>('tag', m)?.p99Ms) },
+      { name: 'tag manifest GET: upstream requests during the run', unit: 'count', better: 'lower', digits: 0, ...both((m) => get('tag', m)?.upstreamRequests) },
+      { name: `cache-hit throughput, ${SIZES.ttfb} MiB blob, ${SIZES.hitClients} clients × ${SIZES.hitRounds}`, unit: 'MB/s', better: 'higher', digits: 0, ...both((m) => v<{ mbPerS: number }>('hit', m)?.mbPerS) },
+      { name: 'peak RSS over all workloads', unit: 'MiB', better: 'lower', digits: 1, ...both((m) => (lifetimePeak[m] ?? NaN) / MiB) },
+    ]
+    const rssRows: Row[] = Object.keys(res).map((key) => ({ name: `peak RSS during ${key}`, unit: 'MiB', better: 'lower' as const, digits: 1, ...both((m) => (get(key, m)?.peakRss ?? NaN) / MiB) }))
+
+    const r = (key: string, m: Mirror['name']): number => rows.find((x) => x.name.startsWith(key))?.[m] ?? NaN
+    const goals: { goal: string; value: string; met: boolean }[] = []
+    const g = (goal: string, actual: number, target: number, higherBetter: boolean, unit: string): void => {
+      goals.push({ goal, value: `${actual.toFixed(3)}${unit} (target ${higherBetter ? '≥' : '≤'} ${target}${unit})`, met: higherBetter ? actual >= target : actual <= target })
+    }
+    g('upstream bytes, single cold pull', r('cold pull: upstream bytes', 'regmirror'), 1.01, false, '×')
+    for (const n of CONCURRENCY) g(`upstream bytes, ${n} concurrent cold pulls`, r(`${n} concurrent cold pulls: upstream bytes`, 'regmirror'), 1.01, false, '×')
+    for (const n of CONCURRENCY) {
+      const row = rows.find((x) => x.name.startsWith(`${n} concurrent cold pulls,`))!
+      g(`wall time, ${n} concurrent cold pulls, vs distribution`, row.regmirror! / row.distribution!, 0.4, false, '×')
+    }
+    const tag = rows.find((x) => x.name.startsWith('tag manifest GET, cached'))!
+    g('tag-manifest req/s vs distribution', tag.regmirror! / tag.distribution!, 50, true, '×')
+    const hit = rows.find((x) => x.name.startsWith('cache-hit throughput'))!
+    g('cache-hit throughput vs distribution', hit.regmirror! / hit.distribution!, 1.1, true, '×')
+    g('regmirror peak RSS (all workloads)', lifetimePeak.regmirror! / MiB, 120, false, ' MiB')
+    if (startup) g(`regmirror peak RSS right after start-up with ${SIZES.startupBlobs} blobs`, median(startup.full.map((s) => s.peakRssBytes)) / MiB, 120, false, ' MiB')
+
+    const startupText = startup
+      ? [
+          `| data dir | spawn → 'regmirror listening' (ms) | spawn → GET /v2/ 200 (ms) | index rebuild alone (ms, from its log) | peak RSS after start (MiB) |`,
+          '|---|---:|---:|---:|---:|',
+          ...(['empty', 'full'] as const).map((k) => {
+            const s = startup![k]
+            return `| ${k === 'empty' ? 'empty' : `${SIZES.startupBlobs} blobs × 1 KiB`} | ${fmt(median(s.map((x) => x.listeningMs ?? NaN)), 0)} | ${fmt(median(s.map((x) => x.readyMs)), 0)} | ${fmt(median(s.map((x) => x.indexLoadMs ?? NaN)), 0)} | ${fmt(median(s.map((x) => x.peakRssBytes)) / MiB, 1)} |`
+          }),
+          '',
+          `Median of 3 runs; every run: ${startup.full.map((x) => `${x.readyMs.toFixed(0)} ms / ${(x.peakRssBytes / MiB).toFixed(0)} MiB`).join(', ')} (full).`,
+        ].join('\n')
+      : '(skipped: --skip-startup)'
+
+    const details = mirrors
+      .map((m) =>
+        Object.entries(res)
+          .map(([key, x]) => {
+            const d = x[m.name]!
+            return `| ${m.name} | ${key} | ${d.upstreamRequests} | ${d.upstreamManifestRequests} | ${d.upstreamBlobGets} | ${(d.upstreamBytes / MiB).toFixed(1)} |`
+          })
+          .join('\n'),
+      )
+      .join('\n')
+
+    const generated = [
+      `# Benchmark results: regmirror vs CNCF distribution (proxy mode)`,
       '',
-      `Date: ${new Date().toISOString()}${quick ? ' (--quick: small sizes, not for comparison)' : ''}`,
-      `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), ${(totalmem() / 1024 ** 3).toFixed(0)} GiB; Node ${process.version}; ${distVersion}`,
+      `Generated by \`npm run bench${quick ? ' -- --quick' : ''}\` (bench/run.ts); total run time ${((Date.now() - started) / 1000).toFixed(0)} s.`,
       '',
-      'Both mirrors run on this machine in front of the same upstream (CNCF distribution behind a counting proxy that',
-      'measures upstream bytes). The client does what containerd does: tag → index → linux/amd64 manifest → config and',
-      'layers three at a time, every body verified against its digest. Ratio is regmirror / distribution.',
+      '## Machine',
       '',
-      table,
+      ...Object.entries(info).map(([k, x]) => `- ${k}: ${x}`),
       '',
-      'Peak RSS (VmHWM, MiB) as the run went on:',
+      '## Results',
       '',
-      ...Object.entries(rss).map(([name, list]) => `- ${name}: ${list.join(', ')}`),
+      'Ratio = regmirror / distribution; "better" says which direction wins for that row.',
+      '',
+      markdownTable(rows),
+      '',
+      '### Peak RSS per workload (VmHWM, reset before each workload)',
+      '',
+      markdownTable(rssRows),
+      '',
+      '### Upstream traffic per workload (counting proxy in front of the upstream)',
+      '',
+      `1-minute load average of the machine around each workload (before → after; ${cpus().length} CPUs): ${Object.entries(loadAvg).map(([k, x]) => `${k} ${x}`).join(', ')}.`,
+      '',
+      '| mirror | workload | requests | manifest requests | blob GETs | body MiB |',
+      '|---|---|---:|---:|---:|---:|',
+      details,
+      '',
+      `### regmirror start-up with ${SIZES.startupBlobs} blobs on disk (issue #3)`,
+      '',
+      startupText,
+      '',
+      '## Goals (issue #5 / #3; targets, not assertions)',
+      '',
+      '| goal | regmirror | met |',
+      '|---|---|---|',
+      ...goals.map((x) => `| ${x.goal} | ${x.value} | ${x.met ? 'yes' : '**no**'} |`),
       '',
     ].join('\n')
-    if (!quick) await writeFile(new URL('./RESULTS.md', import.meta.url), md)
-    else console.error('(--quick: bench/RESULTS.md not written)')
+
+    // Hand-written analysis below the marker survives re-runs.
+    const MARK = '<!-- analysis: hand-written, kept across runs -->'
+    const previous = await readFile(RESULTS, 'utf8').catch(() => '')
+    const analysis = previous.includes(MARK) ? previous.slice(previous.indexOf(MARK)) : `${MARK}\n\n## Analysis\n\n(to be written)\n`
+    await writeFile(RESULTS, `${generated}\n${analysis}`)
+
+    process.stdout.write(`\n${plainTable(rows)}\n\n${plainTable(rssRows)}\n\n${startupText}\n\n`)
+    for (const x of goals) process.stdout.write(`${x.met ? 'MET   ' : 'MISSED'} ${x.goal}: ${x.value}\n`)
+    process.stdout.write(`\nwritten to ${RESULTS}\n`)
   } finally {
-    for (const c of cleanups) await c().catch(() => {})
+    await cleanup()
   }
 }
 
-function sum(xs: number[]): number {
-  return xs.reduce((a, b) => a + b, 0)
-}
-
-function fmt(n: number): string {
-  if (!Number.isFinite(n)) return 'n/a'
-  if (Math.abs(n) >= 100) return n.toFixed(0)
-  if (Math.abs(n) >= 10) return n.toFixed(1)
-  return n.toFixed(3)
-}
-
-function renderTable(rows: Row[]): string {
-  const lines = [
-    '| workload | unit | better | regmirror | distribution | ratio | goal |',
-    '| --- | --- | --- | ---: | ---: | ---: | --- |',
-  ]
-  for (const r of rows) {
-    const ratio = r.regmirror / r.distribution
-    let goal = ''
-    if (r.goal?.on === 'ratio' && r.goal.ratio !== undefined) {
-      const met = r.better === 'lower' ? ratio <= r.goal.ratio : ratio >= r.goal.ratio
-      goal = `${r.better === 'lower' ? '≤' : '≥'} ${r.goal.ratio}×: ${met ? 'met' : 'missed'}`
-    } else if (r.goal?.on === 'regmirror' && r.goal.abs !== undefined) {
-      const met = r.regmirror <= r.goal.abs
-      goal = `≤ ${r.goal.abs}: ${met ? 'met' : 'missed'}`
-    }
-    lines.push(`| ${r.workload} | ${r.unit} | ${r.better} | ${fmt(r.regmirror)} | ${fmt(r.distribution)} | ${fmt(ratio)} | ${goal} |`)
-  }
-  return lines.join('\n')
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length === 0 ? NaN : s[Math.floor(s.length / 2)]!
 }
 
 main().then(
   () => process.exit(0),
   (err: unknown) => {
-    console.error(err)
+    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
     process.exit(1)
   },
 )
