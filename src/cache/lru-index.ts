@@ -21,7 +21,7 @@ export class LruIndex {
     sizeCalculation: (e) => Math.max(1, e.size),
   })
   private readonly inUse = new Map<string, number>()
-  private readonly pinned = new Set<string>()
+  private pinned = new Set<string>()
   private bytes = 0
   private reserved = 0
 
@@ -133,6 +133,12 @@ export class LruIndex {
 
   unpin(digest: string): void {
     this.pinned.delete(digest)
+    this.updateGauges()
+  }
+
+  /** Replaces the pinned set (Pins computes it from the configured images). */
+  setPinned(digests: Set<string>): void {
+    this.pinned = digests
     this.updateGauges()
   }
 

@@ -1,3 +1,4 @@
+import { unlink } from 'node:fs/promises'
 import type { Readable } from 'node:stream'
 import type { Config, UpstreamConfig } from '../config/schema.js'
 import type { BlobStore } from '../cache/blob-store.js'
@@ -47,6 +48,8 @@ export class BlobService {
     const hit = this.fromCache(d)
     if (hit) return hit
     let fill = this.fills.get(d.value)
+    // A failed fill stays in the map until its promise settles; the next request starts afresh.
+    if (fill?.state === 'failed') fill = undefined
     const joined = fill !== undefined
     if (!fill) fill = this.startFill(up, repo, d)
     else this.metrics.fillReadersJoined.inc()
@@ -136,6 +139,12 @@ export class BlobService {
           return ok
         },
         commit: async (tmpPath, size) => {
+          if (reserved === 0 && !this.index.fits(size)) {
+            // The upstream gave no size up front and the blob turned out too big to keep.
+            this.log.info({ digest: d.value, size, maxSize: this.index.maxSize }, 'blob larger than the cache; served but not kept')
+            await unlink(tmpPath).catch(() => {})
+            return
+          }
           await this.store.commit(tmpPath, d)
           await this.index.add(d.value, size, reserved)
           reserved = 0
@@ -158,10 +167,11 @@ export class BlobService {
     )
     this.fills.set(d.value, fill)
     this.metrics.fillsStarted.inc()
-    fill.finished.then(
-      () => this.fills.delete(d.value),
-      () => this.fills.delete(d.value),
-    )
+    const forget = () => {
+      // A newer fill may already have taken the slot (after this one failed).
+      if (this.fills.get(d.value) === fill) this.fills.delete(d.value)
+    }
+    fill.finished.then(forget, forget)
     return fill.start()
   }
 
