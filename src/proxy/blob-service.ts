@@ -135,15 +135,18 @@ export class BlobService {
           if (size === undefined) return true
           const ok = await this.index.reserve(size)
           if (ok) reserved = size
-          else this.log.info({ digest: d.value, size, maxSize: this.index.maxSize }, 'blob larger than the cache; streaming it through without keeping it')
+          else this.log.info({ digest: d.value, size, maxSize: this.index.maxSize }, 'no room in the cache (larger than it, or the rest is pinned or in use); streaming the blob through without keeping it')
           return ok
         },
         commit: async (tmpPath, size) => {
-          if (reserved === 0 && !this.index.fits(size)) {
-            // The upstream gave no size up front and the blob turned out too big to keep.
-            this.log.info({ digest: d.value, size, maxSize: this.index.maxSize }, 'blob larger than the cache; served but not kept')
-            await unlink(tmpPath).catch(() => {})
-            return
+          if (reserved === 0 && size > 0) {
+            // The upstream gave no size up front: room is made now, or the blob is not kept.
+            if (await this.index.reserve(size)) reserved = size
+            else {
+              this.log.info({ digest: d.value, size, maxSize: this.index.maxSize }, 'no room in the cache; blob served but not kept')
+              await unlink(tmpPath).catch(() => {})
+              return
+            }
           }
           await this.store.commit(tmpPath, d)
           await this.index.add(d.value, size, reserved)
