@@ -2,6 +2,7 @@ import type { Config } from './config/schema.js'
 import type { BlobStore } from './cache/blob-store.js'
 import type { LruIndex } from './cache/lru-index.js'
 import type { MetadataStore } from './cache/metadata-store.js'
+import type { Pins } from './cache/pins.js'
 import type { Logger } from './log.js'
 import type { Metrics } from './metrics.js'
 import type { BlobService } from './proxy/blob-service.js'
@@ -19,6 +20,7 @@ export interface Services {
   upstream: UpstreamClient
   store: BlobStore
   index: LruIndex
+  pins: Pins
   metadata: MetadataStore
   manifests: ManifestService
   tags: TagService

@@ -5,6 +5,7 @@ import type { Config } from './config/schema.js'
 import { BlobStore } from './cache/blob-store.js'
 import { LruIndex } from './cache/lru-index.js'
 import { MetadataStore } from './cache/metadata-store.js'
+import { Pins } from './cache/pins.js'
 import { createHttpServer } from './http/server.js'
 import { createLogger, type Logger } from './log.js'
 import { Metrics } from './metrics.js'
@@ -36,16 +37,19 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const store = new BlobStore(config.dataDir)
   await store.init()
   const index = new LruIndex(store, config.cache.maxSize, config.cache.touchInterval, metrics, log)
+  const metadata = MetadataStore.create(config.dataDir, config.metadata, log)
+  // Pins are resolved before the index loads: loading evicts when the cap shrank, and must skip them.
+  const pins = new Pins(registries, store, metadata, index, log)
+  await pins.add(config.cache.pins)
   const loadStart = Date.now()
   await index.load()
-  log.info({ entries: index.count, bytes: index.size, ms: Date.now() - loadStart }, 'cache index loaded')
-  const metadata = MetadataStore.create(config.dataDir, config.metadata, log)
+  log.info({ entries: index.count, bytes: index.size, pinned: index.pinnedBytes(), ms: Date.now() - loadStart }, 'cache index loaded')
   // Only a shared store is worth a second lookup: in memory it would just be a copy of the client's own.
   const upstream = new UpstreamClient(config, log, metrics, metadata.shared ? { sharedTokens: metadata } : {})
-  const manifests = new ManifestService(store, index, metadata, upstream, metrics, log)
-  const tags = new TagService(metadata, manifests, upstream, metrics, log)
+  const manifests = new ManifestService(store, index, metadata, upstream, metrics, log, pins)
+  const tags = new TagService(metadata, manifests, upstream, metrics, log, pins)
   const blobs = new BlobService(config, store, index, upstream, metrics, log)
-  const services: Services = { config, log, metrics, registries, upstream, store, index, metadata, manifests, tags, blobs }
+  const services: Services = { config, log, metrics, registries, upstream, store, index, pins, metadata, manifests, tags, blobs }
   const server = createHttpServer(services)
 
   return {

@@ -32,7 +32,9 @@ export interface FillHooks {
 
 export type FillState = 'starting' | 'running' | 'done' | 'failed'
 
-const CHUNK = 256 * 1024
+// Per reader, at most about two chunks are buffered (the stream's queue and one write in
+// flight); with a hundred readers of a fill that is what the mirror's memory is made of.
+const CHUNK = 64 * 1024
 
 /**
  * One upstream download of one digest (see DESIGN.md, "The fill"). The download is written

@@ -21,7 +21,7 @@ export class LruIndex {
     sizeCalculation: (e) => Math.max(1, e.size),
   })
   private readonly inUse = new Map<string, number>()
-  private readonly pinned = new Set<string>()
+  private pinned = new Set<string>()
   private bytes = 0
   private reserved = 0
 
@@ -84,11 +84,19 @@ export class LruIndex {
     return size <= this.maxSize - this.pinnedBytes()
   }
 
-  /** Makes room for a download that is starting; returns false if there is no room even after eviction. */
+  /**
+   * Makes room for a download that is starting; false if there is no room even after evicting
+   * everything that may go (the rest being pinned or read right now): the blob is then streamed
+   * through rather than let the cache grow past its cap.
+   */
   async reserve(size: number): Promise<boolean> {
     if (!this.fits(size)) return false
+    // Nothing is evicted for a blob that could not be kept anyway. The reservation is taken
+    // before the files are deleted so a concurrent reservation cannot claim the same room.
+    const victims = this.takeVictims(size, true)
+    if (victims === undefined) return false
     this.reserved += size
-    await this.evict(0)
+    await this.removeFiles(victims)
     return true
   }
 
@@ -136,6 +144,12 @@ export class LruIndex {
     this.updateGauges()
   }
 
+  /** Replaces the pinned set (Pins computes it from the configured images). */
+  setPinned(digests: Set<string>): void {
+    this.pinned = digests
+    this.updateGauges()
+  }
+
   isPinned(digest: string): boolean {
     return this.pinned.has(digest)
   }
@@ -146,10 +160,27 @@ export class LruIndex {
     return n
   }
 
-  private async evict(extra: number): Promise<void> {
-    if (this.bytes + this.reserved + extra <= this.maxSize) return
-    const victims: [string, number][] = []
+  /**
+   * Evicts least recently used entries, skipping pinned and in-use ones, until `extra` more
+   * bytes fit. With `allOrNothing`, evicts nothing unless that makes enough room. Returns
+   * whether the room is there; the files are deleted before it resolves.
+   */
+  private async evict(extra: number, allOrNothing = false): Promise<boolean> {
+    const victims = this.takeVictims(extra, allOrNothing)
+    if (victims === undefined) return false
+    await this.removeFiles(victims)
+    return true
+  }
+
+  /**
+   * The index side of eviction, synchronous so that concurrent callers never pick the same
+   * victim or count freed bytes twice. undefined: not enough room (and, with allOrNothing,
+   * nothing taken).
+   */
+  private takeVictims(extra: number, allOrNothing: boolean): [string, number][] | undefined {
     let over = this.bytes + this.reserved + extra - this.maxSize
+    if (over <= 0) return []
+    const victims: [string, number][] = []
     for (const digest of this.lru.rkeys()) {
       if (over <= 0) break
       if (this.pinned.has(digest) || this.inUse.has(digest)) continue
@@ -158,19 +189,28 @@ export class LruIndex {
       victims.push([digest, e.size])
       over -= e.size
     }
+    if (over > 0 && allOrNothing) return undefined
     for (const [digest, size] of victims) {
       this.lru.delete(digest)
       this.bytes -= size
       this.metrics.evictions.inc()
       this.metrics.evictedBytes.inc(size)
+    }
+    if (victims.length > 0) {
+      this.log.debug({ evicted: victims.length }, 'evicted cache entries')
+      this.updateGauges()
+    }
+    return over <= 0 ? victims : allOrNothing ? undefined : victims
+  }
+
+  private async removeFiles(victims: [string, number][]): Promise<void> {
+    for (const [digest] of victims) {
       try {
         await this.store.remove(parseDigest(digest))
       } catch (err) {
         this.log.error({ err, digest }, 'could not delete evicted blob')
       }
     }
-    if (victims.length > 0) this.log.debug({ evicted: victims.length }, 'evicted cache entries')
-    this.updateGauges()
   }
 
   private updateGauges(): void {

@@ -1,3 +1,4 @@
+import { unlink } from 'node:fs/promises'
 import type { Readable } from 'node:stream'
 import type { Config, UpstreamConfig } from '../config/schema.js'
 import type { BlobStore } from '../cache/blob-store.js'
@@ -47,6 +48,8 @@ export class BlobService {
     const hit = this.fromCache(d)
     if (hit) return hit
     let fill = this.fills.get(d.value)
+    // A failed fill stays in the map until its promise settles; the next request starts afresh.
+    if (fill?.state === 'failed') fill = undefined
     const joined = fill !== undefined
     if (!fill) fill = this.startFill(up, repo, d)
     else this.metrics.fillReadersJoined.inc()
@@ -132,10 +135,19 @@ export class BlobService {
           if (size === undefined) return true
           const ok = await this.index.reserve(size)
           if (ok) reserved = size
-          else this.log.info({ digest: d.value, size, maxSize: this.index.maxSize }, 'blob larger than the cache; streaming it through without keeping it')
+          else this.log.info({ digest: d.value, size, maxSize: this.index.maxSize }, 'no room in the cache (larger than it, or the rest is pinned or in use); streaming the blob through without keeping it')
           return ok
         },
         commit: async (tmpPath, size) => {
+          if (reserved === 0 && size > 0) {
+            // The upstream gave no size up front: room is made now, or the blob is not kept.
+            if (await this.index.reserve(size)) reserved = size
+            else {
+              this.log.info({ digest: d.value, size, maxSize: this.index.maxSize }, 'no room in the cache; blob served but not kept')
+              await unlink(tmpPath).catch(() => {})
+              return
+            }
+          }
           await this.store.commit(tmpPath, d)
           await this.index.add(d.value, size, reserved)
           reserved = 0
@@ -158,10 +170,11 @@ export class BlobService {
     )
     this.fills.set(d.value, fill)
     this.metrics.fillsStarted.inc()
-    fill.finished.then(
-      () => this.fills.delete(d.value),
-      () => this.fills.delete(d.value),
-    )
+    const forget = () => {
+      // A newer fill may already have taken the slot (after this one failed).
+      if (this.fills.get(d.value) === fill) this.fills.delete(d.value)
+    }
+    fill.finished.then(forget, forget)
     return fill.start()
   }
 

@@ -4,6 +4,7 @@ import type { UpstreamConfig } from '../config/schema.js'
 import type { BlobStore } from '../cache/blob-store.js'
 import type { LruIndex } from '../cache/lru-index.js'
 import type { MetadataStore } from '../cache/metadata-store.js'
+import type { Pins } from '../cache/pins.js'
 import { RegmirrorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
@@ -39,6 +40,7 @@ export class ManifestService {
     private readonly upstream: UpstreamClient,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly pins?: Pins,
   ) {}
 
   /** The cached manifest, or undefined. */
@@ -69,7 +71,9 @@ export class ManifestService {
   async get(up: UpstreamConfig, repo: string, d: Digest): Promise<{ manifest: Manifest; cache: 'hit' | 'miss' }> {
     const hit = await this.cached(d)
     if (hit) return { manifest: hit, cache: 'hit' }
-    const { promise } = this.flights.do(d.value, () => this.fetch(up, repo, d.value, d))
+    // Re-checked inside the flight: a request that missed just before another's fetch stored
+    // the manifest must not fetch it a second time.
+    const { promise } = this.flights.do(d.value, async () => (await this.cached(d)) ?? this.fetch(up, repo, d.value, d))
     return { manifest: await promise, cache: 'miss' }
   }
 
@@ -108,6 +112,7 @@ export class ManifestService {
     await this.store.writeVerified(d, body)
     await this.metadata.setManifestInfo(d, { mediaType, size: body.length })
     await this.index.add(digest, body.length)
+    this.pins?.onManifest(digest, body)
     this.memory.set(digest, m)
     return m
   }

@@ -1,5 +1,6 @@
 import { ttlFor, type UpstreamConfig } from '../config/schema.js'
 import type { MetadataStore, TagRecord } from '../cache/metadata-store.js'
+import type { Pins } from '../cache/pins.js'
 import { isRegmirrorError, isUpstreamFailure } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
@@ -32,22 +33,34 @@ export class TagService {
     private readonly upstream: UpstreamClient,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly pins?: Pins,
   ) {}
 
   async resolve(up: UpstreamConfig, repo: string, tag: string): Promise<TagResolution> {
+    const fresh = await this.fresh(up, repo, tag)
+    if (fresh.hit) return fresh.hit
+    // The record is read again inside the flight: a request whose first read raced another
+    // request's completed refresh finds the fresh record instead of asking upstream again.
+    return this.flights.do(`${up.name}/${repo}:${tag}`, async () => {
+      const again = await this.fresh(up, repo, tag)
+      return again.hit ?? this.refresh(up, repo, tag, again.rec)
+    }).promise
+  }
+
+  private async fresh(up: UpstreamConfig, repo: string, tag: string): Promise<{ rec: TagRecord | undefined; hit?: TagResolution }> {
     const rec = await this.metadata.getTag(up.name, repo, tag)
     if (rec && Date.now() - rec.checkedAt < ttlFor(up, repo, tag)) {
       const d = parseDigest(rec.digest)
       const m = await this.manifests.cached(d)
-      if (m) return { manifest: m, cache: 'hit' }
+      if (m) return { rec, hit: { manifest: m, cache: 'hit' } }
       // Fresh resolution from a shared store (another replica made it) but no local copy:
       // the digest is enough, fetched immutably without re-asking what the tag means. The
       // disk link makes the tag this replica just served survive a Redis outage or a restart.
       const { manifest } = await this.manifests.get(up, repo, d)
       await this.metadata.linkTag(up.name, repo, tag, rec)
-      return { manifest, cache: 'miss' }
+      return { rec, hit: { manifest, cache: 'miss' } }
     }
-    return this.flights.do(`${up.name}/${repo}:${tag}`, () => this.refresh(up, repo, tag, rec)).promise
+    return { rec }
   }
 
   private async refresh(up: UpstreamConfig, repo: string, tag: string, rec: TagRecord | undefined): Promise<TagResolution> {
@@ -104,5 +117,6 @@ export class TagService {
       size: m.body.length,
       checkedAt: Date.now(),
     })
+    await this.pins?.onTag(up.name, repo, tag, m.digest)
   }
 }

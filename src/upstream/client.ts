@@ -181,6 +181,10 @@ export class UpstreamClient {
         }
       }
       const body = res.body
+      // Paused first: a 'data' listener on a stream not explicitly paused switches it to flowing
+      // mode, and whatever arrives before the caller starts reading (say, while a fill awaits
+      // eviction) would be lost. read(), async iteration, pipe and dump still emit 'data'.
+      body.pause()
       body.on('data', (chunk: Buffer) => this.metrics.upstreamBytes.inc({ upstream: up.name }, chunk.length))
       return { status: res.statusCode, headers: res.headers as Headers, body }
     } catch (err) {

@@ -1,0 +1,158 @@
+import type { Logger } from '../log.js'
+import { MAX_MANIFEST_SIZE } from '../oci/media-types.js'
+import { isValidName, isValidTag, parseDigest } from '../oci/reference.js'
+import type { Registries } from '../upstream/registries.js'
+import type { BlobStore } from './blob-store.js'
+import type { LruIndex } from './lru-index.js'
+import type { MetadataStore } from './metadata-store.js'
+
+export interface PinRef {
+  /** As configured, for logs. */
+  ref: string
+  upstream: string
+  /** Upstream-side name (Docker Hub's `library/` applied). */
+  repo: string
+  tag?: string
+  digest?: string
+}
+
+/** `UPSTREAM/REPO:TAG`, `UPSTREAM/REPO@sha256:…` or both; undefined when the upstream is not configured. */
+export function parsePin(ref: string, registries: Registries): PinRef | undefined {
+  const slash = ref.indexOf('/')
+  if (slash <= 0) return undefined
+  const up = registries.byName(ref.slice(0, slash))
+  if (!up) return undefined
+  let rest = ref.slice(slash + 1)
+  let digest: string | undefined
+  const at = rest.indexOf('@')
+  if (at !== -1) {
+    digest = parseDigest(rest.slice(at + 1)).value
+    rest = rest.slice(0, at)
+  }
+  let tag: string | undefined
+  const colon = rest.lastIndexOf(':')
+  if (colon !== -1) {
+    tag = rest.slice(colon + 1)
+    rest = rest.slice(0, colon)
+    if (!isValidTag(tag)) return undefined
+  }
+  if (!isValidName(rest) || (tag === undefined && digest === undefined)) return undefined
+  return { ref, upstream: up.name, repo: registries.normalizeRepo(up, rest), tag, digest }
+}
+
+/**
+ * Pinned images: their manifests and every blob they reference are never evicted. A pin is
+ * known by its root digest (the tag's current digest, or the digest given); what it covers is
+ * found by walking the manifests on disk, and grows as child manifests arrive, so pinning
+ * works before the image was ever pulled. A pinned tag that moves pins the new image and
+ * releases the old one.
+ */
+export class Pins {
+  private readonly refs: PinRef[] = []
+  /** Per pin: the digests it covers. */
+  private readonly covered = new Map<PinRef, Set<string>>()
+
+  constructor(
+    private readonly registries: Registries,
+    private readonly store: BlobStore,
+    private readonly metadata: MetadataStore,
+    private readonly index: LruIndex,
+    private readonly log: Logger,
+  ) {}
+
+  /** Adds pins and resolves them from what is on disk. Call before the index first evicts. */
+  async add(refs: string[]): Promise<void> {
+    for (const r of refs) {
+      const p = parsePin(r, this.registries)
+      if (!p) {
+        this.log.warn({ pin: r }, 'pin names no configured upstream or is not an image reference; ignored')
+        continue
+      }
+      this.refs.push(p)
+      let root = p.digest
+      if (root === undefined && p.tag !== undefined) root = (await this.metadata.getTag(p.upstream, p.repo, p.tag))?.digest
+      this.covered.set(p, new Set())
+      if (root !== undefined) await this.cover(p, root)
+    }
+    this.apply()
+  }
+
+  /** A tag was resolved: a pinned tag now covers this digest's image (and no longer its old one). */
+  async onTag(upstream: string, repo: string, tag: string, digest: string): Promise<void> {
+    let changed = false
+    for (const p of this.refs) {
+      if (p.digest !== undefined || p.tag !== tag || p.repo !== repo || p.upstream !== upstream) continue
+      if (this.covered.get(p)?.has(digest)) continue
+      this.covered.set(p, new Set())
+      await this.cover(p, digest)
+      changed = true
+    }
+    if (changed) this.apply()
+  }
+
+  /** A manifest was stored: if a pin covers it, the pin now covers what it references. */
+  onManifest(digest: string, body: Buffer): void {
+    let changed = false
+    for (const set of this.covered.values()) {
+      if (!set.has(digest)) continue
+      for (const d of references(body)) {
+        if (!set.has(d)) {
+          set.add(d)
+          changed = true
+        }
+      }
+    }
+    if (changed) this.apply()
+  }
+
+  /** Every pinned digest (tests, and the preload to come). */
+  digests(): Set<string> {
+    const all = new Set<string>()
+    for (const set of this.covered.values()) for (const d of set) all.add(d)
+    return all
+  }
+
+  private async cover(p: PinRef, root: string): Promise<void> {
+    const set = this.covered.get(p) as Set<string>
+    const queue = [root]
+    while (queue.length > 0) {
+      const d = queue.pop() as string
+      if (set.has(d)) continue
+      set.add(d)
+      const digest = parseDigest(d)
+      // Layers can be gigabytes: only something manifest-sized is read. Missing content is
+      // filled in by onManifest when it arrives.
+      const size = await this.store.size(digest)
+      if (size === undefined || size > MAX_MANIFEST_SIZE) continue
+      const body = await this.store.readAll(digest).catch(() => Buffer.alloc(0))
+      queue.push(...references(body))
+    }
+  }
+
+  private apply(): void {
+    this.index.setPinned(this.digests())
+  }
+}
+
+/** Digests a manifest or index refers to; nothing for a blob or anything that is not one. */
+export function references(body: Buffer): string[] {
+  // Layers are not JSON; skip parsing anything that cannot be a manifest.
+  if (body.length === 0 || body.length > MAX_MANIFEST_SIZE || body[0] !== 0x7b) return []
+  let doc: unknown
+  try {
+    doc = JSON.parse(body.toString('utf8'))
+  } catch {
+    return []
+  }
+  if (typeof doc !== 'object' || doc === null) return []
+  const o = doc as { manifests?: unknown; config?: unknown; layers?: unknown }
+  const out: string[] = []
+  const take = (x: unknown) => {
+    const d = (x as { digest?: unknown } | null)?.digest
+    if (typeof d === 'string' && /^sha256:[a-f0-9]{64}$/.test(d)) out.push(d)
+  }
+  if (Array.isArray(o.manifests)) o.manifests.forEach(take)
+  if (o.config !== undefined) take(o.config)
+  if (Array.isArray(o.layers)) o.layers.forEach(take)
+  return out
+}
