@@ -148,6 +148,13 @@ export class BlobService {
           this.metrics.fillResumes.inc()
           this.log.warn({ upstream: up.name, digest: d.value, offset, attempt, err: errMessage(err) }, 'upstream blob download broke off; resuming with Range')
         },
+        onWriteError: (err, offset) => {
+          this.metrics.cacheWriteErrors.inc({ code: err.code ?? 'unknown' })
+          this.log.error(
+            { upstream: up.name, digest: d.value, code: err.code, offset, err: errMessage(err) },
+            'cannot write to the cache; streaming the blob straight from upstream without caching it',
+          )
+        },
         onFailed: (err) => {
           this.metrics.fillsFailed.inc({ cause: err.code.toLowerCase() })
           if (err.code === 'DIGEST_MISMATCH') this.metrics.digestMismatches.inc({ kind: 'blob' })
@@ -155,13 +162,18 @@ export class BlobService {
         },
       },
       this.config.retries.resumeAttempts,
+      { openFile: (p) => this.store.openTemp(p) },
     )
     this.fills.set(d.value, fill)
+    // An uncached fill cannot serve late joiners from disk; later requests try the cache again.
+    fill.once('uncached', () => {
+      if (this.fills.get(d.value) === fill) this.fills.delete(d.value)
+    })
     this.metrics.fillsStarted.inc()
-    fill.finished.then(
-      () => this.fills.delete(d.value),
-      () => this.fills.delete(d.value),
-    )
+    const forget = () => {
+      if (this.fills.get(d.value) === fill) this.fills.delete(d.value)
+    }
+    fill.finished.then(forget, forget)
     return fill.start()
   }
 

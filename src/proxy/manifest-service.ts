@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import type { UpstreamConfig } from '../config/schema.js'
 import type { BlobStore } from '../cache/blob-store.js'
+import { isWriteError } from '../cache/fill.js'
 import type { LruIndex } from '../cache/lru-index.js'
 import type { MetadataStore } from '../cache/metadata-store.js'
 import { RegmirrorError } from '../errors.js'
@@ -105,8 +106,16 @@ export class ManifestService {
     }
     const d = parseDigest(digest)
     const m: Manifest = { digest, mediaType, body }
-    await this.store.writeVerified(d, body)
-    await this.metadata.setManifestInfo(d, { mediaType, size: body.length })
+    try {
+      await this.store.writeVerified(d, body)
+      await this.metadata.setManifestInfo(d, { mediaType, size: body.length })
+    } catch (err) {
+      if (!isWriteError(err)) throw err
+      // A full or read-only disk must not stop pulls: the client gets the verified manifest.
+      this.metrics.cacheWriteErrors.inc({ code: err.code ?? 'unknown' })
+      this.log.error({ upstream: up.name, digest, code: err.code, err: err.message }, 'cannot write to the cache; serving the manifest without caching it')
+      return m
+    }
     await this.index.add(digest, body.length)
     this.memory.set(digest, m)
     return m
