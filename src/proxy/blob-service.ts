@@ -8,6 +8,7 @@ import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import type { Digest } from '../oci/reference.js'
 import { header, type UpstreamClient } from '../upstream/client.js'
+import { REFUSALS } from './manifest-service.js'
 import { upstreamFailure } from './upstream-errors.js'
 
 export interface BlobHandle {
@@ -158,6 +159,7 @@ export class BlobService {
         onFailed: (err) => {
           this.metrics.fillsFailed.inc({ cause: err.code.toLowerCase() })
           if (err.code === 'DIGEST_MISMATCH') this.metrics.digestMismatches.inc({ kind: 'blob' })
+          if (REFUSALS.has(err.code)) this.metrics.upstreamRefused.inc({ upstream: up.name, kind: 'blob', cause: err.code.toLowerCase() })
           this.log.error({ upstream: up.name, repository: repo, digest: d.value, code: err.code, err: errMessage(err) }, 'blob fill failed; nothing cached')
         },
       },

@@ -5,7 +5,7 @@ import type { BlobStore } from '../cache/blob-store.js'
 import { isWriteError } from '../cache/fill.js'
 import type { LruIndex } from '../cache/lru-index.js'
 import type { MetadataStore } from '../cache/metadata-store.js'
-import { RegmirrorError } from '../errors.js'
+import { RegmirrorError, isRegmirrorError, type ErrorCode } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, inferMediaType } from '../oci/media-types.js'
@@ -80,6 +80,21 @@ export class ManifestService {
    * Docker-Content-Digest, when present, must match the body.
    */
   async fetch(up: UpstreamConfig, repo: string, ref: string, expected?: Digest): Promise<Manifest> {
+    try {
+      return await this.fetchOnce(up, repo, ref, expected)
+    } catch (err) {
+      if (isRegmirrorError(err) && REFUSALS.has(err.code)) {
+        this.metrics.upstreamRefused.inc({ upstream: up.name, kind: 'manifest', cause: err.code.toLowerCase() })
+        this.log.error(
+          { upstream: up.name, repository: repo, reference: ref, digest: expected?.value ?? (ref.includes(':') ? ref : undefined), code: err.code, err: err.message },
+          'upstream manifest refused; nothing cached',
+        )
+      }
+      throw err
+    }
+  }
+
+  private async fetchOnce(up: UpstreamConfig, repo: string, ref: string, expected?: Digest): Promise<Manifest> {
     const res = await this.upstream.request(up, {
       method: 'GET',
       path: `/v2/${repo}/manifests/${ref}`,
@@ -121,6 +136,9 @@ export class ManifestService {
     return m
   }
 }
+
+/** Upstream answers that are wrong rather than unavailable: refused, counted and logged. */
+export const REFUSALS = new Set<ErrorCode>(['DIGEST_MISMATCH', 'SIZE_MISMATCH', 'MANIFEST_TOO_LARGE', 'REDIRECT_INVALID'])
 
 async function readLimited(res: UpstreamResponse, limit: number, up: UpstreamConfig): Promise<Buffer> {
   const declared = Number(header(res.headers, 'content-length') ?? NaN)
