@@ -58,8 +58,13 @@ async function main(argv: string[]): Promise<number> {
       }, config.timeouts.shutdown)
       deadline.unref()
       app.server.close()
+      // close() only drops the connections idle at this instant; keep-alive connections
+      // whose response finishes later would hold the server open until the deadline.
+      const sweep = setInterval(() => app.server.closeIdleConnections(), 100)
+      sweep.unref()
       app.server.closeIdleConnections()
       app.server.once('close', () => {
+        clearInterval(sweep)
         void app.close().finally(resolve)
       })
     }

@@ -78,6 +78,7 @@ export class Fill extends EventEmitter {
   private winBytes = 0
   private readonly readerPos = new Set<{ pos: number }>()
   private orphaned = false
+  private cancelled = false
   private current: FillBody | undefined
   private readonly openFile: (path: string) => Promise<FileHandle>
   private readonly memoryWindow: number
@@ -130,6 +131,7 @@ export class Fill extends EventEmitter {
         this.toMemory(err)
       }
       this.current = await this.source.open(0)
+      if (this.cancelled) throw cancelledError()
       this.size = this.current.total
       admitted = this.mode === 'disk' && (await this.hooks.admit(this.size))
       this.kept = admitted
@@ -147,7 +149,7 @@ export class Fill extends EventEmitter {
           this.current.abort()
           let err = failure
           // Only a broken transfer is resumed; wrong content is final.
-          if (this.orphaned || isRegmirrorError(err, 'SIZE_MISMATCH') || this.size === undefined) throw err
+          if (this.orphaned || this.cancelled || isRegmirrorError(err, 'SIZE_MISMATCH') || this.size === undefined) throw err
           if (this.written > before) attempt = 0
           for (;;) {
             if (attempt >= this.resumeAttempts) throw err
@@ -155,9 +157,10 @@ export class Fill extends EventEmitter {
             this.hooks.onResume?.(this.written, attempt, err)
             try {
               this.current = await this.reopen()
+              if (this.cancelled) throw cancelledError()
               break
             } catch (e) {
-              if (isRegmirrorError(e, 'SIZE_MISMATCH')) throw e
+              if (this.cancelled || isRegmirrorError(e, 'SIZE_MISMATCH')) throw e
               err = e
             }
           }
@@ -213,13 +216,24 @@ export class Fill extends EventEmitter {
       this.kept = false
       if (admitted) this.hooks.abandon(this.size)
       await unlink(this.tmpPath).catch(() => {})
-      if (!this.orphaned) this.hooks.onFailed?.(e)
+      if (!this.orphaned && !this.cancelled) this.hooks.onFailed?.(e)
       this.rejectReady(e)
       this.emit('change')
       this.rejectFinished(e)
     } finally {
       this.unref()
     }
+  }
+
+  /**
+   * Gives up the download (shutdown): readers are destroyed, the temp file is removed and
+   * nothing is committed. Resolves `finished` (rejected) soon after.
+   */
+  cancel(): void {
+    if (this.state === 'done' || this.state === 'failed' || this.cancelled) return
+    this.cancelled = true
+    this.current?.abort()
+    this.emit('advance')
   }
 
   /** Stops writing to disk; what is on disk stays readable, the rest goes through the window. */
@@ -275,13 +289,14 @@ export class Fill extends EventEmitter {
       this.emit('change')
       if (this.mode === 'memory') await this.waitForRoom()
       if (this.orphaned) throw new RegmirrorError('CACHE_IO', 'no reader left for an uncached download')
+      if (this.cancelled) throw cancelledError()
     }
   }
 
   /** Memory mode: the download waits for the slowest reader, so the window stays bounded. */
   private async waitForRoom(): Promise<void> {
     this.trimWindow()
-    while (this.winBytes > this.memoryWindow && !this.orphaned) {
+    while (this.winBytes > this.memoryWindow && !this.orphaned && !this.cancelled) {
       await new Promise<void>((resolve) => this.once('advance', resolve))
       this.trimWindow()
     }
@@ -420,6 +435,10 @@ export class Fill extends EventEmitter {
     }
     return stream
   }
+}
+
+function cancelledError(): RegmirrorError {
+  return new RegmirrorError('UNAVAILABLE', 'the mirror is shutting down')
 }
 
 const WRITE_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EACCES', 'EPERM', 'EROFS', 'EIO', 'EMFILE', 'ENFILE'])

@@ -21,7 +21,12 @@ export function createHttpServer(s: Services): Server {
       // default: far too coarse to shed a flood of stuck clients with a short headersTimeout.
       connectionsCheckingInterval: checkingInterval(cfg.headersTimeout, cfg.requestTimeout),
     },
-    (req, res) => void handle(req, res, s),
+    (req, res) => {
+      // Shutting down: a keep-alive connection must not carry more requests after this one,
+      // or a busy client could keep a stopping server busy until the deadline.
+      if (!server.listening) res.shouldKeepAlive = false
+      void handle(req, res, s)
+    },
   )
   // Inactivity in both directions: a client that stopped reading or a half-open socket.
   // Without a 'timeout' listener Node destroys the socket, which is what we want.
