@@ -19,7 +19,7 @@ function prng(seed: number): () => number {
 }
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20240611)
-const COUNT = Number(process.env.FUZZ_COUNT ?? 3000)
+const COUNT = Number(process.env.FUZZ_COUNT ?? 2000)
 
 t.test(`fuzz: ${COUNT} generated requests (seed ${SEED}): no 500, no crash, nothing outside the data dir`, async (t) => {
   const fake = await startFakeRegistry()

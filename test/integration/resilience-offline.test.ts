@@ -17,7 +17,7 @@ t.test('offline marking: after K failures answers come from cache at once, one p
     upstreams: [{ name: 'docker.io', url: fake.url }],
     tagTtl: '10ms',
     retries: { attempts: 1 },
-    offline: { failureThreshold: 2, coolDown: '400ms' },
+    offline: { failureThreshold: 2, coolDown: '1500ms' },
   })
   const tagUrl = (tag: string) => `${mirror.url}/v2/off/manifests/${tag}`
   const online = async () => /regmirror_upstream_online\{upstream="docker.io"\} (\d)/.exec((await get(`${mirror.url}/metrics`)).body.toString())?.[1]
@@ -44,7 +44,7 @@ t.test('offline marking: after K failures answers come from cache at once, one p
   t.equal(fake.count({}), 0, 'no upstream request while offline')
 
   // After the cool-down: several requests at once, exactly one goes upstream as the probe. It fails.
-  await sleep(450)
+  await sleep(1600)
   await Promise.all(tags.map((tag) => get(tagUrl(tag), { accept: ACCEPT })))
   t.equal(fake.count({ server: 'registry' }), 1, 'one probe')
   t.equal(await online(), '0', 'a failed probe keeps it offline')
@@ -52,7 +52,7 @@ t.test('offline marking: after K failures answers come from cache at once, one p
   // Next cool-down: the upstream is back; the probe brings it online.
   fake.clearFaults()
   fake.reset()
-  await sleep(450)
+  await sleep(1600)
   const back = await get(tagUrl('a'), { accept: ACCEPT })
   t.equal(back.status, 200)
   t.not(back.headers.get('x-regmirror-cache'), 'stale', 'answered after asking the upstream')
