@@ -75,7 +75,11 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         server.close(() => resolve())
         server.closeAllConnections()
       })
-      await Promise.allSettled(blobs.activeFills().map((f) => f.finished))
+      // Downloads no response is waiting for any more are given up, leaving nothing behind;
+      // waiting for them could hold a shutdown for as long as the slowest upstream.
+      const fills = blobs.activeFills()
+      for (const f of fills) f.cancel()
+      await Promise.allSettled(fills.map((f) => f.finished))
       await upstream.close()
       await metadata.close()
     },

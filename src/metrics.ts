@@ -51,6 +51,12 @@ export class Metrics {
     labelNames: ['kind'] as const,
     registers: [this.registry],
   })
+  readonly upstreamRefused = new Counter({
+    name: 'regmirror_upstream_refused_total',
+    help: 'Upstream answers refused as wrong (digest or size mismatch, manifest too large, invalid redirect); nothing was cached.',
+    labelNames: ['upstream', 'kind', 'cause'] as const,
+    registers: [this.registry],
+  })
   readonly staleServed = new Counter({
     name: 'regmirror_stale_served_total',
     help: 'Cached tags served because the upstream failed (stale-if-error).',

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { createReadStream, readdirSync, statSync } from 'node:fs'
-import { mkdir, open, readFile, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises'
+import { mkdir, open, type FileHandle, readFile, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import type { Digest } from '../oci/reference.js'
@@ -19,6 +19,12 @@ export interface StoredBlob {
 export class BlobStore {
   readonly blobsDir: string
   readonly tmpDir: string
+
+  /**
+   * Opens a temp file for writing. Replaceable so tests can simulate a full disk or an
+   * unwritable directory (root ignores permissions, and a real full disk is hard to arrange).
+   */
+  openTemp: (path: string) => Promise<FileHandle> = (path) => open(path, 'w+')
 
   constructor(readonly dataDir: string) {
     this.blobsDir = join(dataDir, 'blobs', 'sha256')
@@ -66,13 +72,16 @@ export class BlobStore {
   /** Writes small verified content (manifests) atomically. */
   async writeVerified(d: Digest, bytes: Buffer): Promise<void> {
     const tmp = this.tmpPathFor(d)
-    const fh = await open(tmp, 'w')
+    const fh = await this.openTemp(tmp)
     try {
       await fh.writeFile(bytes)
       await fh.sync()
-    } finally {
-      await fh.close()
+    } catch (err) {
+      await fh.close().catch(() => {})
+      await unlink(tmp).catch(() => {})
+      throw err
     }
+    await fh.close()
     try {
       await this.commit(tmp, d)
     } catch (err) {

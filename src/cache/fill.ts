@@ -28,6 +28,15 @@ export interface FillHooks {
   abandon(size: number | undefined): void
   onResume?(offset: number, attempt: number, err: unknown): void
   onFailed?(err: RegmirrorError): void
+  /** The temp file could not be opened or written (full disk, unwritable directory): the fill goes on uncached. */
+  onWriteError?(err: NodeJS.ErrnoException, offset: number): void
+}
+
+export interface FillOptions {
+  /** Opens the temp file; a seam so tests can simulate a full disk (root ignores permissions). */
+  openFile?: (path: string) => Promise<FileHandle>
+  /** Bytes an uncached (memory-mode) fill may hold for readers that lag behind (default 4 MiB). */
+  memoryWindow?: number
 }
 
 export type FillState = 'starting' | 'running' | 'done' | 'failed'
@@ -35,6 +44,7 @@ export type FillState = 'starting' | 'running' | 'done' | 'failed'
 // Per reader, at most about two chunks are buffered (the stream's queue and one write in
 // flight); with a hundred readers of a fill that is what the mirror's memory is made of.
 const CHUNK = 64 * 1024
+const MEMORY_WINDOW = 4 * 1024 * 1024
 
 /**
  * One upstream download of one digest (see DESIGN.md, "The fill"). The download is written
@@ -43,6 +53,16 @@ const CHUNK = 64 * 1024
  * readers never slow the download, and memory stays flat. A reader holds back its last byte
  * until the digest has been verified, so no client ever sees a complete response of bytes
  * that turned out to be wrong: on failure every reader is destroyed instead.
+ *
+ * When the temp file cannot be opened or written (ENOSPC, EACCES, EROFS) the fill does not
+ * fail: it goes on in memory mode, where bytes past those already on disk are kept in a
+ * bounded window that the slowest reader drains, so clients are still served, nothing is
+ * cached, and memory stays bounded. In that mode the download stops once no one reads it.
+ *
+ * Resume attempts are counted without progress: an attempt that moved the download forward
+ * resets the count, so a lossy link that breaks every few megabytes still completes a large
+ * blob, while an upstream that keeps failing at the same byte gives up after
+ * `resumeAttempts` tries.
  */
 export class Fill extends EventEmitter {
   state: FillState = 'starting'
@@ -50,6 +70,20 @@ export class Fill extends EventEmitter {
   written = 0
   error: RegmirrorError | undefined
   kept = false
+  /** 'memory' once the temp file could not be written: nothing will be cached. */
+  mode: 'disk' | 'memory' = 'disk'
+  /** Bytes on disk in the temp file (equals `written` in disk mode). */
+  private diskEnd = 0
+  /** Memory mode: bytes [winStart, written) not on disk, for the readers still to send them. */
+  private window: Buffer[] = []
+  private winStart = 0
+  private winBytes = 0
+  private readonly readerPos = new Set<{ pos: number }>()
+  private orphaned = false
+  private cancelled = false
+  private current: FillBody | undefined
+  private readonly openFile: (path: string) => Promise<FileHandle>
+  private readonly memoryWindow: number
   readonly ready: Promise<number | undefined>
   readonly finished: Promise<void>
   private fh: FileHandle | undefined
@@ -65,8 +99,11 @@ export class Fill extends EventEmitter {
     private readonly source: FillSource,
     private readonly hooks: FillHooks,
     private readonly resumeAttempts: number,
+    opts: FillOptions = {},
   ) {
     super()
+    this.openFile = opts.openFile ?? ((p) => open(p, 'w+'))
+    this.memoryWindow = opts.memoryWindow ?? MEMORY_WINDOW
     this.setMaxListeners(0)
     this.ready = new Promise((res, rej) => {
       this.resolveReady = res
@@ -88,12 +125,17 @@ export class Fill extends EventEmitter {
 
   private async run(): Promise<void> {
     let admitted = false
-    let current: FillBody | undefined
     try {
-      this.fh = await open(this.tmpPath, 'w+')
-      current = await this.source.open(0)
-      this.size = current.total
-      admitted = await this.hooks.admit(this.size)
+      try {
+        this.fh = await this.openFile(this.tmpPath)
+      } catch (err) {
+        if (!isWriteError(err)) throw err
+        this.toMemory(err)
+      }
+      this.current = await this.source.open(0)
+      if (this.cancelled) throw cancelledError()
+      this.size = this.current.total
+      admitted = this.mode === 'disk' && (await this.hooks.admit(this.size))
       this.kept = admitted
       this.state = 'running'
       this.resolveReady(this.size)
@@ -101,16 +143,29 @@ export class Fill extends EventEmitter {
       const hash = createHash('sha256')
       let attempt = 0
       for (;;) {
+        const before = this.written
         try {
-          await this.drain(current, hash)
+          await this.drain(this.current, hash)
           break
-        } catch (err) {
-          current.abort()
+        } catch (failure) {
+          this.current.abort()
+          let err = failure
           // Only a broken transfer is resumed; wrong content is final.
-          if (isRegmirrorError(err, 'SIZE_MISMATCH') || attempt >= this.resumeAttempts || this.size === undefined) throw err
-          attempt++
-          this.hooks.onResume?.(this.written, attempt, err)
-          current = await this.reopen()
+          if (this.orphaned || this.cancelled || isRegmirrorError(err, 'SIZE_MISMATCH') || this.size === undefined) throw err
+          if (this.written > before) attempt = 0
+          for (;;) {
+            if (attempt >= this.resumeAttempts) throw err
+            attempt++
+            this.hooks.onResume?.(this.written, attempt, err)
+            try {
+              this.current = await this.reopen()
+              if (this.cancelled) throw cancelledError()
+              break
+            } catch (e) {
+              if (this.cancelled || isRegmirrorError(e, 'SIZE_MISMATCH')) throw e
+              err = e
+            }
+          }
         }
       }
       if (this.size !== undefined && this.written !== this.size) {
@@ -125,11 +180,28 @@ export class Fill extends EventEmitter {
         })
       }
       this.size = this.written
-      await this.fh.sync()
-      if (admitted) {
-        await this.hooks.commit(this.tmpPath, this.written)
-      } else {
-        // Too big to keep: readers still hold the handle, the name can go now.
+      if (this.mode === 'disk') {
+        try {
+          await (this.fh as FileHandle).sync()
+        } catch (err) {
+          if (!isWriteError(err)) throw err
+          this.toMemory(err, false)
+        }
+      }
+      let committed = false
+      if (admitted && this.mode === 'disk') {
+        try {
+          await this.hooks.commit(this.tmpPath, this.written)
+          committed = true
+        } catch (err) {
+          if (!isWriteError(err)) throw err
+          // The bytes are verified and the open handle still reads them: serve, do not keep.
+          this.toMemory(err, false)
+        }
+      }
+      if (!committed) {
+        this.kept = false
+        // Readers still hold the handle, the name can go now.
         await unlink(this.tmpPath).catch(() => {})
         this.hooks.abandon(this.size)
       }
@@ -137,21 +209,43 @@ export class Fill extends EventEmitter {
       this.emit('change')
       this.resolveFinished()
     } catch (err) {
-      current?.abort()
+      this.current?.abort()
       const e = isRegmirrorError(err)
         ? err
         : new RegmirrorError('UPSTREAM_ERROR', 'blob download failed', { cause: err, detail: { digest: this.digest.value } })
       this.error = e
       this.state = 'failed'
+      this.kept = false
       if (admitted) this.hooks.abandon(this.size)
       await unlink(this.tmpPath).catch(() => {})
-      this.hooks.onFailed?.(e)
+      if (!this.orphaned && !this.cancelled) this.hooks.onFailed?.(e)
       this.rejectReady(e)
       this.emit('change')
       this.rejectFinished(e)
     } finally {
       this.unref()
     }
+  }
+
+  /**
+   * Gives up the download (shutdown): readers are destroyed, the temp file is removed and
+   * nothing is committed. Resolves `finished` (rejected) soon after.
+   */
+  cancel(): void {
+    if (this.state === 'done' || this.state === 'failed' || this.cancelled) return
+    this.cancelled = true
+    this.current?.abort()
+    this.emit('advance')
+  }
+
+  /** Stops writing to disk; what is on disk stays readable, the rest goes through the window. */
+  private toMemory(err: NodeJS.ErrnoException, report = true): void {
+    if (this.mode === 'memory') return
+    this.mode = 'memory'
+    this.winStart = this.diskEnd
+    if (report) this.hooks.onWriteError?.(err, this.diskEnd)
+    if (this.refs <= 1 && this.state === 'running') this.orphaned = true
+    this.emit('uncached')
   }
 
   /** Continues a broken download from the byte reached; the running hash carries on. */
@@ -167,7 +261,6 @@ export class Fill extends EventEmitter {
   }
 
   private async drain(current: FillBody, hash: Hash): Promise<void> {
-    const fh = this.fh as FileHandle
     for await (const chunk of current.body) {
       const buf = chunk instanceof Buffer ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
       if (this.size !== undefined && this.written + buf.length > this.size) {
@@ -177,13 +270,66 @@ export class Fill extends EventEmitter {
       }
       hash.update(buf)
       let off = 0
-      while (off < buf.length) {
-        const { bytesWritten } = await fh.write(buf, off, buf.length - off, this.written)
-        off += bytesWritten
-        this.written += bytesWritten
+      if (this.mode === 'disk') {
+        try {
+          while (off < buf.length) {
+            const { bytesWritten } = await (this.fh as FileHandle).write(buf, off, buf.length - off, this.diskEnd)
+            off += bytesWritten
+            this.diskEnd += bytesWritten
+          }
+        } catch (err) {
+          if (!isWriteError(err)) throw err
+          this.toMemory(err)
+        }
       }
+      if (off < buf.length) {
+        // Copied: undici may reuse the chunk's memory.
+        this.window.push(Buffer.from(buf.subarray(off)))
+        this.winBytes += buf.length - off
+      }
+      this.written += buf.length
       this.emit('change')
+      if (this.mode === 'memory') await this.waitForRoom()
+      if (this.orphaned) throw new RegmirrorError('CACHE_IO', 'no reader left for an uncached download')
+      if (this.cancelled) throw cancelledError()
     }
+  }
+
+  /** Memory mode: the download waits for the slowest reader, so the window stays bounded. */
+  private async waitForRoom(): Promise<void> {
+    this.trimWindow()
+    while (this.winBytes > this.memoryWindow && !this.orphaned && !this.cancelled) {
+      await new Promise<void>((resolve) => this.once('advance', resolve))
+      this.trimWindow()
+    }
+  }
+
+  private trimWindow(): void {
+    // A request that holds the fill but has not opened its reader yet still needs every byte.
+    if (this.readerPos.size === 0) return
+    let min = this.written
+    for (const r of this.readerPos) min = Math.min(min, r.pos)
+    while (this.window.length > 0 && this.winStart + (this.window[0] as Buffer).length <= min) {
+      const first = this.window.shift() as Buffer
+      this.winStart += first.length
+      this.winBytes -= first.length
+    }
+  }
+
+  /** Copies bytes [pos, pos+len) from the memory window into `buf`; returns how many. */
+  private readWindow(buf: Buffer, pos: number, len: number): number {
+    let at = this.winStart
+    let n = 0
+    for (const c of this.window) {
+      if (n >= len) break
+      const cEnd = at + c.length
+      if (cEnd > pos + n) {
+        const from = pos + n - at
+        n += c.copy(buf, n, from, Math.min(c.length, from + (len - n)))
+      }
+      at = cEnd
+    }
+    return n
   }
 
   /** Keeps the temp file's handle open until the returned function is called. */
@@ -202,6 +348,13 @@ export class Fill extends EventEmitter {
     if (--this.refs === 0) {
       void this.fh?.close().catch(() => {})
       this.fh = undefined
+      this.window = []
+      this.winBytes = 0
+    } else if (this.refs === 1 && this.mode === 'memory' && this.state === 'running') {
+      // Only the download itself is left: uncached bytes no one reads are not worth fetching.
+      this.orphaned = true
+      this.current?.abort()
+      this.emit('advance')
     }
   }
 
@@ -210,11 +363,13 @@ export class Fill extends EventEmitter {
    * is on disk, waits for more, and ends only once the fill is verified.
    */
   createReader(start: number, end: number): Readable {
-    if (this.fh === undefined) throw new RegmirrorError('INTERNAL', 'reader created after the fill closed its file')
+    if (this.refs === 0) throw new RegmirrorError('INTERNAL', 'reader created after the fill closed its file')
     const release = this.retain()
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const fill = this
     let pos = start
+    const mark = { pos: start }
+    this.readerPos.add(mark)
     let pumping = false
     let waiting: (() => void) | undefined
     const stream = new Readable({
@@ -224,6 +379,8 @@ export class Fill extends EventEmitter {
       },
       destroy(err, cb) {
         if (waiting) fill.off('change', waiting)
+        fill.readerPos.delete(mark)
+        fill.emit('advance')
         release()
         cb(err)
       },
@@ -242,6 +399,7 @@ export class Fill extends EventEmitter {
           if (pos > end) {
             if (done) {
               stream.push(null)
+              fill.readerPos.delete(mark)
               release()
               return
             }
@@ -249,12 +407,16 @@ export class Fill extends EventEmitter {
             // Everything but the final byte may go before verification.
             const limit = done ? end + 1 : Math.min(fill.written, end)
             if (pos < limit) {
-              const len = Math.min(CHUNK, limit - pos)
+              let len = Math.min(CHUNK, limit - pos)
+              const onDisk = pos < fill.diskEnd
+              if (onDisk) len = Math.min(len, fill.diskEnd - pos)
               const buf = Buffer.allocUnsafe(len)
-              const { bytesRead } = await (fill.fh as FileHandle).read(buf, 0, len, pos)
+              const bytesRead = onDisk ? (await (fill.fh as FileHandle).read(buf, 0, len, pos)).bytesRead : fill.readWindow(buf, pos, len)
               if (stream.destroyed) return
               if (bytesRead === 0) throw new RegmirrorError('CACHE_IO', 'temp file shorter than written')
               pos += bytesRead
+              mark.pos = pos
+              if (fill.mode === 'memory') fill.emit('advance')
               if (!stream.push(bytesRead === len ? buf : buf.subarray(0, bytesRead))) return
               continue
             }
@@ -275,4 +437,16 @@ export class Fill extends EventEmitter {
     }
     return stream
   }
+}
+
+function cancelledError(): RegmirrorError {
+  return new RegmirrorError('UNAVAILABLE', 'the mirror is shutting down')
+}
+
+const WRITE_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EACCES', 'EPERM', 'EROFS', 'EIO', 'EMFILE', 'ENFILE'])
+
+/** A failure of the cache disk, as opposed to the upstream: the fill can go on uncached. */
+export function isWriteError(err: unknown): err is NodeJS.ErrnoException {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  return typeof code === 'string' && WRITE_ERRORS.has(code)
 }

@@ -45,6 +45,7 @@ export function toFileShape(c: Config): Record<string, unknown> {
       headersTimeout: d(c.server.headersTimeout),
       requestTimeout: d(c.server.requestTimeout),
       keepAliveTimeout: d(c.server.keepAliveTimeout),
+      idleTimeout: d(c.server.idleTimeout),
       maxHeaderSize: c.server.maxHeaderSize,
     },
   };

@@ -72,7 +72,7 @@ export interface Config {
   /** coolDown ms */
   offline: { failureThreshold: number; coolDown: number };
   /** ms / bytes */
-  server: { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; maxHeaderSize: number };
+  server: { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; idleTimeout: number; maxHeaderSize: number };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ export const DEFAULTS = {
   timeouts: { connect: 10_000, headers: 30_000, bodyIdle: 30_000, shutdown: 30_000 },
   retries: { attempts: 3, resumeAttempts: 5, backoff: 200 },
   offline: { failureThreshold: 5, coolDown: 30_000 },
-  server: { headersTimeout: 20_000, requestTimeout: 0, keepAliveTimeout: 65_000, maxHeaderSize: 16_384 },
+  server: { headersTimeout: 20_000, requestTimeout: 0, keepAliveTimeout: 65_000, idleTimeout: 300_000, maxHeaderSize: 16_384 },
 } as const;
 
 export interface WellKnownUpstream {
@@ -415,6 +415,7 @@ export function fileSchema(sc: SchemaContext) {
         headersTimeout: durationField().optional(),
         requestTimeout: durationField().optional(),
         keepAliveTimeout: durationField().optional(),
+        idleTimeout: durationField().optional(),
         maxHeaderSize: sizeField(false).optional(),
       })
       .optional(),

@@ -17,8 +17,14 @@ export function parseRange(header: string | undefined, size: number): RangeResul
   if (!m) return { kind: 'none' }
   const [, a = '', b = ''] = m
   if (a === '' && b === '') return { kind: 'none' }
-  // Digits beyond 15 cannot be a real offset and would lose precision as numbers.
-  if (a.length > 15 || b.length > 15) return a === '' ? { kind: 'none' } : { kind: 'unsatisfiable' }
+  // Digits beyond 15 cannot be a real offset and would lose precision as numbers: a huge
+  // first byte is past any body, while a huge last byte or suffix just means "to the end"
+  // (RFC 9110 §14.1.2), which is what a client asking for bytes=0-<huge> expects.
+  if (a.length > 15) return { kind: 'unsatisfiable' }
+  if (b.length > 15) {
+    if (size === 0) return { kind: 'unsatisfiable' }
+    return a === '' ? { kind: 'range', start: 0, end: size - 1 } : parseRange(`bytes=${a}-`, size)
+  }
   if (a === '') {
     const suffix = Number(b)
     if (suffix === 0 || size === 0) return { kind: 'unsatisfiable' }

@@ -13,6 +13,7 @@ export type Route =
 
 const API_RE = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/
 const TAGS_RE = /^\/v2\/(.+)\/tags\/list$/
+const HOST_RE = /^[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::\d{1,5})?$/i
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
 
 /**
@@ -76,7 +77,8 @@ function pickUpstream(
     if (up) return { up, name: rawName.slice(slash + 1) }
     // Docker Hub namespaces cannot contain dots, so a dotted first component names a
     // registry; one that is not configured is refused rather than sent to the default.
-    if (first.includes('.') || first === 'localhost') throw notConfigured(first)
+    // A component that is not even a host name ('.', '..') falls through to the name check: a 400.
+    if ((first.includes('.') || first === 'localhost') && HOST_RE.test(first)) throw notConfigured(first)
   }
   return { up: registries.defaultUpstream, name: rawName }
 }

@@ -10,15 +10,27 @@ import { sendError, toWire } from './respond.js'
 import { route } from './router.js'
 
 export function createHttpServer(s: Services): Server {
+  const cfg = s.config.server
   const server = createServer(
     {
-      maxHeaderSize: s.config.server.maxHeaderSize,
-      headersTimeout: s.config.server.headersTimeout,
-      requestTimeout: s.config.server.requestTimeout,
-      keepAliveTimeout: s.config.server.keepAliveTimeout,
+      maxHeaderSize: cfg.maxHeaderSize,
+      headersTimeout: cfg.headersTimeout,
+      requestTimeout: cfg.requestTimeout,
+      keepAliveTimeout: cfg.keepAliveTimeout,
+      // Node only enforces the header and request timeouts when it checks, every 30 s by
+      // default: far too coarse to shed a flood of stuck clients with a short headersTimeout.
+      connectionsCheckingInterval: checkingInterval(cfg.headersTimeout, cfg.requestTimeout),
     },
-    (req, res) => void handle(req, res, s),
+    (req, res) => {
+      // Shutting down: a keep-alive connection must not carry more requests after this one,
+      // or a busy client could keep a stopping server busy until the deadline.
+      if (!server.listening) res.shouldKeepAlive = false
+      void handle(req, res, s)
+    },
   )
+  // Inactivity in both directions: a client that stopped reading or a half-open socket.
+  // Without a 'timeout' listener Node destroys the socket, which is what we want.
+  server.timeout = cfg.idleTimeout
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // Malformed requests, oversized headers and header timeouts end here; answer if we still can.
     if (socket.writable && !socket.writableEnded) {
@@ -27,6 +39,11 @@ export function createHttpServer(s: Services): Server {
     } else socket.destroy()
   })
   return server
+}
+
+function checkingInterval(...limits: number[]): number {
+  const set = limits.filter((l) => l > 0)
+  return set.length === 0 ? 30_000 : Math.max(10, Math.min(1000, Math.floor(Math.min(...set) / 4)))
 }
 
 async function handle(req: IncomingMessage, res: ServerResponse, s: Services): Promise<void> {

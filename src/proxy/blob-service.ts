@@ -9,6 +9,7 @@ import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import type { Digest } from '../oci/reference.js'
 import { header, type UpstreamClient } from '../upstream/client.js'
+import { REFUSALS } from './manifest-service.js'
 import { upstreamFailure } from './upstream-errors.js'
 
 export interface BlobHandle {
@@ -160,15 +161,28 @@ export class BlobService {
           this.metrics.fillResumes.inc()
           this.log.warn({ upstream: up.name, digest: d.value, offset, attempt, err: errMessage(err) }, 'upstream blob download broke off; resuming with Range')
         },
+        onWriteError: (err, offset) => {
+          this.metrics.cacheWriteErrors.inc({ code: err.code ?? 'unknown' })
+          this.log.error(
+            { upstream: up.name, digest: d.value, code: err.code, offset, err: errMessage(err) },
+            'cannot write to the cache; streaming the blob straight from upstream without caching it',
+          )
+        },
         onFailed: (err) => {
           this.metrics.fillsFailed.inc({ cause: err.code.toLowerCase() })
           if (err.code === 'DIGEST_MISMATCH') this.metrics.digestMismatches.inc({ kind: 'blob' })
+          if (REFUSALS.has(err.code)) this.metrics.upstreamRefused.inc({ upstream: up.name, kind: 'blob', cause: err.code.toLowerCase() })
           this.log.error({ upstream: up.name, repository: repo, digest: d.value, code: err.code, err: errMessage(err) }, 'blob fill failed; nothing cached')
         },
       },
       this.config.retries.resumeAttempts,
+      { openFile: (p) => this.store.openTemp(p) },
     )
     this.fills.set(d.value, fill)
+    // An uncached fill cannot serve late joiners from disk; later requests try the cache again.
+    fill.once('uncached', () => {
+      if (this.fills.get(d.value) === fill) this.fills.delete(d.value)
+    })
     this.metrics.fillsStarted.inc()
     const forget = () => {
       // A newer fill may already have taken the slot (after this one failed).

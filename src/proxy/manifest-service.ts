@@ -2,10 +2,11 @@ import { createHash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import type { UpstreamConfig } from '../config/schema.js'
 import type { BlobStore } from '../cache/blob-store.js'
+import { isWriteError } from '../cache/fill.js'
 import type { LruIndex } from '../cache/lru-index.js'
 import type { MetadataStore } from '../cache/metadata-store.js'
 import type { Pins } from '../cache/pins.js'
-import { RegmirrorError } from '../errors.js'
+import { RegmirrorError, isRegmirrorError, type ErrorCode } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, inferMediaType } from '../oci/media-types.js'
@@ -83,6 +84,21 @@ export class ManifestService {
    * Docker-Content-Digest, when present, must match the body.
    */
   async fetch(up: UpstreamConfig, repo: string, ref: string, expected?: Digest): Promise<Manifest> {
+    try {
+      return await this.fetchOnce(up, repo, ref, expected)
+    } catch (err) {
+      if (isRegmirrorError(err) && REFUSALS.has(err.code)) {
+        this.metrics.upstreamRefused.inc({ upstream: up.name, kind: 'manifest', cause: err.code.toLowerCase() })
+        this.log.error(
+          { upstream: up.name, repository: repo, reference: ref, digest: expected?.value ?? (ref.includes(':') ? ref : undefined), code: err.code, err: err.message },
+          'upstream manifest refused; nothing cached',
+        )
+      }
+      throw err
+    }
+  }
+
+  private async fetchOnce(up: UpstreamConfig, repo: string, ref: string, expected?: Digest): Promise<Manifest> {
     const res = await this.upstream.request(up, {
       method: 'GET',
       path: `/v2/${repo}/manifests/${ref}`,
@@ -109,14 +125,25 @@ export class ManifestService {
     }
     const d = parseDigest(digest)
     const m: Manifest = { digest, mediaType, body }
-    await this.store.writeVerified(d, body)
-    await this.metadata.setManifestInfo(d, { mediaType, size: body.length })
+    try {
+      await this.store.writeVerified(d, body)
+      await this.metadata.setManifestInfo(d, { mediaType, size: body.length })
+    } catch (err) {
+      if (!isWriteError(err)) throw err
+      // A full or read-only disk must not stop pulls: the client gets the verified manifest.
+      this.metrics.cacheWriteErrors.inc({ code: err.code ?? 'unknown' })
+      this.log.error({ upstream: up.name, digest, code: err.code, err: err.message }, 'cannot write to the cache; serving the manifest without caching it')
+      return m
+    }
     await this.index.add(digest, body.length)
     this.pins?.onManifest(digest, body)
     this.memory.set(digest, m)
     return m
   }
 }
+
+/** Upstream answers that are wrong rather than unavailable: refused, counted and logged. */
+export const REFUSALS = new Set<ErrorCode>(['DIGEST_MISMATCH', 'SIZE_MISMATCH', 'MANIFEST_TOO_LARGE', 'REDIRECT_INVALID'])
 
 async function readLimited(res: UpstreamResponse, limit: number, up: UpstreamConfig): Promise<Buffer> {
   const declared = Number(header(res.headers, 'content-length') ?? NaN)

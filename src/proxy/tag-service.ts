@@ -1,4 +1,5 @@
 import { ttlFor, type UpstreamConfig } from '../config/schema.js'
+import { isWriteError } from '../cache/fill.js'
 import type { MetadataStore, TagRecord } from '../cache/metadata-store.js'
 import type { Pins } from '../cache/pins.js'
 import { isRegmirrorError, isUpstreamFailure } from '../errors.js'
@@ -111,12 +112,19 @@ export class TagService {
   }
 
   private async record(up: UpstreamConfig, repo: string, tag: string, m: Manifest): Promise<void> {
-    await this.metadata.setTag(up.name, repo, tag, {
-      digest: m.digest,
-      mediaType: m.mediaType,
-      size: m.body.length,
-      checkedAt: Date.now(),
-    })
+    try {
+      await this.metadata.setTag(up.name, repo, tag, {
+        digest: m.digest,
+        mediaType: m.mediaType,
+        size: m.body.length,
+        checkedAt: Date.now(),
+      })
+    } catch (err) {
+      if (!isWriteError(err)) throw err
+      // The answer is right; only remembering it failed (full or read-only disk).
+      this.metrics.cacheWriteErrors.inc({ code: err.code ?? 'unknown' })
+      this.log.error({ upstream: up.name, repository: repo, tag, code: err.code, err: err.message }, 'cannot write the tag link to the cache')
+    }
     await this.pins?.onTag(up.name, repo, tag, m.digest)
   }
 }

@@ -1,0 +1,80 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Test } from 'tap'
+import t from 'tap'
+import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { startMirrorProcess } from '../helpers/mirror-process.js'
+
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+async function tempDir(t: Test): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'regmirror-crash-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+async function until(what: string, cond: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (await cond()) return
+    await sleep(50)
+  }
+  throw new Error(`timed out waiting for ${what}`)
+}
+
+/** A fetch that resolves with the body, or with the error the broken response raised. */
+async function fetchBody(url: string): Promise<{ status: number; body: Buffer } | Error> {
+  try {
+    const res = await fetch(url)
+    return { status: res.status, body: Buffer.from(await res.arrayBuffer()) }
+  } catch (err) {
+    return err as Error
+  }
+}
+
+async function files(dir: string): Promise<string[]> {
+  const out: string[] = []
+  for (const prefix of await readdir(dir).catch(() => [] as string[])) {
+    out.push(...(await readdir(join(dir, prefix)).catch(() => [] as string[])))
+  }
+  return out
+}
+
+t.test('kill -9 in the middle of many fills: after a restart tmp/ is clean, nothing partial is served, pulls succeed', async (t) => {
+  const fake = await startFakeRegistry()
+  t.teardown(() => fake.close())
+  const blobs = Array.from({ length: 8 }, () => randomBytes(1024 * 1024))
+  const digests = blobs.map((b) => fake.addBlob(b))
+  fake.fault({ kind: 'slow', bytesPerSecond: 200_000, match: { server: 'cdn' } })
+  const data = await tempDir(t)
+  const m1 = await startMirrorProcess(['--data', data, '--upstream', `docker.io=${fake.url}`])
+  const inflight = digests.map((d) => fetchBody(`${m1.url}/v2/library/crash/blobs/${d}`))
+  await until('partial downloads in tmp/', async () => {
+    const names = await readdir(join(data, 'tmp'))
+    if (names.length < digests.length) return false
+    const sizes = await Promise.all(names.map((n) => stat(join(data, 'tmp', n)).then((s) => s.size)))
+    return sizes.every((s) => s > 0)
+  })
+  process.kill(m1.program.pid, 'SIGKILL')
+  await m1.program.exit
+  for (const r of await Promise.all(inflight)) t.ok(r instanceof Error, 'the interrupted responses were broken off, not completed')
+  t.equal((await readdir(join(data, 'tmp'))).length, digests.length, 'the crash left partial downloads behind')
+  t.same(await files(join(data, 'blobs', 'sha256')), [], 'and nothing partial in the content store')
+
+  fake.clearFaults()
+  fake.reset()
+  const m2 = await startMirrorProcess(['--data', data, '--upstream', `docker.io=${fake.url}`])
+  t.teardown(() => m2.program.stop())
+  t.same(await readdir(join(data, 'tmp')), [], 'temp files are removed on start-up')
+  for (const [i, d] of digests.entries()) {
+    const r = await fetchBody(`${m2.url}/v2/library/crash/blobs/${d}`)
+    if (r instanceof Error) throw r
+    t.equal(r.status, 200)
+    t.equal(sha(r.body), d, 'verified bytes')
+    t.equal(r.body.length, blobs[i]!.length)
+  }
+  t.equal(fake.count({ server: 'cdn', method: 'GET' }), digests.length, 'every blob downloaded anew')
+})
+

@@ -1,0 +1,65 @@
+import { createHash } from 'node:crypto'
+import type { Test } from 'tap'
+import t from 'tap'
+import { startFakeRegistry, type Fault } from '../helpers/fake-registry.js'
+import { get, startMirror } from '../helpers/mirror.js'
+
+const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const ONE = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [100] }
+
+async function cachedTag(t: Test) {
+  const fake = await startFakeRegistry()
+  t.teardown(() => fake.close())
+  const img = fake.addImage('library/app', '1', ONE)
+  const mirror = await startMirror(t, {
+    upstreams: [{ name: 'docker.io', url: fake.url }],
+    tagTtl: '50ms',
+    timeouts: { headers: '300ms' },
+    retries: { attempts: 1 },
+    offline: { failureThreshold: 100 },
+  })
+  const url = `${mirror.url}/v2/app/manifests/1`
+  const first = await get(url, { accept: ACCEPT })
+  t.equal(first.status, 200)
+  await sleep(80)
+  return { fake, img, mirror, url }
+}
+
+const failures: [string, (f: Awaited<ReturnType<typeof cachedTag>>['fake']) => Promise<void> | void][] = [
+  ['upstream times out', (f) => f.fault({ kind: 'delayHeaders', ms: 3000, match: { server: 'registry' } } as Fault)],
+  ['upstream refuses connections', (f) => f.close()],
+  ['upstream answers 500', (f) => f.fault({ kind: 'status', status: 500, match: { server: 'registry' } })],
+  ['upstream answers 503', (f) => f.fault({ kind: 'status', status: 503, match: { server: 'registry' } })],
+  ['upstream answers 429', (f) => f.fault({ kind: 'status', status: 429, retryAfter: '30', match: { server: 'registry' } })],
+]
+
+for (const [name, fail] of failures) {
+  t.test(`stale-if-error: a cached tag is served when the ${name}`, async (t) => {
+    const { fake, img, mirror, url } = await cachedTag(t)
+    await fail(fake)
+    const r = await get(url, { accept: ACCEPT })
+    t.equal(r.status, 200)
+    t.equal(r.headers.get('x-regmirror-cache'), 'stale')
+    t.match(r.headers.get('warning') ?? '', /^110 /)
+    t.equal(r.headers.get('docker-content-digest'), img.digest)
+    t.equal(sha(r.body), img.digest)
+    const metrics = (await get(`${mirror.url}/metrics`)).body.toString()
+    t.match(metrics, /regmirror_stale_served_total\{upstream="docker.io"\} 1/)
+    t.ok(mirror.logs.some((l) => l.includes('stale-if-error')), 'logged')
+  })
+}
+
+t.test('a 429 with nothing cached reaches the client as TOOMANYREQUESTS with the upstream Retry-After', async (t) => {
+  const fake = await startFakeRegistry()
+  t.teardown(() => fake.close())
+  fake.addImage('library/rl', '1', ONE)
+  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }], retries: { attempts: 1 } })
+  fake.fault({ kind: 'status', status: 429, retryAfter: '120', match: { server: 'registry', path: /manifests/ } })
+  const r = await get(`${mirror.url}/v2/rl/manifests/1`, { accept: ACCEPT })
+  t.equal(r.status, 429)
+  t.equal(r.headers.get('retry-after'), '120')
+  t.equal((JSON.parse(r.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, 'TOOMANYREQUESTS')
+  t.equal(r.headers.get('x-regmirror-cache'), null)
+})
