@@ -74,9 +74,10 @@ function pickUpstream(
     const first = rawName.slice(0, slash)
     const up = registries.byName(first)
     if (up) return { up, name: rawName.slice(slash + 1) }
-    // Docker Hub namespaces cannot contain dots, so a dotted first component names a
-    // registry; one that is not configured is refused rather than sent to the default.
-    if (first.includes('.') || first === 'localhost') throw notConfigured(first)
+    // Docker's reference grammar: a first component with a dot or a port, or `localhost`, is a
+    // registry (Docker Hub namespaces have neither); one that is not configured is refused
+    // rather than sent to the default upstream.
+    if (first.includes('.') || first.includes(':') || first === 'localhost') throw notConfigured(first)
   }
   return { up: registries.defaultUpstream, name: rawName }
 }
