@@ -148,3 +148,27 @@ t.test('tag TTL rules per tag pattern', async (t) => {
   t.equal(hub.count({ server: 'registry', path: '/v2/library/ttl/manifests/latest' }), 1, 'latest (its own short TTL rule) was revalidated')
   t.equal(hub.count({ server: 'registry', path: '/v2/library/ttl/manifests/1.2.3' }), 0, '1.2.3 (1h default) was not')
 })
+
+t.test('a token got with one upstream credentials is never sent to another upstream', async (t) => {
+  const creds = { username: 'robot', password: 'per-upstream-s3cret' }
+  const good = await fake(t, { credentials: creds })
+  good.addImage('private/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
+  // Another configured upstream that names the same token realm (allowed: same host) and asks for the same scope.
+  const other = await fake(t, { realm: `${good.authUrl}/token` })
+  other.addImage('private/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
+  const mirror = await startMirror(t, {
+    upstreams: [
+      { name: 'docker.io', url: good.url, credentials: creds },
+      { name: 'other.example', url: other.url },
+    ],
+  })
+  t.equal((await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })).status, 200)
+  const goodTokens = new Set(good.requests.filter((q) => q.server === 'registry' && q.headers.authorization).map((q) => String(q.headers.authorization)))
+  t.ok(goodTokens.size >= 1)
+  good.reset()
+  const r = await get(`${mirror.url}/v2/private/app/manifests/1?ns=other.example`, { accept: ACCEPT })
+  t.not(r.status, 200, 'the other upstream does not get in on the first one credentials')
+  const sentToOther = other.requests.map((q) => q.headers.authorization).filter((a) => a !== undefined)
+  t.same(sentToOther.filter((a) => goodTokens.has(String(a))), [], 'no token of the first upstream reached the other')
+  t.ok(good.requests.filter((q) => q.server === 'auth').every((q) => q.headers.authorization === undefined), 'the realm was asked without credentials')
+})
