@@ -57,6 +57,19 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'opens
     for (const d of hubImage.blobDigests) t.notOk(ghcrSaw.some((r) => r.path.endsWith(d)), 'nothing of docker.io was asked of ghcr.io')
     t.ok(tokens.tokensIssued() >= 1, 'the docker.io upstream was reached through its token flow')
 
+    // What ctr actually sent: every registry request carries ?ns=<registry of the reference>, with the
+    // repository unprefixed (so the mirror, not a path convention, chose the upstream).
+    const seen = mirror.logs
+      .map((l) => JSON.parse(l) as { msg?: string; path?: string; upstream?: string; status?: number })
+      .filter((l) => l.msg === 'request' && l.path?.startsWith('/v2/library/app/'))
+    t.ok(seen.length >= 6, 'the mirror logged the pulls')
+    for (const l of seen) {
+      const ns = new URL(l.path!, 'http://x').searchParams.get('ns')
+      t.ok(ns === 'docker.io' || ns === 'ghcr.io', `${l.path!.slice(0, 40)}…: carries ?ns=`)
+      t.equal(l.upstream, ns, `${l.path!.slice(0, 40)}…: routed by ns`)
+    }
+    t.ok(seen.some((l) => l.path!.includes('ns=ghcr.io')) && seen.some((l) => l.path!.includes('ns=docker.io')), 'both namespaces seen')
+
     // A second containerd (empty content store) pulls both again: everything from the mirror's cache.
     const second = await startContainerd({ t, namespace: 'second' })
     const hubMark = hub.requests().length
