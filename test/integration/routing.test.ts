@@ -245,3 +245,18 @@ t.test('a token got with one upstream credentials is never sent to another upstr
   t.same(sentToOther.filter((a) => goodTokens.has(String(a))), [], 'no token of the first upstream reached the other')
   t.ok(good.requests.filter((q) => q.server === 'auth').every((q) => q.headers.authorization === undefined), 'the realm was asked without credentials')
 })
+
+t.test('refused credentials: the client gets UNAUTHORIZED, and the secret appears nowhere', async (t) => {
+  const hub = await fake(t, { credentials: { username: 'robot', password: 'the-right-one' } })
+  hub.addImage('private/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
+  const wrong = 'a-wrong-pa55word'
+  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, credentials: { username: 'robot', password: wrong } }] })
+  const r = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
+  t.equal(r.status, 401)
+  t.equal(code(r.body), 'UNAUTHORIZED')
+  t.equal(hub.count({ server: 'registry', path: '/v2/private/app/manifests/1' }), 1, 'no retry loop against the registry')
+  const encoded = Buffer.from(`robot:${wrong}`).toString('base64')
+  const seen = [mirror.logs.join('\n'), JSON.stringify([...r.headers]), r.body.toString()].join('\n')
+  t.notMatch(seen, wrong)
+  t.notMatch(seen, encoded)
+})
