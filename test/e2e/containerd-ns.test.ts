@@ -33,11 +33,14 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'opens
       upstreams: [
         { name: 'docker.io', url: hub.url },
         { name: 'ghcr.io', url: ghcr.url },
+        // Reached through the catch-all `_default` hosts.toml; served by the same distribution as ghcr.io.
+        { name: 'quay.io', url: ghcr.url },
       ],
     })
     const hostsDir = join(work, 'certs.d')
     await writeHostsToml(hostsDir, 'docker.io', mirror.url)
     await writeHostsToml(hostsDir, 'ghcr.io', mirror.url, { server: 'https://ghcr.io' })
+    await writeHostsToml(hostsDir, '_default', mirror.url, { server: null })
     const containerd = await startContainerd({ t })
     const hubBefore = hub.requests().length
     const ghcrBefore = ghcr.requests().length
@@ -69,6 +72,13 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'opens
       t.equal(l.upstream, ns, `${l.path!.slice(0, 40)}…: routed by ns`)
     }
     t.ok(seen.some((l) => l.path!.includes('ns=ghcr.io')) && seen.some((l) => l.path!.includes('ns=docker.io')), 'both namespaces seen')
+
+    // One `_default/hosts.toml` serves every registry without a directory of its own.
+    await containerd.ctr(['content', 'fetch', 'quay.io/library/app:v1'], { hostsDir })
+    const quay = mirror.logs
+      .map((l) => JSON.parse(l) as { msg?: string; path?: string; upstream?: string; status?: number })
+      .filter((l) => l.msg === 'request' && l.upstream === 'quay.io')
+    t.ok(quay.some((l) => l.path === '/v2/library/app/manifests/v1?ns=quay.io' && l.status === 200), 'the _default mirror got ?ns=quay.io')
 
     // A second containerd (empty content store) pulls both again: everything from the mirror's cache.
     const second = await startContainerd({ t, namespace: 'second' })
