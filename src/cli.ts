@@ -119,14 +119,21 @@ function formatBytes(n: number): string {
   return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`regmirror: invalid configuration:\n${err.problems.map((p) => `  ${p}`).join('\n')}\n`)
-      process.exit(2)
-    }
-    process.stderr.write(`regmirror: ${err instanceof Error ? err.message : String(err)}\n`)
-    process.exit(1)
-  },
-)
+/**
+ * Exits once stdout and stderr are flushed: on a pipe their writes can be asynchronous, and
+ * process.exit() alone may cut off the problems `config check` or a failed start just printed.
+ */
+function exit(code: number): void {
+  process.exitCode = code
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)))
+}
+
+main(process.argv.slice(2)).then(exit, (err: unknown) => {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`regmirror: invalid configuration:\n${err.problems.map((p) => `  ${p}`).join('\n')}\n`)
+    exit(2)
+    return
+  }
+  process.stderr.write(`regmirror: ${err instanceof Error ? err.message : String(err)}\n`)
+  exit(1)
+})

@@ -75,10 +75,11 @@ function pickUpstream(
     const first = rawName.slice(0, slash)
     const up = registries.byName(first)
     if (up) return { up, name: rawName.slice(slash + 1) }
-    // Docker Hub namespaces cannot contain dots, so a dotted first component names a
-    // registry; one that is not configured is refused rather than sent to the default.
-    // A component that is not even a host name ('.', '..') falls through to the name check: a 400.
-    if ((first.includes('.') || first === 'localhost') && HOST_RE.test(first)) throw notConfigured(first)
+    // Docker's reference grammar: a first component with a dot or a port, or `localhost`, is a
+    // registry (Docker Hub namespaces have neither); one that is not configured is refused
+    // rather than sent to the default upstream. A component that is not even a host name
+    // ('.', '..') falls through to the name check: a 400.
+    if ((first.includes('.') || first.includes(':') || first === 'localhost') && HOST_RE.test(first)) throw notConfigured(first)
   }
   return { up: registries.defaultUpstream, name: rawName }
 }

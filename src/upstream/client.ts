@@ -196,7 +196,7 @@ export class UpstreamClient {
   private async authHeaderFor(up: UpstreamConfig, scope: string | undefined): Promise<string | undefined> {
     const ch = this.lastChallenge.get(up.name)
     if (ch && scope) {
-      const t = await this.tokens.get(TokenCache.key(ch.realm, ch.service, scope))
+      const t = await this.tokens.get(tokenKey(up, ch.realm, ch.service, scope))
       if (t) return `Bearer ${t}`
     }
     return undefined
@@ -233,7 +233,7 @@ export class UpstreamClient {
         throw new RegmirrorError('REALM_DENIED', `token realm of ${up.name} is not allowed`, { detail: { upstream: up.name } })
       }
       this.lastChallenge.set(up.name, { realm, service })
-      const key = TokenCache.key(realm, service, tokenScope)
+      const key = tokenKey(up, realm, service, tokenScope)
       const cached = await this.tokens.get(key)
       if (cached !== undefined && cached !== refused) return `Bearer ${cached}`
       if (cached !== undefined) await this.tokens.reject(key, cached)
@@ -267,6 +267,14 @@ export class UpstreamClient {
     if (challenges.some((c) => c.scheme === 'basic')) return this.basic(up)
     return undefined
   }
+}
+
+/**
+ * Tokens are kept per upstream: a token got with one upstream's credentials must never be sent
+ * to another upstream that names the same realm, service and scope.
+ */
+function tokenKey(up: UpstreamConfig, realm: string, service: string, scope: string): string {
+  return `${up.name}\u0000${TokenCache.key(realm, service, scope)}`
 }
 
 function safeHost(u: string): string {

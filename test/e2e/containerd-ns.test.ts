@@ -33,11 +33,14 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'opens
       upstreams: [
         { name: 'docker.io', url: hub.url },
         { name: 'ghcr.io', url: ghcr.url },
+        // Reached through the catch-all `_default` hosts.toml; served by the same distribution as ghcr.io.
+        { name: 'quay.io', url: ghcr.url },
       ],
     })
     const hostsDir = join(work, 'certs.d')
     await writeHostsToml(hostsDir, 'docker.io', mirror.url)
     await writeHostsToml(hostsDir, 'ghcr.io', mirror.url, { server: 'https://ghcr.io' })
+    await writeHostsToml(hostsDir, '_default', mirror.url, { server: null })
     const containerd = await startContainerd({ t })
     const hubBefore = hub.requests().length
     const ghcrBefore = ghcr.requests().length
@@ -56,6 +59,26 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'opens
     for (const d of ghcrImage.blobDigests) t.notOk(hubSaw.some((r) => r.path.endsWith(d)), 'nothing of ghcr.io was asked of docker.io')
     for (const d of hubImage.blobDigests) t.notOk(ghcrSaw.some((r) => r.path.endsWith(d)), 'nothing of docker.io was asked of ghcr.io')
     t.ok(tokens.tokensIssued() >= 1, 'the docker.io upstream was reached through its token flow')
+
+    // What ctr actually sent: every registry request carries ?ns=<registry of the reference>, with the
+    // repository unprefixed (so the mirror, not a path convention, chose the upstream).
+    const seen = mirror.logs
+      .map((l) => JSON.parse(l) as { msg?: string; path?: string; upstream?: string; status?: number })
+      .filter((l) => l.msg === 'request' && l.path?.startsWith('/v2/library/app/'))
+    t.ok(seen.length >= 6, 'the mirror logged the pulls')
+    for (const l of seen) {
+      const ns = new URL(l.path!, 'http://x').searchParams.get('ns')
+      t.ok(ns === 'docker.io' || ns === 'ghcr.io', `${l.path!.slice(0, 40)}…: carries ?ns=`)
+      t.equal(l.upstream, ns, `${l.path!.slice(0, 40)}…: routed by ns`)
+    }
+    t.ok(seen.some((l) => l.path!.includes('ns=ghcr.io')) && seen.some((l) => l.path!.includes('ns=docker.io')), 'both namespaces seen')
+
+    // One `_default/hosts.toml` serves every registry without a directory of its own.
+    await containerd.ctr(['content', 'fetch', 'quay.io/library/app:v1'], { hostsDir })
+    const quay = mirror.logs
+      .map((l) => JSON.parse(l) as { msg?: string; path?: string; upstream?: string; status?: number })
+      .filter((l) => l.msg === 'request' && l.upstream === 'quay.io')
+    t.ok(quay.some((l) => l.path === '/v2/library/app/manifests/v1?ns=quay.io' && l.status === 200), 'the _default mirror got ?ns=quay.io')
 
     // A second containerd (empty content store) pulls both again: everything from the mirror's cache.
     const second = await startContainerd({ t, namespace: 'second' })

@@ -36,23 +36,30 @@ t.test('four conventions reach the right upstream and nothing crosses between th
     ['Host header', '/v2/library/app/manifests/1', { host: `ghcr.mirror.test:${port}` }, ghcr, onGhcr],
     ['unmapped Host falls back to the default', '/v2/library/app/manifests/1', { host: `other.test:${port}` }, hub, onHub],
   ]
+  let downloads = 0
   for (const [what, path, headers, upstream, image] of conventions) {
+    downloads += hub.count({ server: 'cdn', method: 'GET' }) + ghcr.count({ server: 'cdn', method: 'GET' })
     hub.reset()
     ghcr.reset()
     const r = await rawRequest(mirror.url, path, { accept: ACCEPT, ...headers })
     t.equal(r.status, 200, what)
     t.equal(r.headers['docker-content-digest'], image.digest, `${what}: the right image`)
     t.equal(sha(r.body), image.digest, `${what}: verified`)
+    // Blobs and the tag list of the image, through the same convention.
+    for (const blob of image.blobs) {
+      const b = await rawRequest(mirror.url, path.replace(/manifests\/1/, `blobs/${blob.digest}`), headers)
+      t.equal(b.status, 200, `${what}: blob`)
+      t.equal(sha(b.body), blob.digest, `${what}: blob verified`)
+    }
+    const tags = await rawRequest(mirror.url, path.replace(/manifests\/1/, 'tags/list'), headers)
+    t.equal(tags.status, 200, `${what}: tags/list`)
+    t.equal(upstream.count({ server: 'registry', path: '/v2/library/app/tags/list' }), 1, `${what}: tags/list from the right upstream`)
     const other = upstream === hub ? ghcr : hub
-    t.equal(other.count({ server: 'registry' }), 0, `${what}: the other upstream was not asked`)
-    // Blobs of the image, through the same convention.
-    const layer = image.blobs[image.blobs.length - 1]!
-    const bpath = path.replace(/manifests\/1/, `blobs/${layer.digest}`)
-    const b = await rawRequest(mirror.url, bpath, headers)
-    t.equal(b.status, 200, `${what}: blob`)
-    t.equal(sha(b.body), layer.digest, `${what}: blob verified`)
+    t.equal(other.count({}), 0, `${what}: the other upstream was not asked anything`)
   }
-  t.equal(hub.count({ server: 'cdn' }) + ghcr.count({ server: 'cdn' }), 0, 'second round of blobs came from cache')
+  downloads += hub.count({ server: 'cdn', method: 'GET' }) + ghcr.count({ server: 'cdn', method: 'GET' })
+  // Three conventions reach each upstream; every blob was still downloaded once.
+  t.equal(downloads, onHub.blobs.length + onGhcr.blobs.length, 'each blob downloaded once whatever the convention')
 })
 
 t.test('an unconfigured registry is refused by every convention, and never contacted', async (t) => {
@@ -73,6 +80,50 @@ t.test('an unconfigured registry is refused by every convention, and never conta
   t.equal(hub.count({}), 0, 'the default upstream was not used for them either')
 })
 
+t.test('a live registry that is not configured is never contacted, whatever the request names', async (t) => {
+  const hub = await fake(t)
+  hub.addImage('library/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
+  const stray = await fake(t, { auth: 'none' })
+  stray.addImage('library/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
+  const strayHost = new URL(stray.url).host
+  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }] })
+  for (const path of [`/v2/library/app/manifests/1?ns=${strayHost}`, `/v2/${strayHost}/library/app/manifests/1`, `/v2/${strayHost}/library/app/tags/list`]) {
+    const r = await rawRequest(mirror.url, path, { accept: ACCEPT })
+    t.equal(r.status, 404, path)
+    t.equal(code(r.body), 'NAME_UNKNOWN', path)
+  }
+  // A Host header is only ever looked up in the configured hosts: lists; anything else is the default upstream.
+  const byHost = await rawRequest(mirror.url, '/v2/library/app/manifests/1', { accept: ACCEPT, host: strayHost })
+  t.equal(byHost.status, 200)
+  t.ok(hub.count({ server: 'registry', path: '/v2/library/app/manifests/1' }) >= 1, 'the unmapped Host went to the default upstream')
+  t.equal(stray.count({}), 0, 'the unconfigured registry received nothing')
+})
+
+t.test('blobs are shared across upstreams by digest; tags are not', async (t) => {
+  const hub = await fake(t)
+  const ghcr = await fake(t)
+  const onHub = hub.addImage('library/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [1000] })
+  const layer = onHub.blobs.find((b) => b.size === 1000)!
+  ghcr.addBlob(layer.bytes)
+  const mirror = await startMirror(t, {
+    upstreams: [
+      { name: 'docker.io', url: hub.url },
+      { name: 'ghcr.io', url: ghcr.url },
+    ],
+  })
+  t.equal(sha((await get(`${mirror.url}/v2/library/app/blobs/${layer.digest}`)).body), layer.digest)
+  const viaGhcr = await get(`${mirror.url}/v2/ghcr.io/library/app/blobs/${layer.digest}`)
+  t.equal(viaGhcr.status, 200)
+  t.equal(sha(viaGhcr.body), layer.digest)
+  t.equal(ghcr.count({}), 0, 'the same digest through another upstream is a cache hit')
+  // The tag docker.io/library/app:1 is cached; ghcr.io has no such tag and must say so.
+  t.equal((await get(`${mirror.url}/v2/library/app/manifests/1`, { accept: ACCEPT })).status, 200)
+  const tag = await get(`${mirror.url}/v2/ghcr.io/library/app/manifests/1`, { accept: ACCEPT })
+  t.equal(tag.status, 404)
+  t.equal(code(tag.body), 'MANIFEST_UNKNOWN')
+  t.ok(ghcr.count({ server: 'registry', path: '/v2/library/app/manifests/1' }) >= 1, 'ghcr.io was asked for its own tag')
+})
+
 t.test('allow and deny lists', async (t) => {
   const hub = await fake(t)
   hub.addImage('myorg/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
@@ -80,10 +131,13 @@ t.test('allow and deny lists', async (t) => {
   hub.addImage('myorg/secret', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, allow: ['myorg/**'], deny: ['myorg/secret'] }] })
   t.equal((await get(`${mirror.url}/v2/myorg/app/manifests/1`, { accept: ACCEPT })).status, 200)
+  const denied = hub.addImage('myorg/secret', '2', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
   for (const repo of ['other/app', 'myorg/secret']) {
-    const r = await get(`${mirror.url}/v2/${repo}/manifests/1`, { accept: ACCEPT })
-    t.equal(r.status, 403, repo)
-    t.equal(code(r.body), 'DENIED', repo)
+    for (const path of [`/v2/${repo}/manifests/1`, `/v2/${repo}/manifests/1?ns=docker.io`, `/v2/docker.io/${repo}/manifests/1`, `/v2/${repo}/tags/list`, `/v2/${repo}/blobs/${denied.blobs[0]!.digest}`]) {
+      const r = await get(`${mirror.url}${path}`, { accept: ACCEPT })
+      t.equal(r.status, 403, path)
+      t.equal(code(r.body), 'DENIED', path)
+    }
   }
   t.equal(hub.count({ path: /other|secret/ }), 0, 'denied repositories are never requested upstream')
 })
@@ -134,17 +188,75 @@ t.test('a realm on another domain gets no credentials unless listed in realms', 
   t.match(String(got[0]?.headers.authorization), /^Basic /)
 })
 
-t.test('tag TTL rules per tag pattern', async (t) => {
+t.test('tag TTL rules: first matching rule, by tag, semver or repo:tag, else the upstream tagTtl', async (t) => {
   const hub = await fake(t)
-  hub.addImage('library/ttl', 'latest', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
-  hub.addImage('library/ttl', '1.2.3', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
+  // Expected: whether the tag is revalidated upstream once 50ms have passed.
+  const tags: [string, boolean][] = [
+    ['latest', true], // rule `latest`: 50ms
+    ['1.2.3', false], // rule `semver`: 1h
+    ['2.0.0-rc1', false], // matches `semver` first, although `*-rc*` would match too
+    ['nightly-rc1', true], // rule `library/ttl:*-rc*`: 50ms
+    ['edge', false], // no rule: tagTtl 1h
+  ]
+  for (const [tag] of tags) hub.addImage('library/ttl', tag, { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
   const mirror = await startMirror(t, {
-    upstreams: [{ name: 'docker.io', url: hub.url, tagTtl: '1h', tagTtlRules: [{ pattern: 'latest', ttl: '50ms' }] }],
+    upstreams: [
+      {
+        name: 'docker.io',
+        url: hub.url,
+        tagTtl: '1h',
+        tagTtlRules: [
+          { pattern: 'latest', ttl: '50ms' },
+          { pattern: 'semver', ttl: '1h' },
+          { pattern: 'library/ttl:*-rc*', ttl: '50ms' },
+        ],
+      },
+    ],
   })
-  for (const tag of ['latest', '1.2.3']) await get(`${mirror.url}/v2/ttl/manifests/${tag}`, { accept: ACCEPT })
+  for (const [tag] of tags) t.equal((await get(`${mirror.url}/v2/ttl/manifests/${tag}`, { accept: ACCEPT })).status, 200, tag)
   await new Promise((r) => setTimeout(r, 120))
   hub.reset()
-  for (const tag of ['latest', '1.2.3']) await get(`${mirror.url}/v2/ttl/manifests/${tag}`, { accept: ACCEPT })
-  t.equal(hub.count({ server: 'registry', path: '/v2/library/ttl/manifests/latest' }), 1, 'latest (its own short TTL rule) was revalidated')
-  t.equal(hub.count({ server: 'registry', path: '/v2/library/ttl/manifests/1.2.3' }), 0, '1.2.3 (1h default) was not')
+  for (const [tag] of tags) await get(`${mirror.url}/v2/ttl/manifests/${tag}`, { accept: ACCEPT })
+  for (const [tag, revalidated] of tags) {
+    t.equal(hub.count({ server: 'registry', path: `/v2/library/ttl/manifests/${tag}` }), revalidated ? 1 : 0, `${tag}: ${revalidated ? 'revalidated' : 'still fresh'}`)
+  }
+})
+
+t.test('a token got with one upstream credentials is never sent to another upstream', async (t) => {
+  const creds = { username: 'robot', password: 'per-upstream-s3cret' }
+  const good = await fake(t, { credentials: creds })
+  good.addImage('private/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
+  // Another configured upstream that names the same token realm (allowed: same host) and asks for the same scope.
+  const other = await fake(t, { realm: `${good.authUrl}/token` })
+  other.addImage('private/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
+  const mirror = await startMirror(t, {
+    upstreams: [
+      { name: 'docker.io', url: good.url, credentials: creds },
+      { name: 'other.example', url: other.url },
+    ],
+  })
+  t.equal((await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })).status, 200)
+  const goodTokens = new Set(good.requests.filter((q) => q.server === 'registry' && q.headers.authorization).map((q) => String(q.headers.authorization)))
+  t.ok(goodTokens.size >= 1)
+  good.reset()
+  const r = await get(`${mirror.url}/v2/private/app/manifests/1?ns=other.example`, { accept: ACCEPT })
+  t.not(r.status, 200, 'the other upstream does not get in on the first one credentials')
+  const sentToOther = other.requests.map((q) => q.headers.authorization).filter((a) => a !== undefined)
+  t.same(sentToOther.filter((a) => goodTokens.has(String(a))), [], 'no token of the first upstream reached the other')
+  t.ok(good.requests.filter((q) => q.server === 'auth').every((q) => q.headers.authorization === undefined), 'the realm was asked without credentials')
+})
+
+t.test('refused credentials: the client gets UNAUTHORIZED, and the secret appears nowhere', async (t) => {
+  const hub = await fake(t, { credentials: { username: 'robot', password: 'the-right-one' } })
+  hub.addImage('private/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
+  const wrong = 'a-wrong-pa55word'
+  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, credentials: { username: 'robot', password: wrong } }] })
+  const r = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
+  t.equal(r.status, 401)
+  t.equal(code(r.body), 'UNAUTHORIZED')
+  t.equal(hub.count({ server: 'registry', path: '/v2/private/app/manifests/1' }), 1, 'no retry loop against the registry')
+  const encoded = Buffer.from(`robot:${wrong}`).toString('base64')
+  const seen = [mirror.logs.join('\n'), JSON.stringify([...r.headers]), r.body.toString()].join('\n')
+  t.notMatch(seen, wrong)
+  t.notMatch(seen, encoded)
 })
