@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream'
 import { randomBytes } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Services } from '../app-types.js'
@@ -31,6 +32,12 @@ export function createHttpServer(s: Services): Server {
   // Inactivity in both directions: a client that stopped reading or a half-open socket.
   // Without a 'timeout' listener Node destroys the socket, which is what we want.
   server.timeout = cfg.idleTimeout
+  // Node hands CONNECT to this event and silently drops the socket when nobody listens:
+  // answer it like any other method a read-only registry does not support.
+  server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+    const { status, body } = toWire(new RegmirrorError('UNSUPPORTED', 'CONNECT is not supported: this is a registry, not a proxy'))
+    socket.end(`HTTP/1.1 ${status} Method Not Allowed\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+  })
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // Malformed requests, oversized headers and header timeouts end here; answer if we still can.
     if (socket.writable && !socket.writableEnded) {

@@ -1,3 +1,4 @@
+import { connect as netConnect } from 'node:net'
 import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
 import t from 'tap'
@@ -70,6 +71,16 @@ t.test('base endpoint, health, and write methods', async (t) => {
   t.equal(base.status, 200)
   t.equal(base.headers.get('docker-distribution-api-version'), 'registry/2.0')
   t.equal((await get(`${mirror.url}/healthz`)).status, 200)
+  // CONNECT would make the mirror an open proxy; Node drops it silently unless answered.
+  const connect = await new Promise<string>((resolve, reject) => {
+    const sock = netConnect(Number(new URL(mirror.url).port), '127.0.0.1', () => sock.write('CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n'))
+    let data = ''
+    sock.on('data', (c) => (data += c.toString()))
+    sock.on('end', () => resolve(data))
+    sock.on('error', reject)
+  })
+  t.match(connect, /^HTTP\/1\.1 405 /)
+  t.match(connect, /"code":"UNSUPPORTED"/)
   for (const method of ['PUT', 'POST', 'PATCH', 'DELETE']) {
     const r = await get(`${mirror.url}/v2/library/alpine/manifests/latest`, {}, method)
     t.equal(r.status, 405, `${method} is refused`)
