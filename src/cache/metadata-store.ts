@@ -57,7 +57,9 @@ export class MetadataStore implements SharedTokenStore {
   readonly shared: boolean
 
   static create(dataDir: string, opts: MetadataStoreOptions, log: Logger): MetadataStore {
-    if (!opts.redis) return new MetadataStore(dataDir, new Keyv({ namespace: opts.prefix }), log, opts)
+    // In memory there is nothing to serialise for: records are stored as they are (and never
+    // mutated; callers replace them), which keeps a JSON round trip off every tag request.
+    if (!opts.redis) return new MetadataStore(dataDir, new Keyv({ namespace: opts.prefix, serialize: undefined, deserialize: undefined }), log, opts)
     const store = new KeyvRedis(
       {
         url: opts.redis,
@@ -86,6 +88,15 @@ export class MetadataStore implements SharedTokenStore {
 
   /** Runs a keyv operation with a deadline; undefined when it fails or takes too long. */
   private async kvOp<T>(op: () => Promise<T>): Promise<T | undefined> {
+    // Only a remote store can hang; the in-memory one needs no deadline timer per call.
+    if (!this.shared) {
+      try {
+        return await op()
+      } catch (err) {
+        this.logKvError(err)
+        return undefined
+      }
+    }
     let timer: NodeJS.Timeout | undefined
     const deadline = new Promise<undefined>((resolve) => {
       timer = setTimeout(() => {

@@ -53,9 +53,18 @@ function checkingInterval(...limits: number[]): number {
   return set.length === 0 ? 30_000 : Math.max(10, Math.min(1000, Math.floor(Math.min(...set) / 4)))
 }
 
+// A random per-process prefix and a counter: unique across replicas' logs without drawing
+// random bytes on every request.
+const ID_PREFIX = randomBytes(4).toString('hex')
+let requestCounter = 0
+function nextRequestId(): string {
+  requestCounter = (requestCounter + 1) % Number.MAX_SAFE_INTEGER
+  return `${ID_PREFIX}-${requestCounter.toString(36)}`
+}
+
 async function handle(req: IncomingMessage, res: ServerResponse, s: Services): Promise<void> {
   const started = process.hrtime.bigint()
-  const ctx: RequestContext = { req, res, id: randomBytes(8).toString('hex'), bytes: 0 }
+  const ctx: RequestContext = { req, res, id: nextRequestId(), bytes: 0 }
   res.setHeader('x-request-id', ctx.id)
   let error: unknown
   res.once('close', () => logRequest(ctx, s, started, error))

@@ -1,46 +1,10 @@
-import { createHash, randomBytes } from 'node:crypto'
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { randomBytes } from 'node:crypto'
+import { readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { Test } from 'tap'
 import t from 'tap'
 import { startFakeRegistry } from '../helpers/fake-registry.js'
 import { startMirrorProcess } from '../helpers/mirror-process.js'
-
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-async function tempDir(t: Test): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'regmirror-crash-'))
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
-
-async function until(what: string, cond: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (await cond()) return
-    await sleep(50)
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
-
-/** A fetch that resolves with the body, or with the error the broken response raised. */
-async function fetchBody(url: string): Promise<{ status: number; body: Buffer } | Error> {
-  try {
-    const res = await fetch(url)
-    return { status: res.status, body: Buffer.from(await res.arrayBuffer()) }
-  } catch (err) {
-    return err as Error
-  }
-}
-
-async function files(dir: string): Promise<string[]> {
-  const out: string[] = []
-  for (const prefix of await readdir(dir).catch(() => [] as string[])) {
-    out.push(...(await readdir(join(dir, prefix)).catch(() => [] as string[])))
-  }
-  return out
-}
+import { fetchBody, files, sha, tempDir, until } from '../helpers/crash-tools.js'
 
 t.test('SIGTERM: in-flight responses finish, new connections are refused, exit 0', async (t) => {
   const fake = await startFakeRegistry()

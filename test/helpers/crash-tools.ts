@@ -1,0 +1,41 @@
+// Helpers shared by the tests that run the real CLI as a child process and break it.
+import { createHash } from 'node:crypto'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Test } from 'tap'
+
+export const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+export async function tempDir(t: Test): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'regmirror-crash-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+export async function until(what: string, cond: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (await cond()) return
+    await sleep(50)
+  }
+  throw new Error(`timed out waiting for ${what}`)
+}
+
+/** A fetch that resolves with the body, or with the error the broken response raised. */
+export async function fetchBody(url: string): Promise<{ status: number; body: Buffer } | Error> {
+  try {
+    const res = await fetch(url)
+    return { status: res.status, body: Buffer.from(await res.arrayBuffer()) }
+  } catch (err) {
+    return err as Error
+  }
+}
+
+export async function files(dir: string): Promise<string[]> {
+  const out: string[] = []
+  for (const prefix of await readdir(dir).catch(() => [] as string[])) {
+    out.push(...(await readdir(join(dir, prefix)).catch(() => [] as string[])))
+  }
+  return out
+}
