@@ -30,6 +30,8 @@ const { values: flags } = parseArgs({
     'startup-blobs': { type: 'string' },
     'load-seconds': { type: 'string' },
     out: { type: 'string' },
+    // Emulates the mirror's real situation, a limited link to the upstream registry; unset = loopback speed.
+    'upstream-mbps': { type: 'string' },
   },
 })
 const quick = flags.quick || process.env.BENCH_QUICK === '1'
@@ -40,6 +42,7 @@ if (flags['startup-blobs'] !== undefined) SIZES.startupBlobs = Number(flags['sta
 if (flags['load-seconds'] !== undefined) SIZES.loadSeconds = Number(flags['load-seconds'])
 const RESULTS = resolve(REPO_ROOT, flags.out ?? (quick ? 'bench/RESULTS.quick.md' : 'bench/RESULTS.md'))
 const CONCURRENCY = [8, 32]
+const LINK_BYTES_PER_SECOND = flags['upstream-mbps'] === undefined ? undefined : Number(flags['upstream-mbps']) * 1e6
 
 // ---------------------------------------------------------------------------------------------------------------
 // worker: every client workload runs in a worker thread
@@ -183,6 +186,7 @@ function machine(): Record<string, string> {
     distribution: run('docker-registry', ['--version']),
     regmirror: `${run('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD'])} (${run('git', ['-C', REPO_ROOT, 'rev-parse', '--abbrev-ref', 'HEAD'])})`,
     mode: quick ? 'quick (--quick: small sizes)' : 'full',
+    'upstream link': LINK_BYTES_PER_SECOND === undefined ? 'loopback, unpaced' : `paced to ${LINK_BYTES_PER_SECOND / 1e6} MB/s for all upstream traffic together (--upstream-mbps)`,
   }
 }
 
@@ -202,7 +206,7 @@ async function main(): Promise<void> {
   try {
     // --- servers -------------------------------------------------------------------------------------------
     log('starting the upstream distribution, distribution in proxy mode and regmirror')
-    const upstream = await startDistribution({ auth: 'none' })
+    const upstream = await startDistribution({ auth: 'none', linkBytesPerSecond: LINK_BYTES_PER_SECOND })
     cleanups.push(upstream.stop)
     const distProxy = await startDistribution({ proxy: { remoteurl: upstream.url } })
     cleanups.push(distProxy.stop)

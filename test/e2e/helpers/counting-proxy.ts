@@ -29,9 +29,26 @@ export interface CountingProxy {
   stop(): Promise<void>
 }
 
-export async function startCountingProxy(targetPort: number): Promise<CountingProxy> {
+export interface CountingProxyOptions {
+  /**
+   * Emulates a slow link to the upstream (a site's WAN link to Docker Hub): all response bodies together
+   * are paced to this many bytes per second. Unset: as fast as loopback goes.
+   */
+  bytesPerSecond?: number
+}
+
+export async function startCountingProxy(targetPort: number, opts: CountingProxyOptions = {}): Promise<CountingProxy> {
   const agent = new Agent({ keepAlive: true, maxSockets: 256 })
   const log: RequestRecord[] = []
+  // One schedule for the whole link: each chunk is sent when the link would have finished the ones before it.
+  let linkFreeAt = 0
+  const pace = (n: number): number => {
+    if (!opts.bytesPerSecond) return 0
+    const now = performance.now()
+    const start = Math.max(now, linkFreeAt)
+    linkFreeAt = start + (n / opts.bytesPerSecond) * 1000
+    return linkFreeAt - now
+  }
   const server = createServer((req, res) => {
     const raw = req.url ?? '/'
     const q = raw.indexOf('?')
@@ -46,7 +63,25 @@ export async function startCountingProxy(targetPort: number): Promise<CountingPr
         upRes.on('data', (chunk: Buffer) => {
           record.bytes += chunk.length
         })
-        upRes.pipe(res)
+        if (opts.bytesPerSecond) {
+          upRes.on('data', (chunk: Buffer) => {
+            const delay = pace(chunk.length)
+            if (delay < 1) {
+              if (!res.write(chunk)) upRes.pause()
+              return
+            }
+            upRes.pause()
+            setTimeout(() => {
+              if (res.write(chunk)) upRes.resume()
+              else res.once('drain', () => upRes.resume())
+            }, delay)
+          })
+          res.on('drain', () => upRes.resume())
+          upRes.on('end', () => {
+            // The last chunk may still be waiting for its slot.
+            setTimeout(() => res.end(), Math.max(0, linkFreeAt - performance.now()))
+          })
+        } else upRes.pipe(res)
         res.on('close', () => {
           record.done = true
           if (!upRes.complete) upRes.destroy()

@@ -23,6 +23,8 @@ export interface DistributionOptions {
   /** With auth 'token': an existing token server, or options for one this helper starts. */
   tokenServer?: TokenServer | TokenServerOptions
   proxy?: { remoteurl: string; username?: string; password?: string }
+  /** Pace the counting proxy's response bodies to this rate (an emulated slow upstream link). */
+  linkBytesPerSecond?: number
   /** Registers stop() with t.teardown. */
   t?: TestContext
 }
@@ -134,7 +136,7 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
       }
     }
 
-    proxy = await startCountingProxy(port)
+    proxy = await startCountingProxy(port, { bytesPerSecond: opts.linkBytesPerSecond })
     const counting = proxy
     let stopped: Promise<void> | undefined
     const stop = (): Promise<void> => (stopped ??= cleanup())
