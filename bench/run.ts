@@ -32,6 +32,8 @@ const { values: flags } = parseArgs({
     out: { type: 'string' },
     // Emulates the mirror's real situation, a limited link to the upstream registry; unset = loopback speed.
     'upstream-mbps': { type: 'string' },
+    // Comma-separated N for the concurrent cold pulls (default 8,32).
+    concurrency: { type: 'string' },
   },
 })
 const quick = flags.quick || process.env.BENCH_QUICK === '1'
@@ -41,7 +43,7 @@ const SIZES = quick
 if (flags['startup-blobs'] !== undefined) SIZES.startupBlobs = Number(flags['startup-blobs'])
 if (flags['load-seconds'] !== undefined) SIZES.loadSeconds = Number(flags['load-seconds'])
 const RESULTS = resolve(REPO_ROOT, flags.out ?? (quick ? 'bench/RESULTS.quick.md' : 'bench/RESULTS.md'))
-const CONCURRENCY = [8, 32]
+const CONCURRENCY = flags.concurrency === undefined ? [8, 32] : flags.concurrency.split(',').map(Number)
 const LINK_BYTES_PER_SECOND = flags['upstream-mbps'] === undefined ? undefined : Number(flags['upstream-mbps']) * 1e6
 
 // ---------------------------------------------------------------------------------------------------------------
