@@ -85,7 +85,11 @@ export class UpstreamClient {
   async request(up: UpstreamConfig, req: UpstreamRequest): Promise<UpstreamResponse> {
     const health = this.healthOf(up)
     if (!health.admit()) {
-      throw new RegmirrorError('UPSTREAM_OFFLINE', `upstream ${up.name} is offline`, { detail: { upstream: up.name } })
+      // Retry-After tells clients (and CI retry loops) when asking again can make a difference.
+      throw new RegmirrorError('UPSTREAM_OFFLINE', `upstream ${up.name} is offline`, {
+        detail: { upstream: up.name },
+        retryAfter: String(health.retryAfterSeconds()),
+      })
     }
     const attempts = req.retry === false ? 1 : Math.max(1, this.config.retries.attempts)
     let lastErr: unknown

@@ -16,6 +16,11 @@ export class UpstreamHealth {
     private readonly onChange: (online: boolean) => void,
   ) {}
 
+  /** Seconds until the next probe may go upstream (for a client's Retry-After). */
+  retryAfterSeconds(now = Date.now()): number {
+    return Math.max(1, Math.ceil((this.offlineUntil - now) / 1000))
+  }
+
   /** Whether a request may go upstream now. */
   admit(now = Date.now()): boolean {
     if (!this.offline) return true

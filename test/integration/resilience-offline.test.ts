@@ -41,6 +41,7 @@ t.test('offline marking: after K failures answers come from cache at once, one p
   t.equal((await get(`${mirror.url}/v2/off/blobs/${layer.digest}`)).status, 200, 'cached blobs are served')
   const miss = await get(tagUrl('never-pulled'), { accept: ACCEPT })
   t.equal(miss.status, 503, 'something not cached fails at once')
+  t.match(miss.headers.get('retry-after') ?? '', /^[12]$/, 'with Retry-After: the rest of the cool-down')
   t.equal(fake.count({}), 0, 'no upstream request while offline')
 
   // After the cool-down: several requests at once, exactly one goes upstream as the probe. It fails.
