@@ -12,7 +12,7 @@ import type { Metrics } from '../metrics.js'
 import { MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, inferMediaType } from '../oci/media-types.js'
 import { parseDigest, type Digest } from '../oci/reference.js'
 import { header, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js'
-import { SingleFlight } from './single-flight.js'
+import { SingleFlight } from '../single-flight.js'
 import { upstreamFailure } from './upstream-errors.js'
 
 export interface Manifest {

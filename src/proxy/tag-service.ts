@@ -9,7 +9,7 @@ import { MANIFEST_ACCEPT } from '../oci/media-types.js'
 import { parseDigest } from '../oci/reference.js'
 import { header, type UpstreamClient } from '../upstream/client.js'
 import type { Manifest, ManifestService } from './manifest-service.js'
-import { SingleFlight } from './single-flight.js'
+import { SingleFlight } from '../single-flight.js'
 import { upstreamFailure } from './upstream-errors.js'
 
 export type TagCacheResult = 'hit' | 'miss' | 'stale'

@@ -5,6 +5,7 @@ import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { TokenCache, parseChallenges, realmAllowed, type SharedTokenStore } from './auth.js'
 import { UpstreamHealth } from './health.js'
+import { SingleFlight } from '../single-flight.js'
 
 export type Headers = Record<string, string | string[] | undefined>
 
@@ -45,6 +46,7 @@ export class UpstreamClient {
   /** The last Bearer challenge per upstream, so later requests can send a token up front. */
   private readonly lastChallenge = new Map<string, { realm: string; service: string }>()
   private readonly health = new Map<string, UpstreamHealth>()
+  private readonly tokenFlights = new SingleFlight<string>()
 
   constructor(
     private readonly config: Config,
@@ -241,35 +243,41 @@ export class UpstreamClient {
       const cached = await this.tokens.get(key)
       if (cached !== undefined && cached !== refused) return `Bearer ${cached}`
       if (cached !== undefined) await this.tokens.reject(key, cached)
-      const tokenUrl = new URL(realm)
-      if (service) tokenUrl.searchParams.set('service', service)
-      if (tokenScope) for (const s of tokenScope.split(' ')) tokenUrl.searchParams.append('scope', s)
-      const headers: Record<string, string> = { 'user-agent': 'regmirror' }
-      const basic = this.basic(up)
-      if (basic) headers.authorization = basic
-      const res = await this.send(up, tokenUrl, 'GET', headers)
-      if (res.status !== 200) {
-        await res.body.dump().catch(() => {})
-        if (res.status === 401 || res.status === 403) {
-          throw new RegmirrorError('UNAUTHORIZED', `token request for ${up.name} was refused (${res.status})`, { detail: { upstream: up.name } })
-        }
-        throw new RegmirrorError('UPSTREAM_ERROR', `token request for ${up.name} failed (${res.status})`)
-      }
-      let doc: { token?: unknown; access_token?: unknown; expires_in?: unknown }
-      try {
-        doc = (await res.body.json()) as typeof doc
-      } catch (err) {
-        throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} is not JSON`, { cause: err })
-      }
-      const token = typeof doc.token === 'string' ? doc.token : typeof doc.access_token === 'string' ? doc.access_token : undefined
-      if (!token) throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} has no token`)
-      // The spec's default lifetime when the server does not say is 60 seconds.
-      const expiresIn = typeof doc.expires_in === 'number' && doc.expires_in > 0 ? doc.expires_in : 60
-      await this.tokens.set(key, token, expiresIn)
+      // Concurrent cold requests for one scope share one token request.
+      const token = await this.tokenFlights.do(key, () => this.fetchToken(up, realm, service, tokenScope, key)).promise
       return `Bearer ${token}`
     }
     if (challenges.some((c) => c.scheme === 'basic')) return this.basic(up)
     return undefined
+  }
+
+  private async fetchToken(up: UpstreamConfig, realm: string, service: string, tokenScope: string, key: string): Promise<string> {
+    const tokenUrl = new URL(realm)
+    if (service) tokenUrl.searchParams.set('service', service)
+    if (tokenScope) for (const s of tokenScope.split(' ')) tokenUrl.searchParams.append('scope', s)
+    const headers: Record<string, string> = { 'user-agent': 'regmirror' }
+    const basic = this.basic(up)
+    if (basic) headers.authorization = basic
+    const res = await this.send(up, tokenUrl, 'GET', headers)
+    if (res.status !== 200) {
+      await res.body.dump().catch(() => {})
+      if (res.status === 401 || res.status === 403) {
+        throw new RegmirrorError('UNAUTHORIZED', `token request for ${up.name} was refused (${res.status})`, { detail: { upstream: up.name } })
+      }
+      throw new RegmirrorError('UPSTREAM_ERROR', `token request for ${up.name} failed (${res.status})`)
+    }
+    let doc: { token?: unknown; access_token?: unknown; expires_in?: unknown }
+    try {
+      doc = (await res.body.json()) as typeof doc
+    } catch (err) {
+      throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} is not JSON`, { cause: err })
+    }
+    const token = typeof doc.token === 'string' ? doc.token : typeof doc.access_token === 'string' ? doc.access_token : undefined
+    if (!token) throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} has no token`)
+    // The spec's default lifetime when the server does not say is 60 seconds.
+    const expiresIn = typeof doc.expires_in === 'number' && doc.expires_in > 0 ? doc.expires_in : 60
+    await this.tokens.set(key, token, expiresIn)
+    return token
   }
 }
 

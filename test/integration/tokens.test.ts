@@ -23,3 +23,14 @@ t.test('a cached token the upstream rejects is replaced, not sent again', async 
   t.equal(sha(res.body), blob.digest)
   t.equal(fake.count({ server: 'auth' }), tokensBefore + 1, 'exactly one new token was fetched')
 })
+
+t.test('concurrent cold requests for one repository share one token request', async (t) => {
+  const fake = await startFakeRegistry()
+  t.teardown(() => fake.close())
+  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }] })
+  const img = fake.addImage('library/many', '1')
+  const all = await Promise.all(img.blobs.map((b) => get(`${mirror.url}/v2/many/blobs/${b.digest}`)))
+  for (const [i, r] of all.entries()) t.equal(sha(r.body), img.blobs[i]!.digest)
+  t.ok(img.blobs.length >= 4)
+  t.equal(fake.count({ server: 'auth' }), 1, `one token for ${img.blobs.length} concurrent blob requests`)
+})
