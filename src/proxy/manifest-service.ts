@@ -11,7 +11,7 @@ import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, inferMediaType } from '../oci/media-types.js'
 import { parseDigest, type Digest } from '../oci/reference.js'
-import { header, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js'
+import { header, readBounded, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js'
 import { SingleFlight } from '../single-flight.js'
 import { upstreamFailure } from './upstream-errors.js'
 
@@ -146,22 +146,14 @@ export class ManifestService {
 export const REFUSALS = new Set<ErrorCode>(['DIGEST_MISMATCH', 'SIZE_MISMATCH', 'MANIFEST_TOO_LARGE', 'REDIRECT_INVALID'])
 
 async function readLimited(res: UpstreamResponse, limit: number, up: UpstreamConfig): Promise<Buffer> {
+  const tooLarge = () =>
+    new RegmirrorError('MANIFEST_TOO_LARGE', `manifest from ${up.name} is larger than ${limit} bytes`, { detail: { upstream: up.name } })
   const declared = Number(header(res.headers, 'content-length') ?? NaN)
   if (declared > limit) {
     res.body.destroy()
-    throw new RegmirrorError('MANIFEST_TOO_LARGE', `manifest from ${up.name} is larger than ${limit} bytes`, { detail: { upstream: up.name } })
+    throw tooLarge()
   }
-  const chunks: Buffer[] = []
-  let n = 0
-  for await (const chunk of res.body) {
-    n += (chunk as Buffer).length
-    if (n > limit) {
-      res.body.destroy()
-      throw new RegmirrorError('MANIFEST_TOO_LARGE', `manifest from ${up.name} is larger than ${limit} bytes`, { detail: { upstream: up.name } })
-    }
-    chunks.push(chunk as Buffer)
-  }
-  const body = Buffer.concat(chunks)
+  const body = await readBounded(res, limit, tooLarge)
   if (Number.isFinite(declared) && declared !== body.length) {
     throw new RegmirrorError('SIZE_MISMATCH', `manifest from ${up.name} is not the size announced`, { detail: { upstream: up.name } })
   }

@@ -30,6 +30,24 @@ export interface UpstreamRequest {
 
 const MAX_REDIRECTS = 5
 
+/**
+ * Reads a whole upstream body, refusing it (with `tooLarge()`) as soon as it passes `limit`
+ * bytes, so a hostile or broken upstream cannot make the mirror buffer without bound.
+ */
+export async function readBounded(res: UpstreamResponse, limit: number, tooLarge: () => Error): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let n = 0
+  for await (const chunk of res.body) {
+    n += (chunk as Buffer).length
+    if (n > limit) {
+      res.body.destroy()
+      throw tooLarge()
+    }
+    chunks.push(chunk as Buffer)
+  }
+  return Buffer.concat(chunks)
+}
+
 export function header(headers: Headers, name: string): string | undefined {
   const v = headers[name]
   return Array.isArray(v) ? v[0] : v

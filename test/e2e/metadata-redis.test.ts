@@ -3,6 +3,7 @@
  * then two regmirror instances sharing one Redis in front of a token-auth CNCF distribution, and a Redis outage.
  */
 import t from 'tap'
+import { MANIFEST_ACCEPT as ACCEPT } from '../../src/oci/media-types.js'
 import { createHash, randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { MetadataStore } from '../../src/cache/metadata-store.js'
@@ -17,12 +18,6 @@ import { buildOciLayout } from './helpers/oci-image.js'
 import { pushLayout } from './helpers/skopeo.js'
 import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
 
-const ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-].join(', ')
 
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
 

@@ -2,15 +2,10 @@ import { connect as netConnect } from 'node:net'
 import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
 import t from 'tap'
+import { MANIFEST_ACCEPT as ACCEPT } from '../../src/oci/media-types.js'
 import { startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry.js'
 import { get, rawRequest, startMirror } from '../helpers/mirror.js'
 
-const ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-].join(', ')
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 

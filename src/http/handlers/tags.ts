@@ -1,7 +1,7 @@
 import type { Services } from '../../app-types.js'
 import { RegmirrorError } from '../../errors.js'
 import { upstreamFailure } from '../../proxy/upstream-errors.js'
-import { header } from '../../upstream/client.js'
+import { header, readBounded } from '../../upstream/client.js'
 import type { Route } from '../router.js'
 import type { RequestContext } from './context.js'
 
@@ -22,17 +22,7 @@ export async function handleTags(ctx: RequestContext, route: Extract<Route, { ki
   const qs = q.toString()
   const res = await s.upstream.request(up, { method: 'GET', path: `/v2/${repo}/tags/list${qs ? `?${qs}` : ''}`, repo })
   if (res.status !== 200) throw await upstreamFailure(up, res, 'NAME_UNKNOWN')
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const c of res.body) {
-    size += (c as Buffer).length
-    if (size > MAX_TAGS_BODY) {
-      res.body.destroy()
-      throw new RegmirrorError('UPSTREAM_ERROR', 'tag list too large')
-    }
-    chunks.push(c as Buffer)
-  }
-  const body = Buffer.concat(chunks)
+  const body = await readBounded(res, MAX_TAGS_BODY, () => new RegmirrorError('UPSTREAM_ERROR', 'tag list too large'))
   ctx.cache = 'miss'
   const headers: Record<string, string | number> = {
     'content-type': 'application/json',
