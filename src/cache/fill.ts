@@ -152,6 +152,9 @@ export class Fill extends EventEmitter {
           let err = failure
           // Only a broken transfer is resumed; wrong content is final.
           if (this.orphaned || this.cancelled || isRegmirrorError(err, 'SIZE_MISMATCH') || this.size === undefined) throw err
+          // The connection broke after the last announced byte arrived: there is nothing left to ask
+          // for (a Range past the end is a 416), and the digest check below decides.
+          if (this.written === this.size) break
           if (this.written > before) attempt = 0
           for (;;) {
             if (attempt >= this.resumeAttempts) throw err
