@@ -80,6 +80,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       const fills = blobs.activeFills()
       for (const f of fills) f.cancel()
       await Promise.allSettled(fills.map((f) => f.finished))
+      await index.flush()
       await upstream.close()
       await metadata.close()
     },

@@ -24,6 +24,7 @@ export class LruIndex {
   private pinned = new Set<string>()
   private bytes = 0
   private reserved = 0
+  private readonly touches = new Set<Promise<void>>()
 
   constructor(
     private readonly store: BlobStore,
@@ -75,8 +76,14 @@ export class LruIndex {
     const now = Date.now()
     if (now - e.lastTouch >= this.touchInterval) {
       e.lastTouch = now
-      void this.store.touch(parseDigest(digest), new Date(now))
+      const p: Promise<void> = this.store.touch(parseDigest(digest), new Date(now)).finally(() => this.touches.delete(p))
+      this.touches.add(p)
     }
+  }
+
+  /** Waits for access times still being written, so the next start sees them. */
+  async flush(): Promise<void> {
+    await Promise.allSettled([...this.touches])
   }
 
   /** Whether content of this size can be kept at all (a blob larger than the cache is streamed through). */
