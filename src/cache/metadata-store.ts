@@ -3,6 +3,7 @@ import { mkdir, readFile, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import KeyvRedis from '@keyv/redis'
 import { Keyv } from 'keyv'
+import { LRUCache } from 'lru-cache'
 import type { Logger } from '../log.js'
 import type { Digest } from '../oci/reference.js'
 import type { CachedToken, SharedTokenStore } from '../upstream/auth.js'
@@ -28,7 +29,27 @@ export interface MetadataStoreOptions {
   prefix: string
   /** Longest wait for one keyv operation before falling back to the disk copy (ms). */
   opTimeoutMs?: number
+  /** How many records the in-memory store keeps; the least recently used go first (their disk links stay). */
+  memoryEntries?: number
 }
+
+/**
+ * lru-cache as a keyv store. keyv passes its TTL as a number where lru-cache expects an options
+ * object (and writes into it); keyv checks expiry itself from the record, so the TTL is not needed here.
+ */
+class MemoryRecords extends LRUCache<string, object> {
+  override set(key: string, value: object): this {
+    return super.set(key, value)
+  }
+}
+
+/**
+ * How long a tag record stays in keyv after the upstream last confirmed it. Every revalidation
+ * writes it again, so only tags nobody pulls any more age out: Redis does not grow with every
+ * tag ever seen, and the disk links keep each replica's own copy for offline use.
+ */
+export const TAG_RECORD_TTL_MS = 7 * 24 * 3600 * 1000
+const MEMORY_ENTRIES = 100_000
 
 /**
  * Tag → digest resolutions, manifest media types and upstream tokens. keyv holds the live copy
@@ -59,7 +80,11 @@ export class MetadataStore implements SharedTokenStore {
   static create(dataDir: string, opts: MetadataStoreOptions, log: Logger): MetadataStore {
     // In memory there is nothing to serialise for: records are stored as they are (and never
     // mutated; callers replace them), which keeps a JSON round trip off every tag request.
-    if (!opts.redis) return new MetadataStore(dataDir, new Keyv({ namespace: opts.prefix, serialize: undefined, deserialize: undefined }), log, opts)
+    // The live copy is bounded; whatever it drops is read back from the disk link when asked for.
+    if (!opts.redis) {
+      const store = new MemoryRecords({ max: opts.memoryEntries ?? MEMORY_ENTRIES })
+      return new MetadataStore(dataDir, new Keyv({ store, namespace: opts.prefix, serialize: undefined, deserialize: undefined }), log, opts)
+    }
     const store = new KeyvRedis(
       {
         url: opts.redis,
@@ -137,12 +162,12 @@ export class MetadataStore implements SharedTokenStore {
       return undefined
     }
     if (typeof rec.digest !== 'string' || typeof rec.mediaType !== 'string') return undefined
-    await this.kvOp(() => this.kv.set(key, rec))
+    await this.kvOp(() => this.kv.set(key, rec, TAG_RECORD_TTL_MS))
     return rec
   }
 
   async setTag(upstream: string, repo: string, tag: string, rec: TagRecord): Promise<void> {
-    await this.kvOp(() => this.kv.set(this.tagKey(upstream, repo, tag), rec))
+    await this.kvOp(() => this.kv.set(this.tagKey(upstream, repo, tag), rec, TAG_RECORD_TTL_MS))
     await this.linkTag(upstream, repo, tag, rec)
   }
 

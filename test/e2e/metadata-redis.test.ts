@@ -6,7 +6,7 @@ import t from 'tap'
 import { MANIFEST_ACCEPT as ACCEPT } from '../../src/oci/media-types.js'
 import { createHash, randomBytes } from 'node:crypto'
 import { join } from 'node:path'
-import { MetadataStore } from '../../src/cache/metadata-store.js'
+import { MetadataStore, TAG_RECORD_TTL_MS } from '../../src/cache/metadata-store.js'
 import { createLogger } from '../../src/log.js'
 import { metadataConformance } from '../helpers/metadata-conformance.js'
 import { get, startMirror } from '../helpers/mirror.js'
@@ -27,7 +27,7 @@ if (requirePrograms(t, ['redis-server', 'docker-registry', 'skopeo', 'openssl'])
     metadataConformance(t, ({ dataDir, prefix }) => MetadataStore.create(dataDir, { redis: redis.url, prefix }, createLogger('silent')))
   })
 
-  t.test('Redis holds keys under the prefix, and tokens with a TTL equal to their lifetime', async (t) => {
+  t.test('Redis holds keys under the prefix, tokens with a TTL equal to their lifetime, tags for a week', async (t) => {
     const redis = await startRedis({ t })
     const dataDir = await makeTempDir('meta')
     t.teardown(() => removeTempDir(dataDir))
@@ -38,6 +38,8 @@ if (requirePrograms(t, ['redis-server', 'docker-registry', 'skopeo', 'openssl'])
     await store.setToken('realm\0svc\0scope', { token: 'secret', expiresAt: Date.now() + 400 })
     t.equal(await redisCommand(redis.port, `KEYS ${prefix}::*`), '*2', 'a tag and a token, both under the prefix')
     t.equal(await redisCommand(redis.port, 'DBSIZE'), ':2', 'nothing outside it')
+    const tagTtl = Number((await redisCommand(redis.port, `TTL ${prefix}::tag:docker.io/library/alpine:3.20`)).slice(1))
+    t.ok(tagTtl > TAG_RECORD_TTL_MS / 1000 - 60 && tagTtl <= TAG_RECORD_TTL_MS / 1000, `a tag record ages out of Redis (TTL ${tagTtl} s)`)
     await new Promise((r) => setTimeout(r, 900))
     t.equal(await redisCommand(redis.port, `KEYS ${prefix}::token:*`), '*0', 'Redis itself expired the token')
     t.equal(await redisCommand(redis.port, `KEYS ${prefix}::tag:*`), '*1', 'the tag is still there')
