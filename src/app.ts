@@ -37,7 +37,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const store = new BlobStore(config.dataDir)
   await store.init()
   const index = new LruIndex(store, config.cache.maxSize, config.cache.touchInterval, metrics, log)
-  const metadata = MetadataStore.create(config.dataDir, config.metadata, log)
+  const metadata = await MetadataStore.create(config.dataDir, config.metadata, log)
   // Pins are resolved before the index loads: loading evicts when the cap shrank, and must skip them.
   const pins = new Pins(registries, store, metadata, index, log)
   await pins.add(config.cache.pins)

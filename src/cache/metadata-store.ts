@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto'
 import { mkdir, readFile, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import KeyvRedis from '@keyv/redis'
 import { Keyv } from 'keyv'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from '../log.js'
@@ -77,7 +76,7 @@ export class MetadataStore implements SharedTokenStore {
   /** Whether other processes see what this store holds (Redis), so tokens are worth sharing through it. */
   readonly shared: boolean
 
-  static create(dataDir: string, opts: MetadataStoreOptions, log: Logger): MetadataStore {
+  static async create(dataDir: string, opts: MetadataStoreOptions, log: Logger): Promise<MetadataStore> {
     // In memory there is nothing to serialise for: records are stored as they are (and never
     // mutated; callers replace them), which keeps a JSON round trip off every tag request.
     // The live copy is bounded; whatever it drops is read back from the disk link when asked for.
@@ -85,6 +84,8 @@ export class MetadataStore implements SharedTokenStore {
       const store = new MemoryRecords({ max: opts.memoryEntries ?? MEMORY_ENTRIES })
       return new MetadataStore(dataDir, new Keyv({ store, namespace: opts.prefix, serialize: undefined, deserialize: undefined }), log, opts)
     }
+    // Loaded only when configured: the Redis client adds ~15 MiB to every process that never uses it.
+    const { default: KeyvRedis } = await import('@keyv/redis')
     const store = new KeyvRedis(
       {
         url: opts.redis,
@@ -221,11 +222,13 @@ export class MetadataStore implements SharedTokenStore {
 
   async close(): Promise<void> {
     // A graceful QUIT, bounded: with Redis gone it would wait for a reply that never comes.
-    const store: unknown = this.kv.store
     const graceful = await this.kvOp(async () => {
       await this.kv.disconnect()
       return true
     })
-    if (!graceful && store instanceof KeyvRedis) await store.disconnect(true).catch(() => {})
+    if (!graceful && this.shared) {
+      const store = this.kv.store as { disconnect(force?: boolean): Promise<void> }
+      await store.disconnect(true).catch(() => {})
+    }
   }
 }

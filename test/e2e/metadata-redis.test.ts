@@ -32,7 +32,7 @@ if (requirePrograms(t, ['redis-server', 'docker-registry', 'skopeo', 'openssl'])
     const dataDir = await makeTempDir('meta')
     t.teardown(() => removeTempDir(dataDir))
     const prefix = `p${randomBytes(4).toString('hex')}`
-    const store = MetadataStore.create(dataDir, { redis: redis.url, prefix }, createLogger('silent'))
+    const store = await MetadataStore.create(dataDir, { redis: redis.url, prefix }, createLogger('silent'))
     t.teardown(() => store.close())
     await store.setTag('docker.io', 'library/alpine', '3.20', { digest: `sha256:${'a'.repeat(64)}`, mediaType: 'x', size: 1, checkedAt: 1 })
     await store.setToken('realm\0svc\0scope', { token: 'secret', expiresAt: Date.now() + 400 })

@@ -13,7 +13,7 @@ t.test('in-memory metadata store', async (t) => {
 t.test('the in-memory copy is bounded; what it drops is read back from the disk links', async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'regmirror-meta-'))
   t.teardown(() => rm(dataDir, { recursive: true, force: true }))
-  const store = MetadataStore.create(dataDir, { prefix: 'b', memoryEntries: 2 }, createLogger('silent'))
+  const store = await MetadataStore.create(dataDir, { prefix: 'b', memoryEntries: 2 }, createLogger('silent'))
   t.teardown(() => store.close())
   const rec = (n: number) => ({ digest: `sha256:${n.toString(16).padStart(64, '0')}`, mediaType: 'x', size: n, checkedAt: n })
   for (let n = 1; n <= 5; n++) await store.setTag('docker.io', 'library/a', `t${n}`, rec(n))
