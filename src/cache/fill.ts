@@ -45,6 +45,9 @@ export type FillState = 'starting' | 'running' | 'done' | 'failed'
 // flight); with a hundred readers of a fill that is what the mirror's memory is made of.
 const CHUNK = 64 * 1024
 const MEMORY_WINDOW = 4 * 1024 * 1024
+// Readers wait for the fsync before their last byte; flushing as the download goes leaves that
+// final fsync only the tail (~30 ms instead of ~170 ms for 150 MiB on the bench machine's disk).
+const SYNC_EVERY = 32 * 1024 * 1024
 
 /**
  * One upstream download of one digest (see DESIGN.md, "The fill"). The download is written
@@ -74,6 +77,10 @@ export class Fill extends EventEmitter {
   mode: 'disk' | 'memory' = 'disk'
   /** Bytes on disk in the temp file (equals `written` in disk mode). */
   private diskEnd = 0
+  /** A background datasync in flight, and the first failure of one (see syncAhead). */
+  private syncing: Promise<void> | undefined
+  private syncFailure: NodeJS.ErrnoException | undefined
+  private syncedTo = 0
   /** Memory mode: bytes [winStart, written) not on disk, for the readers still to send them. */
   private window: Buffer[] = []
   private winStart = 0
@@ -185,6 +192,9 @@ export class Fill extends EventEmitter {
       this.size = this.written
       if (this.mode === 'disk') {
         try {
+          await this.syncing
+          // After a failed fsync Linux may report the next one as fine although pages were lost.
+          if (this.syncFailure) throw this.syncFailure
           await (this.fh as FileHandle).sync()
         } catch (err) {
           if (!isWriteError(err)) throw err
@@ -280,6 +290,7 @@ export class Fill extends EventEmitter {
             off += bytesWritten
             this.diskEnd += bytesWritten
           }
+          this.syncAhead()
         } catch (err) {
           if (!isWriteError(err)) throw err
           this.toMemory(err)
@@ -296,6 +307,19 @@ export class Fill extends EventEmitter {
       if (this.orphaned) throw new RegmirrorError('CACHE_IO', 'no reader left for an uncached download')
       if (this.cancelled) throw cancelledError()
     }
+  }
+
+  /** Starts a datasync of what is written so far, one at a time, without waiting for it. */
+  private syncAhead(): void {
+    if (this.syncing || this.syncFailure || this.diskEnd - this.syncedTo < SYNC_EVERY) return
+    const to = this.diskEnd
+    this.syncing = (this.fh as FileHandle)
+      .datasync()
+      .then(
+        () => void (this.syncedTo = to),
+        (err: NodeJS.ErrnoException) => void (this.syncFailure = err),
+      )
+      .finally(() => (this.syncing = undefined))
   }
 
   /** Memory mode: the download waits for the slowest reader, so the window stays bounded. */
