@@ -15,6 +15,8 @@ export const DEBIAN_PACKAGE_OF: Readonly<Record<string, string>> = {
   'redis-server': 'redis-server',
   'redis-cli': 'redis-tools',
   openssl: 'openssl',
+  dockerd: 'docker.io',
+  docker: 'docker.io',
   tar: 'tar',
 }
 
