@@ -7,6 +7,7 @@
  *   node --import tsx bench/ab.ts [--clients N] [--layers L] [--mib M] [--rounds R] CLI_A CLI_B ...
  *
  * Each CLI is a built `dist/cli.js` (e.g. from `git worktree add /tmp/old <commit>` + `npm run build` there).
+ * AB_NODE_ARGS is passed to each regmirror's node, e.g. `AB_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof"`.
  */
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -39,7 +40,9 @@ const fake = await startFakeRegistry({ auth: 'none', redirectBlobs: false })
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity })
 
 async function start(cli: string, dataDir: string) {
-  const child = spawn(process.execPath, [cli, 'serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--upstream', `ab=${fake.url}`, '--default-upstream', 'ab'], {
+  const nodeArgs = process.env.AB_NODE_ARGS?.split(' ').filter((a) => a !== '') ?? []
+  const args = [...nodeArgs, cli, 'serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--upstream', `ab=${fake.url}`, '--default-upstream', 'ab']
+  const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   const url = await new Promise<string>((resolve, reject) => {
