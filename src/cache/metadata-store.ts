@@ -84,7 +84,7 @@ export class MetadataStore implements SharedTokenStore {
       const store = new MemoryRecords({ max: opts.memoryEntries ?? MEMORY_ENTRIES })
       return new MetadataStore(dataDir, new Keyv({ store, namespace: opts.prefix, serialize: undefined, deserialize: undefined }), log, opts)
     }
-    // Loaded only when configured: the Redis client adds ~15 MiB to every process that never uses it.
+    // Loaded only when configured: the Redis client adds ~10 MiB to every process that never uses it.
     const { default: KeyvRedis } = await import('@keyv/redis')
     const store = new KeyvRedis(
       {
