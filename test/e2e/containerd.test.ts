@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { startMirror } from '../helpers/mirror.js'
 import { requirePrograms } from './helpers/programs.js'
 import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
-import { buildOciLayout } from './helpers/oci-image.js'
+import { AMD64_ARM64, buildOciLayout } from './helpers/oci-image.js'
 import { startTokenServer } from './helpers/token-server.js'
 import { startDistribution } from './helpers/distribution.js'
 import { pushLayout } from './helpers/skopeo.js'
@@ -29,10 +29,7 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'opens
     const app = await buildOciLayout(join(work, 'app'), {
       tag: 'v1',
       layerSizes: [2 * 1024 * 1024, 512 * 1024],
-      platforms: [
-        { os: 'linux', architecture: 'amd64' },
-        { os: 'linux', architecture: 'arm64' },
-      ],
+      platforms: AMD64_ARM64,
     })
     await pushLayout(app.layoutDir, 'v1', hub.hostPort, 'e2e/app', { destCreds: 'pusher:secret' })
     const mirror = await startMirror(t, {

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { requirePrograms } from './helpers/programs.js'
 import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
-import { buildOciLayout } from './helpers/oci-image.js'
+import { AMD64_ARM64, buildOciLayout } from './helpers/oci-image.js'
 import { startTokenServer } from './helpers/token-server.js'
 import { startDistribution } from './helpers/distribution.js'
 import { pushLayout, skopeoCopy, skopeoInspect } from './helpers/skopeo.js'
@@ -24,10 +24,7 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'redis
     const layout = await buildOciLayout(join(work, 'layout'), {
       tag: 'v1',
       layerSizes: [1024 * 1024, 256 * 1024],
-      platforms: [
-        { os: 'linux', architecture: 'amd64' },
-        { os: 'linux', architecture: 'arm64' },
-      ],
+      platforms: AMD64_ARM64,
     })
     t.ok(layout.indexDigest, 'two platforms make an image index')
     t.equal(layout.manifestDigests.length, 2)

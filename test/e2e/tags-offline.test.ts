@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { get, startMirror } from '../helpers/mirror.js'
 import { requirePrograms } from './helpers/programs.js'
 import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
-import { buildOciLayout } from './helpers/oci-image.js'
+import { AMD64_ARM64, buildOciLayout } from './helpers/oci-image.js'
 import { startTokenServer } from './helpers/token-server.js'
 import { startDistribution } from './helpers/distribution.js'
 import { pushLayout, skopeoCopy, skopeoInspect } from './helpers/skopeo.js'
@@ -15,10 +15,7 @@ import { MANIFEST_ACCEPT, readPulledOciLayout, sha256 } from './helpers/verify.j
 
 const TAG_TTL_MS = 1000
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const PLATFORMS = [
-  { os: 'linux', architecture: 'amd64' },
-  { os: 'linux', architecture: 'arm64' },
-]
+const PLATFORMS = AMD64_ARM64
 
 if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl'])) {
   t.test('a moved tag is seen after its TTL; with the upstream stopped, cached tags and blobs still pull', async (t) => {

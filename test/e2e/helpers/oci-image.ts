@@ -24,12 +24,18 @@ export interface Platform {
   variant?: string
 }
 
+/** The two platforms of the multi-arch test images: linux/amd64 (what this machine's clients pick) and linux/arm64. */
+export const AMD64_ARM64: readonly Platform[] = [
+  { os: 'linux', architecture: 'amd64' },
+  { os: 'linux', architecture: 'arm64' },
+]
+
 export interface BuildOciLayoutOptions {
   tag: string
   /** Size in bytes of the random file in each layer (the tar adds 1.5 KiB or so). */
   layerSizes: number[]
   /** Default: linux/amd64 only (what `ctr content fetch` picks on this machine). */
-  platforms?: Platform[]
+  platforms?: readonly Platform[]
 }
 
 export interface PlatformImage {
