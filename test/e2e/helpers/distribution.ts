@@ -12,8 +12,8 @@ import { writeFile, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { makeTempDir, removeTempDir } from './temp-dir.js'
-import { freePort } from './free-port.js'
-import { startProgram, waitUntilReady, type ChildProgram } from './child-program.js'
+import { startOnFreePort } from './free-port.js'
+import { startProgram, type ChildProgram } from './child-program.js'
 import { startCountingProxy, type CountingProxy, type RequestRecord } from './counting-proxy.js'
 import { startTokenServer, type TokenServer, type TokenServerOptions } from './token-server.js'
 import type { TestContext } from './test-context.js'
@@ -84,57 +84,51 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
       }
     }
 
-    let port = 0
-    for (let attempt = 1; ; attempt++) {
-      port = await freePort()
-      // JSON is YAML; distribution parses it with yaml.v2.
-      const config: Record<string, unknown> = {
-        version: '0.1',
-        log: { level: 'info', formatter: 'text', accesslog: { disabled: false }, fields: { service: 'registry' } },
-        storage: {
-          filesystem: { rootdirectory: storageDir },
-          delete: { enabled: true },
-          maintenance: { uploadpurging: { enabled: false } },
-        },
-        http: { addr: `127.0.0.1:${port}`, secret: randomBytes(16).toString('hex') },
-        health: { storagedriver: { enabled: false } },
-      }
-      if (tokenServer !== undefined) {
-        config.auth = {
-          token: {
-            realm: tokenServer.realm,
-            service: tokenServer.service,
-            issuer: tokenServer.issuer,
-            rootcertbundle: tokenServer.certPath,
+    const started = await startOnFreePort(
+      async (port) => {
+        // JSON is YAML; distribution parses it with yaml.v2.
+        const config: Record<string, unknown> = {
+          version: '0.1',
+          log: { level: 'info', formatter: 'text', accesslog: { disabled: false }, fields: { service: 'registry' } },
+          storage: {
+            filesystem: { rootdirectory: storageDir },
+            delete: { enabled: true },
+            maintenance: { uploadpurging: { enabled: false } },
           },
+          http: { addr: `127.0.0.1:${port}`, secret: randomBytes(16).toString('hex') },
+          health: { storagedriver: { enabled: false } },
         }
-      }
-      if (opts.proxy !== undefined) {
-        const p: Record<string, string> = { remoteurl: opts.proxy.remoteurl }
-        if (opts.proxy.username !== undefined) p.username = opts.proxy.username
-        if (opts.proxy.password !== undefined) p.password = opts.proxy.password
-        config.proxy = p
-      }
-      await writeFile(configPath, JSON.stringify(config, null, 2))
-      program = startProgram('docker-registry', 'docker-registry', ['serve', configPath], {
-        // REGISTRY_* variables override the config file: keep the host's out.
-        env: { ...withoutRegistryEnv(process.env), HOME: dir },
-        cwd: dir,
-      })
-      try {
-        await waitUntilReady(program, async () => {
-          const res = await fetch(`http://127.0.0.1:${port}/v2/`, { signal: AbortSignal.timeout(2000) })
-          await res.arrayBuffer()
-          return res.status === 200 || res.status === 401
+        if (tokenServer !== undefined) {
+          config.auth = {
+            token: {
+              realm: tokenServer.realm,
+              service: tokenServer.service,
+              issuer: tokenServer.issuer,
+              rootcertbundle: tokenServer.certPath,
+            },
+          }
+        }
+        if (opts.proxy !== undefined) {
+          const p: Record<string, string> = { remoteurl: opts.proxy.remoteurl }
+          if (opts.proxy.username !== undefined) p.username = opts.proxy.username
+          if (opts.proxy.password !== undefined) p.password = opts.proxy.password
+          config.proxy = p
+        }
+        await writeFile(configPath, JSON.stringify(config, null, 2))
+        return startProgram('docker-registry', 'docker-registry', ['serve', configPath], {
+          // REGISTRY_* variables override the config file: keep the host's out.
+          env: { ...withoutRegistryEnv(process.env), HOME: dir },
+          cwd: dir,
         })
-        break
-      } catch (err) {
-        const out = program.output()
-        await program.stop()
-        if (attempt < 3 && /address already in use/i.test(out)) continue
-        throw err
-      }
-    }
+      },
+      async (port) => {
+        const res = await fetch(`http://127.0.0.1:${port}/v2/`, { signal: AbortSignal.timeout(2000) })
+        await res.arrayBuffer()
+        return res.status === 200 || res.status === 401
+      },
+    )
+    program = started.program
+    const port = started.port
 
     proxy = await startCountingProxy(port, { bytesPerSecond: opts.linkBytesPerSecond })
     const counting = proxy

@@ -3,6 +3,7 @@
  * process may take the port, so the helpers that start programs on it retry their start a few times.
  */
 import { createServer } from 'node:net'
+import { waitUntilReady, type ChildProgram } from './child-program.js'
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -20,4 +21,27 @@ export async function freePort(): Promise<number> {
       server.close((err) => (err ? reject(err) : resolve(port)))
     })
   })
+}
+
+/**
+ * Starts a program on a free port and waits until `ready` says it answers. If another process took the port in
+ * the window freePort leaves, the program is started again on another port (three tries in all).
+ */
+export async function startOnFreePort(
+  start: (port: number) => ChildProgram | Promise<ChildProgram>,
+  ready: (port: number) => Promise<boolean>,
+): Promise<{ program: ChildProgram; port: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort()
+    const program = await start(port)
+    try {
+      await waitUntilReady(program, () => ready(port))
+      return { program, port }
+    } catch (err) {
+      const out = program.output()
+      await program.stop()
+      if (attempt < 3 && /address already in use/i.test(out)) continue
+      throw err
+    }
+  }
 }

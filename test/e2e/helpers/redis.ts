@@ -4,8 +4,8 @@
  */
 import { connect } from 'node:net'
 import { makeTempDir, removeTempDir } from './temp-dir.js'
-import { freePort } from './free-port.js'
-import { startProgram, waitUntilReady, type ChildProgram } from './child-program.js'
+import { startOnFreePort } from './free-port.js'
+import { startProgram, type ChildProgram } from './child-program.js'
 import type { TestContext } from './test-context.js'
 
 export interface Redis {
@@ -47,26 +47,18 @@ export async function startRedis(opts: { t?: TestContext } = {}): Promise<Redis>
     await removeTempDir(dir)
   }
   try {
-    let port = 0
-    for (let attempt = 1; ; attempt++) {
-      port = await freePort()
-      const p = port
-      program = startProgram(
-        'redis-server',
-        'redis-server',
-        ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', '--protected-mode', 'yes', '--loglevel', 'notice'],
-        { cwd: dir },
-      )
-      try {
-        await waitUntilReady(program, async () => (await redisCommand(p, 'PING', 1000)) === '+PONG')
-        break
-      } catch (err) {
-        const out = program.output()
-        await program.stop()
-        if (attempt < 3 && /address already in use/i.test(out)) continue
-        throw err
-      }
-    }
+    const started = await startOnFreePort(
+      (p) =>
+        startProgram(
+          'redis-server',
+          'redis-server',
+          ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', '--protected-mode', 'yes', '--loglevel', 'notice'],
+          { cwd: dir },
+        ),
+      async (p) => (await redisCommand(p, 'PING', 1000)) === '+PONG',
+    )
+    program = started.program
+    const port = started.port
     let stopped: Promise<void> | undefined
     const stop = (): Promise<void> => (stopped ??= cleanup())
     opts.t?.teardown(stop)
