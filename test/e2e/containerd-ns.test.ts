@@ -8,7 +8,6 @@ import { join } from 'node:path'
 import { requirePrograms } from './helpers/programs.js'
 import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
 import { buildOciLayout } from './helpers/oci-image.js'
-import { startTokenServer } from './helpers/token-server.js'
 import { startDistribution } from './helpers/distribution.js'
 import { pushLayout } from './helpers/skopeo.js'
 import { startContainerd, writeHostsToml } from './helpers/containerd.js'
@@ -18,9 +17,8 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'opens
   t.test('ctr pulls docker.io and ghcr.io images through regmirror via ?ns=', async (t) => {
     const work = await makeTempDir('ctr-ns')
     t.teardown(() => removeTempDir(work))
-    const tokens = await startTokenServer({ users: { pusher: 'secret' } })
-    t.teardown(tokens.stop)
-    const hub = await startDistribution({ auth: 'token', tokenServer: tokens, t })
+    const hub = await startDistribution({ auth: 'token', tokenServer: { users: { pusher: 'secret' } }, t })
+    const tokens = hub.tokenServer!
     const ghcr = await startDistribution({ auth: 'none', t })
 
     const hubImage = await buildOciLayout(join(work, 'hub'), { tag: 'v1', layerSizes: [512 * 1024] })

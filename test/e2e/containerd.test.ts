@@ -10,7 +10,6 @@ import { startMirror } from '../helpers/mirror.js'
 import { requirePrograms } from './helpers/programs.js'
 import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
 import { AMD64_ARM64, buildOciLayout } from './helpers/oci-image.js'
-import { startTokenServer } from './helpers/token-server.js'
 import { startDistribution } from './helpers/distribution.js'
 import { pushLayout } from './helpers/skopeo.js'
 import { startContainerd, writeHostsToml } from './helpers/containerd.js'
@@ -20,9 +19,7 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'opens
   t.test('ctr content fetch of docker.io/e2e/app through the mirror, per platform, cold then warm', async (t) => {
     const work = await makeTempDir('ctr')
     t.teardown(() => removeTempDir(work))
-    const tokens = await startTokenServer({ users: { pusher: 'secret' } })
-    t.teardown(tokens.stop)
-    const hub = await startDistribution({ auth: 'token', tokenServer: tokens, t })
+    const hub = await startDistribution({ auth: 'token', tokenServer: { users: { pusher: 'secret' } }, t })
     // The mirror's default upstream is another registry that does not have the image: only ?ns=docker.io
     // can send ctr's requests to the right one.
     const other = await startDistribution({ auth: 'none', t })

@@ -11,7 +11,6 @@ import { startMirror } from '../helpers/mirror.js'
 import { requirePrograms } from './helpers/programs.js'
 import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
 import { AMD64_ARM64, buildOciLayout } from './helpers/oci-image.js'
-import { startTokenServer } from './helpers/token-server.js'
 import { startDistribution } from './helpers/distribution.js'
 import { pushLayout } from './helpers/skopeo.js'
 import { startDockerd } from './helpers/dockerd.js'
@@ -21,9 +20,7 @@ if (requirePrograms(t, ['dockerd', 'docker', 'docker-registry', 'skopeo', 'opens
   t.test('docker pull through registry-mirrors (right platform, then from the cache) and through the path prefix', async (t) => {
     const work = await makeTempDir('docker')
     t.teardown(() => removeTempDir(work))
-    const tokens = await startTokenServer({ users: { pusher: 'secret' } })
-    t.teardown(tokens.stop)
-    const hub = await startDistribution({ auth: 'token', tokenServer: tokens, t })
+    const hub = await startDistribution({ auth: 'token', tokenServer: { users: { pusher: 'secret' } }, t })
     const app = await buildOciLayout(join(work, 'app'), {
       tag: 'v1',
       layerSizes: [3 * 1024 * 1024, 256 * 1024],

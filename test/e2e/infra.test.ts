@@ -9,7 +9,6 @@ import { join } from 'node:path'
 import { requirePrograms } from './helpers/programs.js'
 import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
 import { AMD64_ARM64, buildOciLayout } from './helpers/oci-image.js'
-import { startTokenServer } from './helpers/token-server.js'
 import { startDistribution } from './helpers/distribution.js'
 import { pushLayout, skopeoCopy, skopeoInspect } from './helpers/skopeo.js'
 import { startContainerd, writeHostsToml } from './helpers/containerd.js'
@@ -30,9 +29,8 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'redis
     t.equal(layout.manifestDigests.length, 2)
     t.equal(layout.layerDigests.length, 4)
 
-    const tokens = await startTokenServer({ users: { pusher: 'secret' } })
-    t.teardown(tokens.stop)
-    const registry = await startDistribution({ auth: 'token', tokenServer: tokens, t })
+    const registry = await startDistribution({ auth: 'token', tokenServer: { users: { pusher: 'secret' } }, t })
+    const tokens = registry.tokenServer!
     const ref = `docker://${registry.hostPort}/e2e/smoke:v1`
 
     await t.rejects(pushLayout(layout.layoutDir, 'v1', registry.hostPort, 'e2e/smoke'), 'anonymous push is refused')

@@ -12,7 +12,6 @@ import { metadataConformance } from '../helpers/metadata-conformance.js'
 import { get, startMirror } from '../helpers/mirror.js'
 import { requirePrograms } from './helpers/programs.js'
 import { redisCommand, startRedis } from './helpers/redis.js'
-import { startTokenServer } from './helpers/token-server.js'
 import { startDistribution } from './helpers/distribution.js'
 import { buildOciLayout } from './helpers/oci-image.js'
 import { pushLayout } from './helpers/skopeo.js'
@@ -49,9 +48,8 @@ if (requirePrograms(t, ['redis-server', 'docker-registry', 'skopeo', 'openssl'])
     const work = await makeTempDir('shared')
     t.teardown(() => removeTempDir(work))
     const redis = await startRedis({ t })
-    const tokens = await startTokenServer({ users: { pusher: 'secret' } })
-    t.teardown(tokens.stop)
-    const registry = await startDistribution({ auth: 'token', tokenServer: tokens, t })
+    const registry = await startDistribution({ auth: 'token', tokenServer: { users: { pusher: 'secret' } }, t })
+    const tokens = registry.tokenServer!
     const app = await buildOciLayout(join(work, 'app'), { tag: 'v1', layerSizes: [512 * 1024] })
     const other = await buildOciLayout(join(work, 'other'), { tag: 'v1', layerSizes: [256 * 1024] })
     await pushLayout(app.layoutDir, 'v1', registry.hostPort, 'e2e/app', { destCreds: 'pusher:secret' })

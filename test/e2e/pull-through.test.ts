@@ -9,7 +9,7 @@ import { startMirror, type TestMirror } from '../helpers/mirror.js'
 import { requirePrograms } from './helpers/programs.js'
 import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
 import { AMD64_ARM64, buildOciLayout, type OciLayout } from './helpers/oci-image.js'
-import { startTokenServer, type TokenServer } from './helpers/token-server.js'
+import type { TokenServer } from './helpers/token-server.js'
 import { startDistribution, type Distribution } from './helpers/distribution.js'
 import { pushLayout, skopeoCopy, skopeoInspect } from './helpers/skopeo.js'
 import { blobGets, readPulledDir, readPulledOciLayout, sha256 } from './helpers/verify.js'
@@ -34,9 +34,8 @@ interface Setup {
 async function setup(): Promise<Setup> {
   const work = await makeTempDir('pull')
   t.teardown(() => removeTempDir(work))
-  const tokens = await startTokenServer({ users: { pusher: 'secret' } })
-  t.teardown(tokens.stop)
-  const hub = await startDistribution({ auth: 'token', tokenServer: tokens, t })
+  const hub = await startDistribution({ auth: 'token', tokenServer: { users: { pusher: 'secret' } }, t })
+  const tokens = hub.tokenServer!
   const ghcr = await startDistribution({ auth: 'none', t })
   const [app, multi, tool] = await Promise.all([
     buildOciLayout(join(work, 'app'), { tag: 'v1', layerSizes: [3 * MiB, 1 * MiB], platforms: PLATFORMS }),

@@ -8,7 +8,6 @@ import { get, startMirror } from '../helpers/mirror.js'
 import { requirePrograms } from './helpers/programs.js'
 import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
 import { AMD64_ARM64, buildOciLayout } from './helpers/oci-image.js'
-import { startTokenServer } from './helpers/token-server.js'
 import { startDistribution } from './helpers/distribution.js'
 import { pushLayout, skopeoCopy, skopeoInspect } from './helpers/skopeo.js'
 import { MANIFEST_ACCEPT, readPulledOciLayout, sha256 } from './helpers/verify.js'
@@ -21,9 +20,7 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl'])) {
   t.test('a moved tag is seen after its TTL; with the upstream stopped, cached tags and blobs still pull', async (t) => {
     const work = await makeTempDir('tags')
     t.teardown(() => removeTempDir(work))
-    const tokens = await startTokenServer({ users: { pusher: 'secret' } })
-    t.teardown(tokens.stop)
-    const hub = await startDistribution({ auth: 'token', tokenServer: tokens, t })
+    const hub = await startDistribution({ auth: 'token', tokenServer: { users: { pusher: 'secret' } }, t })
     const [first, second] = await Promise.all([
       buildOciLayout(join(work, 'first'), { tag: 'v1', layerSizes: [1024 * 1024, 300 * 1024], platforms: PLATFORMS }),
       buildOciLayout(join(work, 'second'), { tag: 'v1', layerSizes: [1024 * 1024, 300 * 1024], platforms: PLATFORMS }),
