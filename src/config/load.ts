@@ -33,19 +33,6 @@ export type { Config, Credentials, TtlRule, UpstreamConfig } from './schema.js';
 
 type Env = Record<string, string | undefined>;
 
-/** Environment variables read by the loader, with the config field each one sets. */
-export const ENV_VARS = {
-  REGMIRROR_CONFIG: 'path of the YAML configuration file',
-  REGMIRROR_LISTEN: 'listen',
-  REGMIRROR_DATA: 'dataDir',
-  REGMIRROR_MAX_SIZE: 'cache.maxSize',
-  REGMIRROR_LOG_LEVEL: 'log.level',
-  REGMIRROR_REDIS: 'metadata.redis',
-  REGMIRROR_DEFAULT_UPSTREAM: 'defaultUpstream',
-  REGMIRROR_TAG_TTL: 'tagTtl',
-  REGMIRROR_UPSTREAMS: 'upstreams (NAME=URL,...)',
-} as const;
-
 /** Overrides from one layer above the file (environment or flags). */
 interface Overlay {
   listen?: { host: string; port: number };

@@ -10,10 +10,6 @@ export const MANIFEST_ACCEPT = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MAN
 
 export const MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 
-export function isIndexType(mediaType: string): boolean {
-  return mediaType === OCI_INDEX || mediaType === DOCKER_LIST
-}
-
 /** Media types named by an Accept header (possibly several headers), parameters stripped. */
 export function parseAccept(header: string | string[] | undefined): string[] {
   if (header === undefined) return []
