@@ -87,7 +87,8 @@ function parseOverlay(
     upstreams?: string[];
     pins?: string[];
   },
-  names: Record<keyof typeof values, string>,
+  // Only the keys a layer can set need a name (the environment sets no pins).
+  names: { [K in keyof typeof values]?: string },
   problems: string[],
 ): Overlay {
   const o: Overlay = { upstreams: [], pins: [] };
@@ -95,7 +96,7 @@ function parseOverlay(
     try {
       fn();
     } catch (e) {
-      problems.push(`${names[key]}: ${(e as Error).message}`);
+      problems.push(`${names[key] ?? key}: ${(e as Error).message}`);
     }
   };
   const v = values;
@@ -137,7 +138,6 @@ function envOverlay(env: Env, problems: string[]): Overlay {
       defaultUpstream: 'REGMIRROR_DEFAULT_UPSTREAM',
       tagTtl: 'REGMIRROR_TAG_TTL',
       upstreams: 'REGMIRROR_UPSTREAMS',
-      pins: 'REGMIRROR_PINS',
     },
     problems,
   );
@@ -232,7 +232,6 @@ function crossChecks(raw: unknown, env: Overlay, flags: Overlay, problems: strin
   };
   const pins = isRecord(r.cache) && Array.isArray(r.cache.pins) ? r.cache.pins : [];
   pins.forEach((p, i) => checkPin(`cache.pins[${i}]`, p));
-  for (const p of env.pins) checkPin('REGMIRROR_PINS', p);
   for (const p of flags.pins) checkPin('--pin', p);
 }
 
