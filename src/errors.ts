@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'TOOMANYREQUESTS'
   | 'UNAVAILABLE'
   | 'RANGE_NOT_SATISFIABLE'
+  | 'PAGINATION_NUMBER_INVALID'
   | 'UPSTREAM_UNKNOWN'
   // Internal: an upstream misbehaved. Mapped to 502/503 on the wire.
   | 'UPSTREAM_ERROR'
@@ -25,8 +26,11 @@ export type ErrorCode =
   | 'UPSTREAM_OFFLINE'
   | 'DIGEST_MISMATCH'
   | 'SIZE_MISMATCH'
+  | 'BLOB_SIZE_UNKNOWN'
   | 'MANIFEST_TOO_LARGE'
   | 'REDIRECT_INVALID'
+  | 'ADDRESS_DENIED'
+  | 'UPSTREAM_MANIFEST_INVALID'
   | 'REALM_DENIED'
   | 'CACHE_IO'
   | 'INTERNAL'
@@ -51,7 +55,25 @@ export function isRegmirrorError(err: unknown, code?: ErrorCode): err is Regmirr
   return err instanceof RegmirrorError && (code === undefined || err.code === code)
 }
 
-/** Upstream failures after which a cached copy may be served instead (stale-if-error). */
+/**
+ * Upstream answers that are wrong rather than unavailable: refused, counted and logged, and
+ * never cached.
+ */
+export const REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'DIGEST_MISMATCH',
+  'SIZE_MISMATCH',
+  'BLOB_SIZE_UNKNOWN',
+  'MANIFEST_TOO_LARGE',
+  'UPSTREAM_MANIFEST_INVALID',
+  'REDIRECT_INVALID',
+  'ADDRESS_DENIED',
+  'REALM_DENIED',
+])
+
+/**
+ * Upstream failures after which a cached copy may be served instead (stale-if-error). A wrong
+ * answer is as much a failure of the upstream as no answer: it never becomes the client's error.
+ */
 export function isUpstreamFailure(err: unknown): boolean {
   if (!(err instanceof RegmirrorError)) return false
   return (
@@ -59,6 +81,7 @@ export function isUpstreamFailure(err: unknown): boolean {
     err.code === 'UPSTREAM_TIMEOUT' ||
     err.code === 'UPSTREAM_OFFLINE' ||
     err.code === 'UNAVAILABLE' ||
-    err.code === 'TOOMANYREQUESTS'
+    err.code === 'TOOMANYREQUESTS' ||
+    REFUSALS.has(err.code)
   )
 }

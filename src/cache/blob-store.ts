@@ -62,6 +62,23 @@ export class BlobStore {
     return readFile(this.pathFor(d))
   }
 
+  /**
+   * The whole file if it is at most `limit` bytes, else undefined without reading it: a layer
+   * asked for as a manifest must not be read into memory. Throws when the file is missing.
+   */
+  async readSmall(d: Digest, limit: number): Promise<Buffer | undefined> {
+    const fh = await open(this.pathFor(d), 'r')
+    try {
+      const { size } = await fh.stat()
+      if (size > limit) return undefined
+      const buf = Buffer.allocUnsafe(size)
+      const { bytesRead } = await fh.read(buf, 0, size, 0)
+      return buf.subarray(0, bytesRead)
+    } finally {
+      await fh.close()
+    }
+  }
+
   /** Moves a verified, fsynced temp file into place. */
   async commit(tmpPath: string, d: Digest): Promise<void> {
     const dest = this.pathFor(d)
@@ -134,11 +151,11 @@ export class BlobStore {
   }
 }
 
-/** Writes a small file atomically (tmp + rename), for link and metadata files. */
+/** Writes a small file atomically (tmp + rename), for link and metadata files. A failure leaves no temp file. */
 export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
   const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`
-  await writeFile(tmp, data)
   try {
+    await writeFile(tmp, data)
     await rename(tmp, path)
   } catch (err) {
     await unlink(tmp).catch(() => {})

@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path'
 import { Keyv } from 'keyv'
 import { LRUCache } from 'lru-cache'
 import type { Logger } from '../log.js'
-import type { Digest } from '../oci/reference.js'
+import { isValidDigest, type Digest } from '../oci/reference.js'
 import type { CachedToken, SharedTokenStore } from '../upstream/auth.js'
 import { writeFileAtomic } from './blob-store.js'
 
@@ -156,13 +156,13 @@ export class MetadataStore implements SharedTokenStore {
   async getTag(upstream: string, repo: string, tag: string): Promise<TagRecord | undefined> {
     const key = this.tagKey(upstream, repo, tag)
     let rec = (await this.kvOp(() => this.kv.get<TagRecord>(key))) ?? undefined
-    if (rec && typeof rec.digest === 'string') return rec
+    if (isTagRecord(rec)) return rec
     try {
       rec = JSON.parse(await readFile(this.tagPath(upstream, repo, tag), 'utf8')) as TagRecord
     } catch {
       return undefined
     }
-    if (typeof rec.digest !== 'string' || typeof rec.mediaType !== 'string') return undefined
+    if (!isTagRecord(rec)) return undefined
     await this.kvOp(() => this.kv.set(key, rec, TAG_RECORD_TTL_MS))
     return rec
   }
@@ -199,6 +199,12 @@ export class MetadataStore implements SharedTokenStore {
     await writeFileAtomic(path, JSON.stringify(info))
   }
 
+  async deleteManifestInfo(d: Digest): Promise<void> {
+    await unlink(this.manifestInfoPath(d)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err
+    })
+  }
+
   // Tokens live in keyv only (no disk copy: they are secrets and short-lived), under a hash of
   // realm + service + scope, with a TTL equal to their remaining lifetime.
   private tokenKey(key: string): string {
@@ -231,4 +237,11 @@ export class MetadataStore implements SharedTokenStore {
       await store.disconnect(true).catch(() => {})
     }
   }
+}
+
+/** A record as this program writes it; anything else (a damaged file, a foreign key in a shared Redis) is no record. */
+function isTagRecord(r: unknown): r is TagRecord {
+  if (typeof r !== 'object' || r === null) return false
+  const o = r as Partial<TagRecord>
+  return typeof o.digest === 'string' && isValidDigest(o.digest) && typeof o.mediaType === 'string' && typeof o.checkedAt === 'number'
 }

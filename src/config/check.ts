@@ -30,6 +30,7 @@ export function toFileShape(c: Config): Record<string, unknown> {
       ...(u.allow.length ? { allow: u.allow } : {}),
       ...(u.deny.length ? { deny: u.deny } : {}),
       ...(u.realms.length ? { realms: u.realms } : {}),
+      ...(u.allowedNetworks.length ? { allowedNetworks: u.allowedNetworks } : {}),
     })),
     cache: { maxSize: formatSize(c.cache.maxSize), pins: c.cache.pins, touchInterval: d(c.cache.touchInterval) },
     metadata: c.metadata,

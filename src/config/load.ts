@@ -254,6 +254,7 @@ function buildUpstream(
     allow: [...(entry?.allow ?? [])],
     deny: [...(entry?.deny ?? [])],
     realms: [...new Set(entry?.realms ?? [])],
+    allowedNetworks: [...new Set(entry?.allowedNetworks ?? [])],
   };
   const c = entry?.credentials;
   if (c && (c.username !== undefined || c.password !== undefined || c.token !== undefined)) u.credentials = { ...c };

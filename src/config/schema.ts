@@ -6,6 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve as resolvePath } from 'node:path';
 import { z } from 'zod';
+import { BlockList } from 'node:net';
+import { addNetwork } from '../upstream/address-policy.js';
 import { parseDuration, parseSize } from './durations.js';
 
 export { ttlFor, repoAllowed, globMatch } from './match.js';
@@ -50,6 +52,8 @@ export interface UpstreamConfig {
   deny: string[];
   /** extra allowed token realm hosts (besides the upstream's own registrable domain) */
   realms: string[];
+  /** CIDR networks redirect targets and token realms may reach although loopback, link-local, private or unique-local */
+  allowedNetworks: string[];
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -149,6 +153,20 @@ export function parseListen(v: string | number): { host: string; port: number } 
   return { host, port };
 }
 
+/**
+ * A text about a URL with any `user:password@` replaced, for messages: whatever was typed where a
+ * URL belongs is never echoed with its secret, valid URL or not.
+ */
+export function redactUserinfo(text: string): string {
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s"]*@/gi, '$1[REDACTED]@');
+}
+
+/** Validates a network in CIDR notation (`10.0.0.0/8`, `fd00::/8`) or a single address. */
+export function parseNetwork(v: string): string {
+  addNetwork(new BlockList(), v);
+  return v.trim();
+}
+
 /** Validates an http(s) base URL and returns it without trailing slashes. */
 export function parseHttpUrl(v: string): string {
   let u: URL;
@@ -193,7 +211,7 @@ export function parseLogLevel(v: string): LogLevel {
 /** `NAME=URL` as used by --upstream and REGMIRROR_UPSTREAMS. */
 export function parseUpstreamAssignment(v: string): { name: string; url: string } {
   const i = v.indexOf('=');
-  if (i <= 0) throw new Error(`must be NAME=URL, got ${JSON.stringify(v)}`);
+  if (i <= 0 || v.slice(0, i).includes('//')) throw new Error(`must be NAME=URL, got ${JSON.stringify(redactUserinfo(v))}`);
   const name = parseUpstreamName(v.slice(0, i).trim());
   let url: string;
   try {
@@ -363,6 +381,7 @@ export function upstreamEntrySchema(sc: SchemaContext) {
     allow: globList().optional(),
     deny: globList().optional(),
     realms: z.array(hostField()).optional(),
+    allowedNetworks: z.array(parsed(parseNetwork, { what: 'a network like 10.0.0.0/8' })).optional(),
   });
 }
 

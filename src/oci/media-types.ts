@@ -26,26 +26,6 @@ export function accepts(accept: string[], mediaType: string): boolean {
   return accept.includes(mediaType) || accept.includes('*/*') || accept.includes('application/*')
 }
 
-/**
- * The media type of a manifest body, for manifests stored without one (imported or legacy).
- * OCI manifests may omit `mediaType`; their shape says what they are.
- */
-export function inferMediaType(body: Buffer): string | undefined {
-  let doc: unknown
-  try {
-    doc = JSON.parse(body.toString('utf8'))
-  } catch {
-    return undefined
-  }
-  if (typeof doc !== 'object' || doc === null) return undefined
-  const m = doc as Record<string, unknown>
-  if (typeof m.mediaType === 'string') return m.mediaType
-  if (m.schemaVersion === 1) return DOCKER_SCHEMA1_SIGNED
-  if (Array.isArray(m.manifests)) return OCI_INDEX
-  if (typeof m.config === 'object') return OCI_MANIFEST
-  return undefined
-}
-
 export interface IndexEntry {
   digest: string
   mediaType: string

@@ -52,6 +52,11 @@ export function parseDigest(s: string): Digest {
   return { algorithm: 'sha256', hex, value: s }
 }
 
+/** Whether `s` is a sha256 digest this mirror can store and verify. */
+export function isValidDigest(s: string): boolean {
+  return s.length === 71 && s.startsWith('sha256:') && SHA256_HEX_RE.test(s.slice(7))
+}
+
 export function isDigest(ref: string): boolean {
   return ref.includes(':')
 }

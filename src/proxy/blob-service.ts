@@ -4,12 +4,11 @@ import type { Config, UpstreamConfig } from '../config/schema.js'
 import type { BlobStore } from '../cache/blob-store.js'
 import { Fill, type FillBody } from '../cache/fill.js'
 import type { LruIndex } from '../cache/lru-index.js'
-import { RegmirrorError } from '../errors.js'
+import { REFUSALS, RegmirrorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import type { Digest } from '../oci/reference.js'
 import { header, type UpstreamClient } from '../upstream/client.js'
-import { REFUSALS } from './manifest-service.js'
 import { upstreamFailure } from './upstream-errors.js'
 
 export interface BlobHandle {

@@ -6,12 +6,13 @@ import { isWriteError } from '../cache/fill.js'
 import type { LruIndex } from '../cache/lru-index.js'
 import type { MetadataStore } from '../cache/metadata-store.js'
 import type { Pins } from '../cache/pins.js'
-import { RegmirrorError, isRegmirrorError, type ErrorCode } from '../errors.js'
+import { REFUSALS, RegmirrorError, isRegmirrorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
-import { MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, inferMediaType } from '../oci/media-types.js'
+import { checkManifest } from '../oci/manifest.js'
+import { MANIFEST_ACCEPT, MAX_MANIFEST_SIZE } from '../oci/media-types.js'
 import { parseDigest, type Digest } from '../oci/reference.js'
-import { header, readBounded, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js'
+import { header, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js'
 import { SingleFlight } from '../single-flight.js'
 import { upstreamFailure } from './upstream-errors.js'
 
@@ -44,25 +45,38 @@ export class ManifestService {
     private readonly pins?: Pins,
   ) {}
 
-  /** The cached manifest, or undefined. */
+  /**
+   * The cached manifest, or undefined. What is on disk under a digest is served as a manifest
+   * only if it is one: at most MAX_MANIFEST_SIZE (a layer is never read into memory for this),
+   * still hashing to its digest, and with a manifest's media type and structure.
+   */
   async cached(d: Digest): Promise<Manifest | undefined> {
     const mem = this.memory.get(d.value)
     if (mem && this.index.has(d.value)) {
       this.index.touch(d.value)
       return mem
     }
-    if (!this.index.has(d.value)) return undefined
-    let body: Buffer
+    const size = this.index.sizeOf(d.value)
+    if (size === undefined || size > MAX_MANIFEST_SIZE) return undefined
+    let body: Buffer | undefined
     try {
-      body = await this.store.readAll(d)
+      body = await this.store.readSmall(d, MAX_MANIFEST_SIZE)
     } catch {
       this.index.forget(d.value)
       return undefined
     }
+    if (body === undefined) return undefined
+    if (createHash('sha256').update(body).digest('hex') !== d.hex) {
+      // Changed on disk since it was verified: never served; removed so it is fetched again.
+      this.log.error({ digest: d.value }, 'cached manifest does not match its digest; removed from the cache')
+      this.index.forget(d.value)
+      await this.store.remove(d).catch(() => {})
+      return undefined
+    }
     const info = await this.metadata.getManifestInfo(d)
-    const mediaType = info?.mediaType ?? inferMediaType(body)
-    if (!mediaType) return undefined
-    const m = { digest: d.value, mediaType, body }
+    const check = checkManifest(body, info?.mediaType)
+    if (!check.ok) return undefined
+    const m = { digest: d.value, mediaType: check.mediaType, body }
     this.memory.set(d.value, m)
     this.index.touch(d.value)
     return m
@@ -106,7 +120,7 @@ export class ManifestService {
       headers: { accept: MANIFEST_ACCEPT },
     })
     if (res.status !== 200) throw await upstreamFailure(up, res, 'MANIFEST_UNKNOWN')
-    const body = await readLimited(res, MAX_MANIFEST_SIZE, up)
+    const body = await readLimitedWith(this.upstream, res, MAX_MANIFEST_SIZE, up)
     const hex = createHash('sha256').update(body).digest('hex')
     const digest = `sha256:${hex}`
     const claimed = header(res.headers, 'docker-content-digest')
@@ -118,11 +132,13 @@ export class ManifestService {
         detail: { upstream: up.name, digest: want },
       })
     }
-    const contentType = (header(res.headers, 'content-type') ?? '').split(';')[0]?.trim() ?? ''
-    const mediaType = contentType && contentType !== 'application/octet-stream' && contentType !== 'application/json' ? contentType : inferMediaType(body)
-    if (!mediaType) {
-      throw new RegmirrorError('MANIFEST_INVALID', 'upstream manifest has no recognisable media type', { detail: { upstream: up.name } })
+    const check = checkManifest(body, header(res.headers, 'content-type'))
+    if (!check.ok) {
+      throw new RegmirrorError('UPSTREAM_MANIFEST_INVALID', `${up.name} answered something that is not a manifest: ${check.reason}`, {
+        detail: { upstream: up.name, reason: check.reason },
+      })
     }
+    const mediaType = check.mediaType
     const d = parseDigest(digest)
     const m: Manifest = { digest, mediaType, body }
     try {
@@ -142,10 +158,7 @@ export class ManifestService {
   }
 }
 
-/** Upstream answers that are wrong rather than unavailable: refused, counted and logged. */
-export const REFUSALS = new Set<ErrorCode>(['DIGEST_MISMATCH', 'SIZE_MISMATCH', 'MANIFEST_TOO_LARGE', 'REDIRECT_INVALID'])
-
-async function readLimited(res: UpstreamResponse, limit: number, up: UpstreamConfig): Promise<Buffer> {
+async function readLimitedWith(upstream: UpstreamClient, res: UpstreamResponse, limit: number, up: UpstreamConfig): Promise<Buffer> {
   const tooLarge = () =>
     new RegmirrorError('MANIFEST_TOO_LARGE', `manifest from ${up.name} is larger than ${limit} bytes`, { detail: { upstream: up.name } })
   const declared = Number(header(res.headers, 'content-length') ?? NaN)
@@ -153,7 +166,7 @@ async function readLimited(res: UpstreamResponse, limit: number, up: UpstreamCon
     res.body.destroy()
     throw tooLarge()
   }
-  const body = await readBounded(res, limit, tooLarge)
+  const body = await upstream.readSmall(up, res, limit, tooLarge)
   if (Number.isFinite(declared) && declared !== body.length) {
     throw new RegmirrorError('SIZE_MISMATCH', `manifest from ${up.name} is not the size announced`, { detail: { upstream: up.name } })
   }

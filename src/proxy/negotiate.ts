@@ -1,7 +1,7 @@
 import type { UpstreamConfig } from '../config/schema.js'
 import { RegmirrorError } from '../errors.js'
 import { DOCKER_LIST, DOCKER_MANIFEST, OCI_MANIFEST, accepts, indexEntries } from '../oci/media-types.js'
-import { parseDigest } from '../oci/reference.js'
+import { isValidDigest, parseDigest } from '../oci/reference.js'
 import type { Manifest, ManifestService } from './manifest-service.js'
 
 /**
@@ -21,7 +21,7 @@ export async function negotiate(
   if (accepts(accept, m.mediaType)) return m
   if (m.mediaType === DOCKER_LIST && (accepts(accept, DOCKER_MANIFEST) || accepts(accept, OCI_MANIFEST))) {
     const entry = indexEntries(m.body).find((e) => e.platform?.os === 'linux' && e.platform?.architecture === 'amd64')
-    if (entry && accepts(accept, entry.mediaType)) {
+    if (entry && accepts(accept, entry.mediaType) && isValidDigest(entry.digest)) {
       return (await manifests.get(up, repo, parseDigest(entry.digest))).manifest
     }
   }

@@ -2,11 +2,11 @@ import { ttlFor, type UpstreamConfig } from '../config/schema.js'
 import { isWriteError } from '../cache/fill.js'
 import type { MetadataStore, TagRecord } from '../cache/metadata-store.js'
 import type { Pins } from '../cache/pins.js'
-import { isRegmirrorError, isUpstreamFailure } from '../errors.js'
+import { RegmirrorError, isRegmirrorError, isUpstreamFailure } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import { MANIFEST_ACCEPT } from '../oci/media-types.js'
-import { parseDigest } from '../oci/reference.js'
+import { isValidDigest, parseDigest, type Digest } from '../oci/reference.js'
 import { header, type UpstreamClient } from '../upstream/client.js'
 import type { Manifest, ManifestService } from './manifest-service.js'
 import { SingleFlight } from '../single-flight.js'
@@ -81,8 +81,8 @@ export class TagService {
             await this.metadata.setTag(up.name, repo, tag, { ...rec, checkedAt: Date.now() })
             return { manifest: cached, cache: 'hit' }
           }
-          if (digest?.startsWith('sha256:')) {
-            const { manifest } = await this.manifests.get(up, repo, parseDigest(digest))
+          if (digest !== undefined) {
+            const { manifest } = await this.manifests.get(up, repo, upstreamDigest(up, digest))
             await this.record(up, repo, tag, manifest)
             return { manifest, cache: 'miss' }
           }
@@ -127,4 +127,14 @@ export class TagService {
     }
     await this.pins?.onTag(up.name, repo, tag, m.digest)
   }
+}
+
+/** A digest an upstream gave in a header: one that is not a sha256 digest is the upstream's fault, not the client's. */
+function upstreamDigest(up: UpstreamConfig, value: string): Digest {
+  if (!isValidDigest(value)) {
+    throw new RegmirrorError('UPSTREAM_ERROR', `${up.name} answered a malformed Docker-Content-Digest`, {
+      detail: { upstream: up.name, digest: value.slice(0, 100) },
+    })
+  }
+  return parseDigest(value)
 }

@@ -81,8 +81,14 @@ export function registrableDomain(host: string): string {
   return labels.slice(-2).join('.')
 }
 
-/** Whether a token realm may receive this upstream's credentials. */
-export function realmAllowed(upstreamUrl: string, realm: string, extra: readonly string[]): boolean {
+/**
+ * Whether this upstream may use a token realm. The realm must be listed in `realms`, or be on
+ * the upstream's own host, or on another host of its registrable domain (`auth.docker.io` for
+ * `registry-1.docker.io`). On the upstream's own host the rule is "same server": when the token
+ * request carries the upstream's credentials, scheme and port must match too, so they never
+ * reach another service on another port of the same machine.
+ */
+export function realmAllowed(upstreamUrl: string, realm: string, extra: readonly string[], withCredentials = true): boolean {
   let realmUrl: URL
   try {
     realmUrl = new URL(realm)
@@ -96,6 +102,9 @@ export function realmAllowed(upstreamUrl: string, realm: string, extra: readonly
   if (up.protocol === 'https:' && realmUrl.protocol !== 'https:') return false
   const host = realmUrl.hostname.toLowerCase()
   if (extra.some((h) => h.toLowerCase() === host || h.toLowerCase() === realmUrl.host.toLowerCase())) return true
+  if (host === up.hostname.toLowerCase()) return !withCredentials || realmUrl.origin === up.origin
+  // An address or a single-label name has no domain to share with anything but itself.
+  if (isIP(host.replace(/^\[|\]$/g, '')) !== 0 || !host.includes('.')) return false
   return registrableDomain(host) === registrableDomain(up.hostname)
 }
 

@@ -1,8 +1,10 @@
-import { Agent, errors as undiciErrors, type Dispatcher } from 'undici'
+import { isIP } from 'node:net'
+import { Agent, buildConnector, errors as undiciErrors, type Dispatcher } from 'undici'
 import type { Config, UpstreamConfig } from '../config/schema.js'
-import { RegmirrorError } from '../errors.js'
+import { REFUSALS, RegmirrorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
+import { AddressPolicy } from './address-policy.js'
 import { TokenCache, parseChallenges, realmAllowed, type SharedTokenStore } from './auth.js'
 import { UpstreamHealth } from './health.js'
 import { SingleFlight } from '../single-flight.js'
@@ -29,21 +31,39 @@ export interface UpstreamRequest {
 }
 
 const MAX_REDIRECTS = 5
+/** A token response is a few kilobytes of JSON; anything near this is not one. */
+const MAX_TOKEN_RESPONSE = 64 * 1024
+/** Tokens are renewed at least this often whatever lifetime the realm claims. */
+const MAX_TOKEN_LIFETIME_S = 24 * 3600
+// What may go into an Authorization header: visible ASCII, no spaces, quotes or line breaks.
+const TOKEN_RE = /^[\x21-\x7e]{1,16384}$/
 
 /**
  * Reads a whole upstream body, refusing it (with `tooLarge()`) as soon as it passes `limit`
- * bytes, so a hostile or broken upstream cannot make the mirror buffer without bound.
+ * bytes, and (with `deadlineMs`) giving up once the whole body took longer than that: a
+ * hostile or broken upstream can neither make the mirror buffer without bound nor hold a
+ * request by dripping a small body forever.
  */
-export async function readBounded(res: UpstreamResponse, limit: number, tooLarge: () => Error): Promise<Buffer> {
+async function readBounded(up: UpstreamConfig, res: Pick<UpstreamResponse, 'body'>, limit: number, tooLarge: () => Error, deadlineMs: number): Promise<Buffer> {
   const chunks: Buffer[] = []
   let n = 0
-  for await (const chunk of res.body) {
-    n += (chunk as Buffer).length
-    if (n > limit) {
-      res.body.destroy()
-      throw tooLarge()
+  let timedOut = false
+  const timer = deadlineMs > 0 ? setTimeout(() => ((timedOut = true), res.body.destroy()), deadlineMs) : undefined
+  try {
+    for await (const chunk of res.body) {
+      n += (chunk as Buffer).length
+      if (n > limit) {
+        res.body.destroy()
+        throw tooLarge()
+      }
+      chunks.push(chunk as Buffer)
     }
-    chunks.push(chunk as Buffer)
+  } catch (err) {
+    if (timedOut) throw new RegmirrorError('UPSTREAM_TIMEOUT', `the body from ${up.name} did not arrive within ${deadlineMs} ms`, { cause: err })
+    // A connection cut mid-body is the upstream failing, like one refused before it.
+    throw toUpstreamError(up, err)
+  } finally {
+    clearTimeout(timer)
   }
   return Buffer.concat(chunks)
 }
@@ -60,6 +80,8 @@ export function header(headers: Headers, name: string): string | undefined {
  */
 export class UpstreamClient {
   private readonly agent: Agent
+  /** Per upstream: the agent for every origin but the upstream's own (redirect targets, token realms). */
+  private readonly foreign = new Map<string, Agent>()
   private readonly tokens: TokenCache
   /** The last Bearer challenge per upstream, so later requests can send a token up front. */
   private readonly lastChallenge = new Map<string, { realm: string; service: string }>()
@@ -73,13 +95,7 @@ export class UpstreamClient {
     opts: { sharedTokens?: SharedTokenStore } = {},
   ) {
     this.tokens = new TokenCache(opts.sharedTokens)
-    this.agent = new Agent({
-      connect: { timeout: config.timeouts.connect },
-      headersTimeout: config.timeouts.headers,
-      bodyTimeout: config.timeouts.bodyIdle,
-      keepAliveTimeout: 30_000,
-      connections: 64,
-    })
+    this.agent = new Agent({ ...this.agentOptions(), connect: { timeout: config.timeouts.connect } })
     for (const up of config.upstreams) {
       this.metrics.upstreamOnline.set({ upstream: up.name }, 1)
     }
@@ -99,18 +115,72 @@ export class UpstreamClient {
   }
 
   async close(): Promise<void> {
-    await this.agent.close()
+    await Promise.all([this.agent.close(), ...[...this.foreign.values()].map((a) => a.close())])
+  }
+
+  /**
+   * Reads a small upstream body (manifest, tag list, token) whole, within `limit` bytes and,
+   * from its first byte to its last, within the body idle timeout.
+   */
+  readSmall(up: UpstreamConfig, res: Pick<UpstreamResponse, 'body'>, limit: number, tooLarge: () => Error): Promise<Buffer> {
+    return readBounded(up, res, limit, tooLarge, this.config.timeouts.bodyIdle)
+  }
+
+  /**
+   * The dispatcher for a URL: the upstream's own origin is dialled as configured; any other
+   * origin (a blob CDN, a token realm) only where the upstream's address policy allows, checked
+   * on the address each connection really goes to.
+   */
+  private dispatcherFor(up: UpstreamConfig, url: URL): Agent {
+    if (url.origin === new URL(up.url).origin) return this.agent
+    let agent = this.foreign.get(up.name)
+    if (!agent) {
+      const policy = new AddressPolicy(new URL(up.url).hostname, up.allowedNetworks)
+      const dial = buildConnector({ timeout: this.config.timeouts.connect, lookup: policy.lookup })
+      // An IP literal never goes through `lookup`: check it here.
+      const connect: buildConnector.connector = (opts, cb) => {
+        const host = opts.hostname.replace(/^\[|\]$/g, '')
+        if (isIP(host) === 0) return dial(opts, cb)
+        policy.check(host, host).then(
+          () => dial(opts, cb),
+          (err: Error) => cb(err, null),
+        )
+      }
+      agent = new Agent({ ...this.agentOptions(), connect })
+      this.foreign.set(up.name, agent)
+    }
+    return agent
+  }
+
+  private agentOptions() {
+    return {
+      headersTimeout: this.config.timeouts.headers,
+      bodyTimeout: this.config.timeouts.bodyIdle,
+      keepAliveTimeout: 30_000,
+      connections: 64,
+    }
   }
 
   async request(up: UpstreamConfig, req: UpstreamRequest): Promise<UpstreamResponse> {
     const health = this.healthOf(up)
-    if (!health.admit()) {
+    const admission = health.admit()
+    if (!admission.ok) {
       // Retry-After tells clients (and CI retry loops) when asking again can make a difference.
       throw new RegmirrorError('UPSTREAM_OFFLINE', `upstream ${up.name} is offline`, {
         detail: { upstream: up.name },
         retryAfter: String(health.retryAfterSeconds()),
       })
     }
+    try {
+      return await this.requestWithRetries(up, req, health)
+    } finally {
+      // Whatever happened, a probe has had its outcome: an upstream never stays offline because
+      // the one request allowed through ended in a way the loop does not count.
+      health.settleProbe(admission)
+    }
+  }
+
+  private async requestWithRetries(up: UpstreamConfig, req: UpstreamRequest, health: UpstreamHealth): Promise<UpstreamResponse> {
     const attempts = req.retry === false ? 1 : Math.max(1, this.config.retries.attempts)
     let lastErr: unknown
     for (let attempt = 0; attempt < attempts; attempt++) {
@@ -130,7 +200,10 @@ export class UpstreamClient {
         return res
       } catch (err) {
         lastErr = err
-        if (err instanceof RegmirrorError && (err.code === 'REDIRECT_INVALID' || err.code === 'REALM_DENIED' || err.code === 'UNAUTHORIZED')) {
+        // The upstream answered, wrongly or with a refusal: it is reachable, and asking again
+        // would get the same answer.
+        if (err instanceof RegmirrorError && (err.code === 'UNAUTHORIZED' || REFUSALS.has(err.code))) {
+          health.success()
           throw err
         }
         health.failure()
@@ -193,7 +266,7 @@ export class UpstreamClient {
   private async send(up: UpstreamConfig, url: URL, method: 'GET' | 'HEAD', headers: Record<string, string>) {
     const started = process.hrtime.bigint()
     try {
-      const res = await this.agent.request({ origin: url.origin, path: url.pathname + url.search, method, headers })
+      const res = await this.dispatcherFor(up, url).request({ origin: url.origin, path: url.pathname + url.search, method, headers })
       this.metrics.upstreamRequests.inc({ upstream: up.name, status: String(res.statusCode) })
       this.metrics.upstreamDuration.observe({ upstream: up.name }, Number(process.hrtime.bigint() - started) / 1e9)
       const remaining = header(res.headers, 'ratelimit-remaining')
@@ -210,6 +283,9 @@ export class UpstreamClient {
       // eviction) would be lost. read(), async iteration, pipe and dump still emit 'data'.
       body.pause()
       body.on('data', (chunk: Buffer) => this.metrics.upstreamBytes.inc({ upstream: up.name }, chunk.length))
+      // A body given up before anyone read it (destroyed on a refusal, or left behind) emits
+      // 'error'; readers still see it through their own listeners, but it must never be uncaught.
+      body.on('error', () => {})
       return { status: res.statusCode, headers: res.headers as Headers, body }
     } catch (err) {
       this.metrics.upstreamRequests.inc({ upstream: up.name, status: '0' })
@@ -252,7 +328,7 @@ export class UpstreamClient {
       const realm = bearer.params.realm
       const service = bearer.params.service ?? ''
       const tokenScope = bearer.params.scope ?? scope ?? ''
-      if (!realmAllowed(up.url, realm, up.realms)) {
+      if (!realmAllowed(up.url, realm, up.realms, this.basic(up) !== undefined)) {
         this.log.warn({ upstream: up.name, realmHost: safeHost(realm) }, 'token realm not allowed for this upstream; refusing to authenticate')
         throw new RegmirrorError('REALM_DENIED', `token realm of ${up.name} is not allowed`, { detail: { upstream: up.name } })
       }
@@ -284,16 +360,19 @@ export class UpstreamClient {
       }
       throw new RegmirrorError('UPSTREAM_ERROR', `token request for ${up.name} failed (${res.status})`)
     }
+    const body = await this.readSmall(up, res, MAX_TOKEN_RESPONSE, () => new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} is too large`))
     let doc: { token?: unknown; access_token?: unknown; expires_in?: unknown }
     try {
-      doc = (await res.body.json()) as typeof doc
+      doc = JSON.parse(body.toString('utf8')) as typeof doc
     } catch (err) {
       throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} is not JSON`, { cause: err })
     }
-    const token = typeof doc.token === 'string' ? doc.token : typeof doc.access_token === 'string' ? doc.access_token : undefined
-    if (!token) throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} has no token`)
+    if (typeof doc !== 'object' || doc === null) throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} is not a JSON object`)
+    const token = typeof doc.token === 'string' && doc.token !== '' ? doc.token : typeof doc.access_token === 'string' ? doc.access_token : undefined
+    if (!token || !TOKEN_RE.test(token)) throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} has no usable token`)
     // The spec's default lifetime when the server does not say is 60 seconds.
-    const expiresIn = typeof doc.expires_in === 'number' && doc.expires_in > 0 ? doc.expires_in : 60
+    const claimed = typeof doc.expires_in === 'number' && Number.isFinite(doc.expires_in) && doc.expires_in > 0 ? doc.expires_in : 60
+    const expiresIn = Math.min(claimed, MAX_TOKEN_LIFETIME_S)
     await this.tokens.set(key, token, expiresIn)
     return token
   }

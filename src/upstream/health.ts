@@ -1,13 +1,19 @@
+/** What `admit` decided: go ahead, go ahead as the probe of an offline upstream, or fail fast. */
+export type Admission = { ok: true; probe?: number } | { ok: false }
+
 /**
  * Per-upstream offline marking. After `threshold` consecutive failures the upstream is
  * offline for `coolDown` ms: requests fail at once (the caller serves from cache) instead of
  * each waiting out a timeout. After the cool-down exactly one request is let through as a
- * probe; its success brings the upstream back, its failure restarts the cool-down.
+ * probe; its success brings the upstream back, its failure restarts the cool-down, and a probe
+ * that ends without either (settleProbe) counts as a failure, so another probe follows.
  */
 export class UpstreamHealth {
   private failures = 0
   private offlineUntil = 0
-  private probing = false
+  /** The probe in flight (a number that changes with every probe), or 0. */
+  private probe = 0
+  private probes = 0
   offline = false
 
   constructor(
@@ -21,17 +27,17 @@ export class UpstreamHealth {
     return Math.max(1, Math.ceil((this.offlineUntil - now) / 1000))
   }
 
-  /** Whether a request may go upstream now. */
-  admit(now = Date.now()): boolean {
-    if (!this.offline) return true
-    if (now < this.offlineUntil || this.probing) return false
-    this.probing = true
-    return true
+  /** Whether a request may go upstream now; the one let through while offline is the probe. */
+  admit(now = Date.now()): Admission {
+    if (!this.offline) return { ok: true }
+    if (now < this.offlineUntil || this.probe !== 0) return { ok: false }
+    this.probe = ++this.probes
+    return { ok: true, probe: this.probe }
   }
 
   success(): void {
     this.failures = 0
-    this.probing = false
+    this.probe = 0
     if (this.offline) {
       this.offline = false
       this.onChange(true)
@@ -40,7 +46,7 @@ export class UpstreamHealth {
 
   failure(now = Date.now()): void {
     this.failures++
-    this.probing = false
+    this.probe = 0
     if (this.offline) {
       this.offlineUntil = now + this.coolDown
       return
@@ -50,5 +56,10 @@ export class UpstreamHealth {
       this.offlineUntil = now + this.coolDown
       this.onChange(false)
     }
+  }
+
+  /** The probe request has ended: if nothing recorded its outcome, it failed. */
+  settleProbe(admission: Admission, now = Date.now()): void {
+    if (admission.ok && admission.probe !== undefined && admission.probe === this.probe) this.failure(now)
   }
 }

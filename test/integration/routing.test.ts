@@ -146,7 +146,8 @@ t.test('credentials go to the upstream realm only, and never into logs or respon
   const creds = { username: 'robot', password: 's3cr3t-pa55word' }
   const hub = await fake(t, { credentials: creds })
   const img = hub.addImage('private/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
-  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, credentials: creds }] })
+  // The fake's realm is another port of the upstream's host: credentials go there only when it is listed.
+  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, credentials: creds, realms: [new URL(hub.authUrl).host] }] })
   const r = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
   t.equal(r.status, 200)
   t.equal(r.headers.get('docker-content-digest'), img.digest)
@@ -231,7 +232,7 @@ t.test('a token got with one upstream credentials is never sent to another upstr
   other.addImage('private/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
   const mirror = await startMirror(t, {
     upstreams: [
-      { name: 'docker.io', url: good.url, credentials: creds },
+      { name: 'docker.io', url: good.url, credentials: creds, realms: [new URL(good.authUrl).host] },
       { name: 'other.example', url: other.url },
     ],
   })
@@ -250,7 +251,9 @@ t.test('refused credentials: the client gets UNAUTHORIZED, and the secret appear
   const hub = await fake(t, { credentials: { username: 'robot', password: 'the-right-one' } })
   hub.addImage('private/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
   const wrong = 'a-wrong-pa55word'
-  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, credentials: { username: 'robot', password: wrong } }] })
+  const mirror = await startMirror(t, {
+    upstreams: [{ name: 'docker.io', url: hub.url, credentials: { username: 'robot', password: wrong }, realms: [new URL(hub.authUrl).host] }],
+  })
   const r = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
   t.equal(r.status, 401)
   t.equal(code(r.body), 'UNAUTHORIZED')

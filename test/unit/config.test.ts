@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { writeFileSync, chmodSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -128,6 +129,7 @@ t.test('defaults', async (t) => {
     allow: [],
     deny: [],
     realms: [],
+    allowedNetworks: [],
   });
   t.equal(upstream(c, 'ghcr.io')!.libraryPrefix, false);
   t.equal(upstream(c, 'public.ecr.aws')!.url, 'https://public.ecr.aws');
@@ -648,11 +650,48 @@ t.test('repository allow/deny', async (t) => {
   t.notOk(repoAllowed({ allow: [], deny: ['x/*'] }, 'x/y'));
 });
 
-t.test('secret file permissions error is reported with the path', { skip: process.getuid?.() === 0 ? 'root reads everything' : false }, async (t) => {
+t.test('secret file permissions error is reported with the path', async (t) => {
   const tmp = t.testdir({ secret: 'x' });
+  chmodSync(tmp, 0o755);
   chmodSync(join(tmp, 'secret'), 0o000);
-  t.same(problemsOf(() => resolveConfig({ upstreams: [{ name: 'ghcr.io', credentials: { username: 'u', passwordFile: join(tmp, 'secret') } }] })), [
-    `upstreams[0].credentials.passwordFile: cannot read secret file ${join(tmp, 'secret')} (EACCES)`,
-  ]);
+  const config = { upstreams: [{ name: 'ghcr.io', credentials: { username: 'u', passwordFile: join(tmp, 'secret') } }] };
+  const want = [`upstreams[0].credentials.passwordFile: cannot read secret file ${join(tmp, 'secret')} (EACCES)`];
+  if (process.getuid?.() !== 0) t.same(problemsOf(() => resolveConfig(config)), want);
+  else {
+    // Root reads everything: load the configuration as an unprivileged user instead, as a
+    // service account would (CI runs as root, and this must not go untested there).
+    const script = `import { resolveConfig, ConfigError } from ${JSON.stringify(join(root, 'src/config/load.ts'))};
+      try { resolveConfig(${JSON.stringify(config)}); console.log('[]') } catch (e) { console.log(JSON.stringify(e instanceof ConfigError ? e.problems : String(e))) }`;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      uid: 65534,
+      gid: 65534,
+      cwd: root,
+      env: { PATH: process.env.PATH ?? '' },
+      encoding: 'utf8',
+    });
+    t.same(JSON.parse(out), want);
+  }
   chmodSync(join(tmp, 'secret'), 0o600);
+});
+
+t.test('a URL typed with user:password is never echoed with its password', async (t) => {
+  for (const v of ['https://bot:hunter2@registry.example', 'registry=https://bot:hunter2@registry.example', 'https://bot:hunter2@registry.example/?a=b']) {
+    const fromFlag = await problemsOfAsync(loadConfig({ flags: parseFlags(['--upstream', v]).flags, env: {} }));
+    const fromEnv = problemsOf(() => resolveConfig({}, { env: { REGMIRROR_UPSTREAMS: v } }));
+    t.equal(fromFlag.length, 1, v);
+    t.equal(fromEnv.length, 1, v);
+    for (const p of [...fromFlag, ...fromEnv]) t.notMatch(p, 'hunter2', p);
+  }
+  t.same(problemsOf(() => resolveConfig({}, { env: { REGMIRROR_UPSTREAMS: 'https://bot:hunter2@registry.example' } })), [
+    'REGMIRROR_UPSTREAMS: must be NAME=URL, got "https://[REDACTED]@registry.example"',
+  ]);
+});
+
+t.test('allowedNetworks: CIDR networks, each checked', async (t) => {
+  const c = resolveConfig({ upstreams: [{ name: 'ghcr.io', allowedNetworks: ['10.0.0.0/8', 'fd00::/8', '127.0.0.1'] }] });
+  t.same(c.upstreams.find((u) => u.name === 'ghcr.io')!.allowedNetworks, ['10.0.0.0/8', 'fd00::/8', '127.0.0.1']);
+  t.same(problemsOf(() => resolveConfig({ upstreams: [{ name: 'ghcr.io', allowedNetworks: ['10.0.0.0/33', 'intranet'] }] })), [
+    'upstreams[0].allowedNetworks[0]: not an IP network (CIDR): "10.0.0.0/33"',
+    'upstreams[0].allowedNetworks[1]: not an IP network (CIDR): "intranet"',
+  ]);
 });

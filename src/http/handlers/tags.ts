@@ -1,7 +1,7 @@
 import type { Services } from '../../app-types.js'
 import { RegmirrorError } from '../../errors.js'
 import { upstreamFailure } from '../../proxy/upstream-errors.js'
-import { header, readBounded } from '../../upstream/client.js'
+import { header } from '../../upstream/client.js'
 import type { Route } from '../router.js'
 import type { RequestContext } from './context.js'
 
@@ -15,14 +15,16 @@ export async function handleTags(ctx: RequestContext, route: Extract<Route, { ki
   const n = url.searchParams.get('n')
   const last = url.searchParams.get('last')
   if (n !== null) {
-    if (!/^\d{1,6}$/.test(n)) throw new RegmirrorError('UNSUPPORTED', 'invalid n', { detail: { n: n.slice(0, 20) } })
+    if (!/^\d{1,6}$/.test(n)) {
+      throw new RegmirrorError('PAGINATION_NUMBER_INVALID', 'n must be a number of results', { detail: { n: n.slice(0, 20) } })
+    }
     q.set('n', n)
   }
   if (last !== null) q.set('last', last.slice(0, 256))
   const qs = q.toString()
   const res = await s.upstream.request(up, { method: 'GET', path: `/v2/${repo}/tags/list${qs ? `?${qs}` : ''}`, repo })
   if (res.status !== 200) throw await upstreamFailure(up, res, 'NAME_UNKNOWN')
-  const body = await readBounded(res, MAX_TAGS_BODY, () => new RegmirrorError('UPSTREAM_ERROR', 'tag list too large'))
+  const body = await s.upstream.readSmall(up, res, MAX_TAGS_BODY, () => new RegmirrorError('UPSTREAM_ERROR', 'tag list too large'))
   ctx.cache = 'miss'
   const headers: Record<string, string | number> = {
     'content-type': 'application/json',
