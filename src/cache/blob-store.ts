@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
-import { createReadStream, readdirSync, statSync } from 'node:fs'
+import { close, createReadStream, fstat, open as openFd, readdirSync, statSync } from 'node:fs'
+import { promisify } from 'node:util'
 import { mkdir, open, type FileHandle, readFile, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
@@ -54,8 +55,31 @@ export class BlobStore {
     }
   }
 
-  createReadStream(d: Digest, start?: number, end?: number): Readable {
-    return createReadStream(this.pathFor(d), { start, end, highWaterMark: 256 * 1024 })
+  /**
+   * Opens committed content for reading and checks it is still the size it was committed with:
+   * a file removed or cut short under the running mirror is reported (ENOENT, or SIZE_CHANGED)
+   * before any response goes out, instead of as an empty or short body. The caller owns the fd
+   * (readStream() takes it over).
+   */
+  async openForRead(d: Digest, expectedSize: number): Promise<number> {
+    const fd = await openFdAsync(this.pathFor(d), 'r')
+    try {
+      const { size } = await fstatAsync(fd)
+      if (size !== expectedSize) throw Object.assign(new Error(`cached file is ${size} bytes, not ${expectedSize}`), { code: 'SIZE_CHANGED' })
+      return fd
+    } catch (err) {
+      close(fd, () => {})
+      throw err
+    }
+  }
+
+  /** Bytes [start, end] of an fd from openForRead; the stream closes the fd when it ends. */
+  readStream(fd: number, start: number, end: number): Readable {
+    return createReadStream('', { fd, start, end, highWaterMark: 256 * 1024, autoClose: true })
+  }
+
+  closeFd(fd: number): void {
+    close(fd, () => {})
   }
 
   async readAll(d: Digest): Promise<Buffer> {
@@ -150,6 +174,9 @@ export class BlobStore {
     return out
   }
 }
+
+const openFdAsync = promisify(openFd)
+const fstatAsync = promisify(fstat)
 
 /** Writes a small file atomically (tmp + rename), for link and metadata files. A failure leaves no temp file. */
 export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {

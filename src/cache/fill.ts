@@ -22,6 +22,11 @@ export interface FillSource {
 export interface FillHooks {
   /** Decides, once the size is known, whether to keep the blob (reserving room) or stream it through. */
   admit(size: number | undefined): Promise<boolean>
+  /**
+   * For a blob whose size the upstream did not say: reserves `bytes` more room before the temp
+   * file grows past what is reserved. false: no room, and the fill fails (BLOB_SIZE_UNKNOWN).
+   */
+  reserveMore?(bytes: number): Promise<boolean>
   /** Moves the verified temp file into the store and indexes it. */
   commit(tmpPath: string, size: number): Promise<void>
   /** Gives back what admit reserved when the fill fails or the blob is not kept. */
@@ -37,6 +42,8 @@ export interface FillOptions {
   openFile?: (path: string) => Promise<FileHandle>
   /** Bytes an uncached (memory-mode) fill may hold for readers that lag behind (default 4 MiB). */
   memoryWindow?: number
+  /** The most a blob of unannounced size may be while the disk is not written (default: no limit). */
+  maxUnsized?: number
 }
 
 export type FillState = 'starting' | 'running' | 'done' | 'failed'
@@ -50,6 +57,10 @@ const MEMORY_WINDOW = 4 * 1024 * 1024
 // Readers wait for the fsync before their last byte; flushing as the download goes leaves that
 // final fsync only the tail (~30 ms instead of ~170 ms for 150 MiB on the bench machine's disk).
 const SYNC_EVERY = 32 * 1024 * 1024
+// Room for a blob of unknown size is reserved in steps of this much as it downloads.
+const RESERVE_STEP = 16 * 1024 * 1024
+/** sha256 of nothing: the one digest whose content is empty. */
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
 
 /**
  * One upstream download of one digest (see DESIGN.md, "The fill"). The download is written
@@ -79,6 +90,8 @@ export class Fill extends EventEmitter {
   mode: 'disk' | 'memory' = 'disk'
   /** Bytes on disk in the temp file (equals `written` in disk mode). */
   private diskEnd = 0
+  /** Unknown size: how far the temp file may grow on what reserveMore granted so far. */
+  private granted = 0
   /** A background datasync in flight, and the first failure of one (see syncAhead). */
   private syncing: Promise<void> | undefined
   private syncFailure: NodeJS.ErrnoException | undefined
@@ -93,6 +106,7 @@ export class Fill extends EventEmitter {
   private current: FillBody | undefined
   private readonly openFile: (path: string) => Promise<FileHandle>
   private readonly memoryWindow: number
+  private readonly maxUnsized: number
   readonly ready: Promise<number | undefined>
   readonly finished: Promise<void>
   private fh: FileHandle | undefined
@@ -113,6 +127,7 @@ export class Fill extends EventEmitter {
     super()
     this.openFile = opts.openFile ?? ((p) => open(p, 'w+'))
     this.memoryWindow = opts.memoryWindow ?? MEMORY_WINDOW
+    this.maxUnsized = opts.maxUnsized ?? Number.MAX_SAFE_INTEGER
     this.setMaxListeners(0)
     this.ready = new Promise((res, rej) => {
       this.resolveReady = res
@@ -135,17 +150,20 @@ export class Fill extends EventEmitter {
   private async run(): Promise<void> {
     let admitted = false
     try {
-      try {
-        this.fh = await this.openFile(this.tmpPath)
-      } catch (err) {
-        if (!isWriteError(err)) throw err
-        this.toMemory(err)
-      }
       this.current = await this.source.open(0)
       if (this.cancelled) throw cancelledError()
       this.size = this.current.total
-      admitted = this.mode === 'disk' && (await this.hooks.admit(this.size))
-      this.kept = admitted
+      // No bytes to hold back: an empty body is complete at once, so it must be decided now.
+      if (this.size === 0 && this.digest.hex !== EMPTY_SHA256) {
+        throw new RegmirrorError('DIGEST_MISMATCH', 'upstream sent an empty body for a blob that is not empty', {
+          detail: { digest: this.digest.value },
+        })
+      }
+      admitted = await this.hooks.admit(this.size)
+      if (admitted) await this.openTemp()
+      // Not kept: nothing goes to disk (the cache's cap bounds tmp/ too); readers share a memory window.
+      else this.toMemory(undefined)
+      this.kept = admitted && this.mode === 'disk'
       this.state = 'running'
       this.resolveReady(this.size)
       this.emit('change')
@@ -253,14 +271,49 @@ export class Fill extends EventEmitter {
     this.emit('advance')
   }
 
-  /** Stops writing to disk; what is on disk stays readable, the rest goes through the window. */
-  private toMemory(err: NodeJS.ErrnoException, report = true): void {
+  private async openTemp(): Promise<void> {
+    try {
+      this.fh = await this.openFile(this.tmpPath)
+    } catch (err) {
+      if (!isWriteError(err)) throw err
+      this.toMemory(err)
+    }
+  }
+
+  /**
+   * Stops writing to disk; what is on disk stays readable, the rest goes through the window.
+   * `err`: the write error that forced it (reported), or undefined when the blob is not kept.
+   */
+  private toMemory(err: NodeJS.ErrnoException | undefined, report = true): void {
     if (this.mode === 'memory') return
     this.mode = 'memory'
+    this.kept = false
     this.winStart = this.diskEnd
-    if (report) this.hooks.onWriteError?.(err, this.diskEnd)
+    if (err && report) this.hooks.onWriteError?.(err, this.diskEnd)
     if (this.refs <= 1 && this.state === 'running') this.orphaned = true
-    this.emit('uncached')
+  }
+
+  /**
+   * Whether a new client can still read this fill from its first byte: always on disk; in
+   * memory mode only while the window still holds everything past what is on disk.
+   */
+  joinable(): boolean {
+    return this.mode === 'disk' || this.winStart === this.diskEnd
+  }
+
+  /** Unknown size: whether `bytes` more may come, reserving room on disk in steps as the file grows. */
+  private async roomFor(bytes: number): Promise<boolean> {
+    if (this.mode === 'memory') return this.written + bytes <= this.maxUnsized
+    const need = this.diskEnd + bytes - this.granted
+    const more = this.hooks.reserveMore
+    if (need <= 0 || !more) return true
+    for (const ask of need < RESERVE_STEP ? [RESERVE_STEP, need] : [need]) {
+      if (await more(ask)) {
+        this.granted += ask
+        return true
+      }
+    }
+    return false
   }
 
   /** Continues a broken download from the byte reached; the running hash carries on. */
@@ -285,6 +338,12 @@ export class Fill extends EventEmitter {
       }
       hash.update(buf)
       let off = 0
+      if (this.size === undefined && !(await this.roomFor(buf.length))) {
+        // Nothing bounds a body of unknown size but the room to verify and keep it.
+        throw new RegmirrorError('BLOB_SIZE_UNKNOWN', 'upstream sent a blob of unannounced size larger than the cache can hold', {
+          detail: { digest: this.digest.value, received: this.written },
+        })
+      }
       if (this.mode === 'disk') {
         try {
           while (off < buf.length) {
@@ -361,6 +420,34 @@ export class Fill extends EventEmitter {
     return n
   }
 
+  /**
+   * A client's hold on the fill until it opens its reader or lets go: keeps the file open, and
+   * in memory mode keeps the window from being trimmed past what a reader from byte 0 needs.
+   */
+  attach(): { open(start: number, end: number): Readable; release(): void } {
+    const release = this.retain()
+    const mark = { pos: this.winStart }
+    this.readerPos.add(mark)
+    let held = true
+    const drop = () => {
+      if (!held) return
+      held = false
+      this.readerPos.delete(mark)
+      this.emit('advance')
+    }
+    return {
+      open: (start, end) => {
+        const reader = this.createReader(start, end)
+        drop()
+        return reader
+      },
+      release: () => {
+        drop()
+        release()
+      },
+    }
+  }
+
   /** Keeps the temp file's handle open until the returned function is called. */
   retain(): () => void {
     this.refs++
@@ -425,7 +512,9 @@ export class Fill extends EventEmitter {
             return
           }
           const done = fill.state === 'done'
-          if (pos > end) {
+          // Once done the blob's real end is known, also where the upstream never said its size.
+          const last = done ? Math.min(end, fill.written - 1) : end
+          if (pos > last) {
             if (done) {
               stream.push(null)
               fill.readerPos.delete(mark)
@@ -434,7 +523,7 @@ export class Fill extends EventEmitter {
             }
           } else {
             // Everything but the final byte may go before verification.
-            const limit = done ? end + 1 : Math.min(fill.written, end)
+            const limit = done ? last + 1 : Math.min(fill.written, last)
             if (pos < limit) {
               let len = Math.min(CHUNK, limit - pos)
               const onDisk = pos < fill.diskEnd

@@ -66,6 +66,10 @@ async function handle(req: IncomingMessage, res: ServerResponse, s: Services): P
   const started = process.hrtime.bigint()
   const ctx: RequestContext = { req, res, id: nextRequestId(), bytes: 0 }
   res.setHeader('x-request-id', ctx.id)
+  // No request body is ever read. One that was sent (a push, a GET with a body) is not drained
+  // after the answer either: the connection closes, so a client cannot stream into it forever.
+  const cl = req.headers['content-length']
+  if ((cl !== undefined && cl !== '0') || req.headers['transfer-encoding'] !== undefined) res.shouldKeepAlive = false
   let error: unknown
   res.once('close', () => logRequest(ctx, s, started, error))
   try {

@@ -8,7 +8,7 @@ import { REFUSALS, RegmirrorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import type { Digest } from '../oci/reference.js'
-import { header, type UpstreamClient } from '../upstream/client.js'
+import { header, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js'
 import { upstreamFailure } from './upstream-errors.js'
 
 export interface BlobHandle {
@@ -45,49 +45,52 @@ export class BlobService {
   }
 
   async get(up: UpstreamConfig, repo: string, d: Digest): Promise<BlobHandle> {
-    const hit = this.fromCache(d)
+    const hit = await this.fromCache(d)
     if (hit) return hit
     let fill = this.fills.get(d.value)
-    // A failed fill stays in the map until its promise settles; the next request starts afresh.
-    if (fill?.state === 'failed') fill = undefined
+    // A failed fill stays in the map until its promise settles, and an uncached one cannot serve
+    // a new client from the start once its window moved on: the next request starts afresh.
+    if (fill && (fill.state === 'failed' || !fill.joinable())) fill = undefined
     const joined = fill !== undefined
     if (!fill) fill = this.startFill(up, repo, d)
     else this.metrics.fillReadersJoined.inc()
-    // Holds the fill's file open for this request even if the download ends before it reads.
-    const release = fill.retain()
+    // Holds the fill's file (or memory window) for this request even if the download ends before it reads.
+    const hold = fill.attach()
     let size: number | undefined
     try {
       size = await fill.ready
     } catch (err) {
-      release()
+      hold.release()
       throw err
     }
     // The fill may have finished while we waited; then the file is simply in the cache.
     if (fill.state === 'done' && fill.kept) {
-      const after = this.fromCache(d)
+      const after = await this.fromCache(d)
       if (after) {
-        release()
+        hold.release()
         return after
       }
     }
-    const f = fill
     return {
       size,
       source: 'fill',
       joined,
       open: (start, end) => {
-        const r = f.createReader(start, end)
+        const r = hold.open(start, end)
         if (joined) r.on('data', (c: Buffer) => this.metrics.fillJoinedBytes.inc(c.length))
         return r
       },
-      release,
+      release: hold.release,
     }
   }
 
   /** Size of a blob without downloading it: from cache, else a HEAD upstream. */
   async head(up: UpstreamConfig, repo: string, d: Digest): Promise<{ size: number; cache: 'hit' | 'miss' }> {
     const size = this.index.sizeOf(d.value)
-    if (size !== undefined) return { size, cache: 'hit' }
+    if (size !== undefined) {
+      if ((await this.store.size(d)) === size) return { size, cache: 'hit' }
+      await this.heal(d, size)
+    }
     const fill = this.fills.get(d.value)
     if (fill) {
       const s = await fill.ready
@@ -96,32 +99,54 @@ export class BlobService {
     const res = await this.upstream.request(up, { method: 'HEAD', path: `/v2/${repo}/blobs/${d.value}`, repo })
     await res.body.dump().catch(() => {})
     if (res.status !== 200) throw await upstreamFailure(up, res, 'BLOB_UNKNOWN')
-    const len = Number(header(res.headers, 'content-length'))
-    if (!Number.isSafeInteger(len) || len < 0) {
-      throw new RegmirrorError('UPSTREAM_ERROR', `${up.name} did not give the blob's size`, { detail: { upstream: up.name } })
-    }
+    const len = contentLength(res)
+    if (len === undefined) throw new RegmirrorError('UPSTREAM_ERROR', `${up.name} did not give the blob's size`, { detail: { upstream: up.name } })
     return { size: len, cache: 'miss' }
   }
 
-  private fromCache(d: Digest): BlobHandle | undefined {
+  private async fromCache(d: Digest): Promise<BlobHandle | undefined> {
     const size = this.index.sizeOf(d.value)
     if (size === undefined) return undefined
-    this.index.touch(d.value)
-    // Held until the response ends so eviction cannot delete the file under this reader.
+    // Held from before the open until the response ends, so eviction cannot delete the file under this reader.
     this.index.acquire(d.value)
+    let fd: number
+    try {
+      fd = await this.store.openForRead(d, size)
+    } catch (err) {
+      this.index.releaseUse(d.value)
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOENT' || code === 'SIZE_CHANGED') await this.heal(d, size)
+      else this.log.error({ digest: d.value, code, err: errMessage(err) }, 'cannot open a cached blob; fetching it from upstream')
+      return undefined
+    }
+    this.index.touch(d.value)
+    let opened = false
     let released = false
     return {
       size,
       source: 'cache',
       joined: false,
-      open: (start, end) => this.store.createReadStream(d, start, end),
+      open: (start, end) => {
+        opened = true
+        return this.store.readStream(fd, start, end)
+      },
       release: () => {
-        if (!released) {
-          released = true
-          this.index.releaseUse(d.value)
-        }
+        if (released) return
+        released = true
+        if (!opened) this.store.closeFd(fd)
+        this.index.releaseUse(d.value)
       },
     }
+  }
+
+  /**
+   * A cached blob is gone or changed size under the running mirror (an operator, a disk fault):
+   * the index forgets it and the damaged file goes, so the next request fills it again.
+   */
+  private async heal(d: Digest, size: number): Promise<void> {
+    this.log.warn({ digest: d.value, size }, 'cached blob is missing or damaged on disk; dropped from the cache, it will be fetched again')
+    this.index.forget(d.value)
+    await this.store.remove(d).catch(() => {})
   }
 
   private startFill(up: UpstreamConfig, repo: string, d: Digest): Fill {
@@ -136,6 +161,11 @@ export class BlobService {
           const ok = await this.index.reserve(size)
           if (ok) reserved = size
           else this.log.info({ digest: d.value, size, maxSize: this.index.maxSize }, 'no room in the cache (larger than it, or the rest is pinned or in use); streaming the blob through without keeping it')
+          return ok
+        },
+        reserveMore: async (bytes) => {
+          const ok = await this.index.reserve(bytes)
+          if (ok) reserved += bytes
           return ok
         },
         commit: async (tmpPath, size) => {
@@ -175,13 +205,9 @@ export class BlobService {
         },
       },
       this.config.retries.resumeAttempts,
-      { openFile: (p) => this.store.openTemp(p) },
+      { openFile: (p) => this.store.openTemp(p), maxUnsized: this.index.maxSize },
     )
     this.fills.set(d.value, fill)
-    // An uncached fill cannot serve late joiners from disk; later requests try the cache again.
-    fill.once('uncached', () => {
-      if (this.fills.get(d.value) === fill) this.fills.delete(d.value)
-    })
     this.metrics.fillsStarted.inc()
     const forget = () => {
       // A newer fill may already have taken the slot (after this one failed).
@@ -189,6 +215,17 @@ export class BlobService {
     }
     fill.finished.then(forget, forget)
     return fill.start()
+  }
+
+  /** The blob's size by a HEAD to the registry, or undefined when it will not say. */
+  private async upstreamSize(up: UpstreamConfig, repo: string, d: Digest): Promise<number | undefined> {
+    try {
+      const res = await this.upstream.request(up, { method: 'HEAD', path: `/v2/${repo}/blobs/${d.value}`, repo, retry: false })
+      await res.body.dump().catch(() => {})
+      return res.status === 200 ? contentLength(res) : undefined
+    } catch {
+      return undefined
+    }
   }
 
   private async openUpstream(up: UpstreamConfig, repo: string, d: Digest, offset: number): Promise<FillBody> {
@@ -200,8 +237,8 @@ export class BlobService {
     })
     const abort = () => res.body.destroy()
     if (offset === 0 && res.status === 200) {
-      const len = header(res.headers, 'content-length')
-      return { body: res.body, total: len === undefined ? undefined : Number(len), abort }
+      // A body without a length (chunked) is held to the size the registry gives for the blob.
+      return { body: res.body, total: contentLength(res) ?? (await this.upstreamSize(up, repo, d)), abort }
     }
     if (offset > 0 && res.status === 206) {
       const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(header(res.headers, 'content-range') ?? '')
@@ -213,11 +250,18 @@ export class BlobService {
     }
     if (offset > 0 && res.status === 200) {
       // The upstream ignored Range: skip what we already have.
-      const len = header(res.headers, 'content-length')
-      return { body: skip(res.body, offset), total: len === undefined ? undefined : Number(len), abort }
+      return { body: skip(res.body, offset), total: contentLength(res), abort }
     }
     throw await upstreamFailure(up, res, 'BLOB_UNKNOWN')
   }
+}
+
+/** Content-Length as a byte count, or undefined when absent or not one. */
+function contentLength(res: UpstreamResponse): number | undefined {
+  const v = header(res.headers, 'content-length')
+  if (v === undefined || !/^\d{1,16}$/.test(v)) return undefined
+  const n = Number(v)
+  return Number.isSafeInteger(n) ? n : undefined
 }
 
 async function* skip(body: AsyncIterable<Buffer>, n: number): AsyncIterable<Buffer> {
