@@ -8,6 +8,7 @@ import { MetadataStore } from './cache/metadata-store.js'
 import { Pins } from './cache/pins.js'
 import { createHttpServer } from './http/server.js'
 import { createLogger, type Logger } from './log.js'
+import { parseDigest } from './oci/reference.js'
 import { Metrics } from './metrics.js'
 import { BlobService } from './proxy/blob-service.js'
 import { ManifestService } from './proxy/manifest-service.js'
@@ -38,6 +39,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   await store.init()
   const index = new LruIndex(store, config.cache.maxSize, config.cache.touchInterval, metrics, log)
   const metadata = await MetadataStore.create(config.dataDir, config.metadata, log)
+  index.beforeRemove = (digest) => metadata.deleteManifestInfo(parseDigest(digest))
   // Pins are resolved before the index loads: loading evicts when the cap shrank, and must skip them.
   const pins = new Pins(registries, store, metadata, index, log)
   await pins.add(config.cache.pins)

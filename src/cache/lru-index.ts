@@ -25,6 +25,11 @@ export class LruIndex {
   private bytes = 0
   private reserved = 0
   private readonly touches = new Set<Promise<void>>()
+  /**
+   * Runs before an evicted file is deleted (app.ts: the manifest's media-type record goes first, so
+   * a tag link whose manifest has neither file nor record reads as evicted, not as lost).
+   */
+  beforeRemove: (digest: string) => Promise<void> = async () => {}
 
   constructor(
     private readonly store: BlobStore,
@@ -213,6 +218,7 @@ export class LruIndex {
   private async removeFiles(victims: [string, number][]): Promise<void> {
     for (const [digest] of victims) {
       try {
+        await this.beforeRemove(digest)
         await this.store.remove(parseDigest(digest))
       } catch (err) {
         this.log.error({ err, digest }, 'could not delete evicted blob')

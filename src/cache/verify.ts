@@ -86,6 +86,7 @@ export async function verifyDataDir(dataDir: string, opts: VerifyOptions = {}): 
   const progress: VerifyProgress = { done: 0, total: files.length, bytesDone: 0, bytesTotal: files.reduce((n, f) => n + f.size, 0) }
   opts.onProgress?.(progress)
   const good = new Set<string>()
+  const corrupt = new Set<string>()
   let next = 0
   const worker = async () => {
     for (;;) {
@@ -93,7 +94,10 @@ export async function verifyDataDir(dataDir: string, opts: VerifyOptions = {}): 
       if (!f) return
       const actual = await hashFile(f.path).catch((err: unknown) => `unreadable: ${(err as Error).message}`)
       if (actual === f.hex) good.add(f.hex)
-      else await report({ kind: 'corrupt-blob', path: rel(f.path), detail: actual.startsWith('unreadable') ? actual : `sha256:${actual}` }, f.path)
+      else {
+        corrupt.add(f.hex)
+        await report({ kind: 'corrupt-blob', path: rel(f.path), detail: actual.startsWith('unreadable') ? actual : `sha256:${actual}` }, f.path)
+      }
       progress.done++
       progress.bytesDone += f.size
       opts.onProgress?.(progress)
@@ -102,6 +106,10 @@ export async function verifyDataDir(dataDir: string, opts: VerifyOptions = {}): 
   await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 4) }, worker))
 
   // 2. Tag links: repositories/<upstream>/<repo...>/_tags/<tag>, each a JSON record naming a digest.
+  // A link whose manifest has neither content nor a media-type record was evicted (eviction
+  // removes both): the tag is still known and its manifest is fetched again by digest. Content
+  // gone while its record stayed was lost, and the link is an orphan.
+  const typeRecords = new Set((await walk(join(dataDir, 'manifest-types'))).map((p) => basename(p)))
   for (const path of await walk(join(dataDir, 'repositories'))) {
     if (path.endsWith('.tmp')) {
       await report({ kind: 'temp-file', path: rel(path) }, path)
@@ -116,7 +124,7 @@ export async function verifyDataDir(dataDir: string, opts: VerifyOptions = {}): 
     }
     const hex = typeof digest === 'string' && digest.startsWith('sha256:') ? digest.slice(7) : ''
     if (!HEX64.test(hex)) await report({ kind: 'corrupt-tag', path: rel(path) }, path)
-    else if (!good.has(hex)) await report({ kind: 'orphaned-tag', path: rel(path), detail: `sha256:${hex}` }, path)
+    else if (!good.has(hex) && (typeRecords.has(hex) || corrupt.has(hex))) await report({ kind: 'orphaned-tag', path: rel(path), detail: `sha256:${hex}` }, path)
   }
 
   // 3. Manifest media types: manifest-types/<2 hex>/<64 hex> without the content are orphans.
