@@ -25,6 +25,8 @@ export interface FakeRegistryOptions {
   rateLimit?: { limit: number; remaining: number };
   /** advertise this token realm in challenges instead of the fake's own auth server (hostile-upstream tests) */
   realm?: string;
+  /** address the three servers listen on (default 127.0.0.1) */
+  host?: string;
 }
 
 export interface RecordedRequest {
@@ -73,6 +75,12 @@ export type Fault = FaultCommon &
     | { kind: 'redirectLoop' }
     | { kind: 'redirect'; location: string }
     | { kind: 'delayHeaders'; ms: number }
+    /** answers this instead (any request; Content-Length is the body's unless `chunked`) */
+    | { kind: 'reply'; status: number; headers?: Record<string, string>; body?: Buffer | string; chunked?: boolean }
+    /** the normal answer with one header replaced (or removed, with null) */
+    | { kind: 'header'; name: string; value: string | null }
+    /** a 200 of random bytes without end and without a Content-Length (any request) */
+    | { kind: 'endless' }
   );
 
 export interface FakeRegistry {
@@ -216,12 +224,13 @@ function readBody(req: http.IncomingMessage): Promise<Buffer> {
   });
 }
 
-function listen(server: http.Server): Promise<string> {
+function listen(server: http.Server, host: string): Promise<string> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(0, host, () => {
       server.off('error', reject);
-      resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+      const h = host.includes(':') ? `[${host}]` : host;
+      resolve(`http://${h}:${(server.address() as AddressInfo).port}`);
     });
   });
 }
@@ -496,6 +505,18 @@ export async function startFakeRegistry(opts: FakeRegistryOptions = {}): Promise
     } else if (chosen?.kind === 'redirect') {
       reply = { status: 307, headers: { location: chosen.location }, body: Buffer.alloc(0) };
       chosen = undefined;
+    } else if (chosen?.kind === 'reply') {
+      const body = typeof chosen.body === 'string' ? Buffer.from(chosen.body) : (chosen.body ?? Buffer.alloc(0));
+      reply = { status: chosen.status, headers: { ...chosen.headers }, body };
+      if (!chosen.chunked) chosen = undefined;
+    } else if (chosen?.kind === 'endless') {
+      reply = { status: 200, headers: { 'content-type': 'application/octet-stream' }, body: Buffer.alloc(0) };
+    } else if (chosen?.kind === 'header') {
+      const r = await compute();
+      const headers = { ...r.headers };
+      if (chosen.value === null) delete headers[chosen.name.toLowerCase()];
+      else headers[chosen.name.toLowerCase()] = chosen.value;
+      reply = { ...r, headers };
     }
     const r = await compute();
     send(server, req, res, rec, r, chosen);
@@ -512,9 +533,22 @@ export async function startFakeRegistry(opts: FakeRegistryOptions = {}): Promise
       body = Buffer.from(body);
       for (let i = 0; i < body.length; i++) body[i] = body[i]! ^ 0xff;
     }
-    headers['content-length'] = String(body.length);
+    const unsized = fault?.kind === 'endless' || (fault?.kind === 'reply' && fault.chunked === true);
+    // A 'header' fault may have set its own (lying) Content-Length: it stands.
+    if (!unsized && !(fault?.kind === 'header' && headers['content-length'] !== undefined)) headers['content-length'] = String(body.length);
     rec.status = reply.status;
     res.writeHead(reply.status, headers);
+    if (fault?.kind === 'endless' && req.method !== 'HEAD') {
+      const chunk = randomBytes(64 * 1024);
+      // One write per turn of the event loop, and a pause whenever the socket is full.
+      const pump = (): void => {
+        if (closed || res.destroyed) return;
+        if (res.write(chunk)) setImmediate(pump);
+        else res.once('drain', pump);
+      };
+      pump();
+      return;
+    }
     if (req.method === 'HEAD' || body.length === 0) {
       res.end();
       return;
@@ -578,9 +612,10 @@ export async function startFakeRegistry(opts: FakeRegistryOptions = {}): Promise
     auth: makeServer('auth'),
     cdn: makeServer('cdn'),
   };
-  urls.registry = await listen(servers.registry);
-  urls.auth = await listen(servers.auth);
-  urls.cdn = await listen(servers.cdn);
+  const host = opts.host ?? '127.0.0.1';
+  urls.registry = await listen(servers.registry, host);
+  urls.auth = await listen(servers.auth, host);
+  urls.cdn = await listen(servers.cdn, host);
 
   const fake: FakeRegistry = {
     url: urls.registry,

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import { mkdir, readFile, readdir, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
@@ -80,4 +81,29 @@ t.test('regmirror verify finds corrupt and orphaned entries and --repair removes
   const tb = await get(`${m2.url}/v2/b/manifests/1`, { accept: ACCEPT })
   t.equal(tb.status, 200)
   t.equal(sha(tb.body), b.digest)
+})
+
+t.test('ordinary LRU eviction leaves nothing verify calls a problem', async (t) => {
+  const fake = await startFakeRegistry()
+  t.teardown(() => fake.close())
+  const one = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [400_000] }
+  const imgs = ['a', 'b', 'c', 'd', 'e'].map((r) => fake.addImage(`library/${r}`, '1', one))
+  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }], cache: { maxSize: '1MiB' } })
+  for (const img of imgs) {
+    const name = img.repo.replace('library/', '')
+    t.equal((await get(`${mirror.url}/v2/${name}/manifests/1`, { accept: ACCEPT })).status, 200)
+    for (const blob of img.blobs) t.equal((await get(`${mirror.url}/v2/${name}/blobs/${blob.digest}`)).status, 200)
+  }
+  t.match((await get(`${mirror.url}/metrics`)).body.toString(), /regmirror_cache_evictions_total [1-9]/, 'manifests and layers were evicted')
+  const evicted = imgs.filter((img) => !existsSync(blobPath(mirror.dataDir, img.digest)))
+  t.ok(evicted.length > 0, 'some tags now point at an evicted manifest')
+  await mirror.close()
+  const r = await cli(['verify', '--data', mirror.dataDir])
+  t.equal(r.code, 0, r.stdout)
+  t.match(r.stdout, /no problems/)
+
+  // And the evicted tags still work: their manifests are fetched again by digest.
+  const m2 = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }], cache: { maxSize: '1MiB' } }, { dataDir: mirror.dataDir })
+  const again = await get(`${m2.url}/v2/${evicted[0]!.repo.replace('library/', '')}/manifests/1`, { accept: ACCEPT })
+  t.equal(sha(again.body), evicted[0]!.digest)
 })
