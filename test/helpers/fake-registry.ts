@@ -112,7 +112,6 @@ export interface FakeRegistry {
 const SERVICE = 'fake-registry';
 const NAME_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
 const DIGEST_RE = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
-const SHA256_RE = /^sha256:[a-f0-9]{64}$/;
 const TAG_RE = /^[\w][\w.-]{0,127}$/;
 
 interface Reply {
