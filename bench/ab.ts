@@ -41,7 +41,19 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity })
 
 async function start(cli: string, dataDir: string) {
   const nodeArgs = process.env.AB_NODE_ARGS?.split(' ').filter((a) => a !== '') ?? []
-  const args = [...nodeArgs, cli, 'serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--upstream', `ab=${fake.url}`, '--default-upstream', 'ab']
+  const args = [
+    ...nodeArgs,
+    cli,
+    'serve',
+    '--listen',
+    '127.0.0.1:0',
+    '--data',
+    dataDir,
+    '--upstream',
+    `ab=${fake.url}`,
+    '--default-upstream',
+    'ab',
+  ]
   const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
@@ -93,7 +105,9 @@ for (let round = 0; round < rounds; round++) {
 }
 console.log(`${clients} clients × ${layers} cold blob(s) of ${values.mib} MiB, ${rounds} rounds`)
 for (const cli of builds) {
-  console.log(`${cli}\n  wall ms: ${ms[cli]!.map((x) => x.toFixed(0)).join(' ')}\n  VmHWM MiB: ${hwm[cli]!.map((x) => x.toFixed(0)).join(' ')}`)
+  console.log(
+    `${cli}\n  wall ms: ${ms[cli]!.map((x) => x.toFixed(0)).join(' ')}\n  VmHWM MiB: ${hwm[cli]!.map((x) => x.toFixed(0)).join(' ')}`,
+  )
 }
 agent.destroy()
 await fake.close()

@@ -69,10 +69,15 @@ export async function pull(base: string, repo: string, tag: string, parallel = 3
   const agent = new Agent({ connections: parallel + 1 })
   const started = performance.now()
   try {
-    const head = await request(`${base}/v2/${repo}/manifests/${tag}`, { method: 'HEAD', dispatcher: agent, headers: { accept: MANIFEST_ACCEPT } })
+    const head = await request(`${base}/v2/${repo}/manifests/${tag}`, {
+      method: 'HEAD',
+      dispatcher: agent,
+      headers: { accept: MANIFEST_ACCEPT },
+    })
     await head.body.dump()
     const digest = head.headers['docker-content-digest']
-    if (head.statusCode !== 200 || typeof digest !== 'string') throw new Error(`HEAD ${repo}:${tag}: ${head.statusCode}, digest ${String(digest)}`)
+    if (head.statusCode !== 200 || typeof digest !== 'string')
+      throw new Error(`HEAD ${repo}:${tag}: ${head.statusCode}, digest ${String(digest)}`)
     const body = (await getVerified(base, `/v2/${repo}/manifests/${digest}`, digest, agent, MANIFEST_ACCEPT)) as Buffer
     const manifest = JSON.parse(body.toString('utf8')) as { config: Descriptor; layers: Descriptor[] }
     let bytes = body.length
@@ -99,7 +104,11 @@ export async function concurrentPulls(base: string, repo: string, tag: string, n
 }
 
 /** Time to the response headers and to the first body byte of a blob GET; then reads (and verifies) the rest. */
-export async function firstByte(base: string, repo: string, digest: string): Promise<{ headersMs: number; firstByteMs: number; totalMs: number; bytes: number }> {
+export async function firstByte(
+  base: string,
+  repo: string,
+  digest: string,
+): Promise<{ headersMs: number; firstByteMs: number; totalMs: number; bytes: number }> {
   const agent = new Agent({ connections: 1 })
   try {
     const started = performance.now()
@@ -126,7 +135,13 @@ export async function firstByte(base: string, repo: string, digest: string): Pro
  * Cache-hit throughput: `clients` connections each GET the blob `rounds` times back to back, bodies counted but not
  * hashed (the point is the server's read path, not the client's sha256). MB/s = 10^6 bytes per second.
  */
-export async function blobThroughput(base: string, repo: string, digest: string, clients: number, rounds: number): Promise<{ ms: number; bytes: number; mbPerS: number }> {
+export async function blobThroughput(
+  base: string,
+  repo: string,
+  digest: string,
+  clients: number,
+  rounds: number,
+): Promise<{ ms: number; bytes: number; mbPerS: number }> {
   const pool = new Pool(base, { connections: clients })
   try {
     const started = performance.now()

@@ -32,7 +32,21 @@ const { values } = parseArgs({
 async function startMirror(upstream: string, dataDir: string): Promise<{ child: ChildProcess; url: string }> {
   const child = spawn(
     process.execPath,
-    [...(process.env.MIRROR_NODE_FLAGS ?? '').split(' ').filter(Boolean), 'dist/cli.js', 'serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--upstream', `docker.io=${upstream}`, '--log-level', 'info', '--max-size', '10GiB'],
+    [
+      ...(process.env.MIRROR_NODE_FLAGS ?? '').split(' ').filter(Boolean),
+      'dist/cli.js',
+      'serve',
+      '--listen',
+      '127.0.0.1:0',
+      '--data',
+      dataDir,
+      '--upstream',
+      `docker.io=${upstream}`,
+      '--log-level',
+      'info',
+      '--max-size',
+      '10GiB',
+    ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   )
   const url = await new Promise<string>((resolve, reject) => {
@@ -84,7 +98,10 @@ interface Row {
 
 async function run(imageName: string, n: number, rate: number): Promise<Row> {
   const fake = await startFakeRegistry()
-  const img = fake.addImage('library/bench', 'v1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: IMAGES[imageName]!.map((m) => m * MiB) })
+  const img = fake.addImage('library/bench', 'v1', {
+    platforms: [{ os: 'linux', architecture: 'amd64' }],
+    layerSizes: IMAGES[imageName]!.map((m) => m * MiB),
+  })
   const man = img.manifests[0]!
   const imageBytes = man.body.length + img.blobs.reduce((a, b) => a + b.size, 0)
   fake.fault({ kind: 'slow', bytesPerSecond: rate, match: { server: 'cdn' } })
@@ -99,7 +116,9 @@ async function run(imageName: string, n: number, rate: number): Promise<Row> {
       const tag = await fetch(`${url}/v2/bench/manifests/v1`, { headers: { accept: ACCEPT }, dispatcher } as RequestInit)
       await tag.arrayBuffer()
       const sizes = await Promise.all(
-        [man.config, ...man.layers].map(async (b) => drain(await fetch(`${url}/v2/bench/blobs/${b.digest}`, { dispatcher } as RequestInit))),
+        [man.config, ...man.layers].map(async (b) =>
+          drain(await fetch(`${url}/v2/bench/blobs/${b.digest}`, { dispatcher } as RequestInit)),
+        ),
       )
       const want = [man.config, ...man.layers].map((b) => b.size)
       if (sizes.join() !== want.join()) throw new Error(`short body: ${sizes.join()} vs ${want.join()}`)
@@ -134,10 +153,14 @@ for (const image of values.sizes!.split(',')) {
   for (const n of values.n!.split(',').map(Number)) {
     const r = await run(image, n, rate)
     rows.push(r)
-    console.error(`${image} N=${n}: ${r.seconds.toFixed(2)} s, upstream ${r.upstreamRatio.toFixed(3)}x, peak RSS ${r.peakRssMiB.toFixed(0)} MiB`)
+    console.error(
+      `${image} N=${n}: ${r.seconds.toFixed(2)} s, upstream ${r.upstreamRatio.toFixed(3)}x, peak RSS ${r.peakRssMiB.toFixed(0)} MiB`,
+    )
   }
 }
-console.log(`upstream rate ${values['rate-mib']} MiB/s; node ${process.version}; mirror node flags: ${process.env.MIRROR_NODE_FLAGS || 'none'}\n`)
+console.log(
+  `upstream rate ${values['rate-mib']} MiB/s; node ${process.version}; mirror node flags: ${process.env.MIRROR_NODE_FLAGS || 'none'}\n`,
+)
 console.log('| image | N | total time | upstream bytes / image | fills | joined | mirror RSS idle | mirror peak RSS |')
 console.log('|---|---|---|---|---|---|---|---|')
 for (const r of rows) {

@@ -38,8 +38,26 @@ const { values: flags } = parseArgs({
 })
 const quick = flags.quick || process.env.BENCH_QUICK === '1'
 const SIZES = quick
-  ? { cold: [10, 10, 10], ttfb: 20, conc: [5, 5, 5], loadSeconds: 3, loadConnections: 16, hitClients: 2, hitRounds: 2, startupBlobs: 10_000 }
-  : { cold: [100, 100, 100], ttfb: 150, conc: [50, 50, 50], loadSeconds: 10, loadConnections: 16, hitClients: 4, hitRounds: 3, startupBlobs: 100_000 }
+  ? {
+      cold: [10, 10, 10],
+      ttfb: 20,
+      conc: [5, 5, 5],
+      loadSeconds: 3,
+      loadConnections: 16,
+      hitClients: 2,
+      hitRounds: 2,
+      startupBlobs: 10_000,
+    }
+  : {
+      cold: [100, 100, 100],
+      ttfb: 150,
+      conc: [50, 50, 50],
+      loadSeconds: 10,
+      loadConnections: 16,
+      hitClients: 4,
+      hitRounds: 3,
+      startupBlobs: 100_000,
+    }
 if (flags['startup-blobs'] !== undefined) SIZES.startupBlobs = Number(flags['startup-blobs'])
 if (flags['load-seconds'] !== undefined) SIZES.loadSeconds = Number(flags['load-seconds'])
 const RESULTS = resolve(REPO_ROOT, flags.out ?? (quick ? 'bench/RESULTS.quick.md' : 'bench/RESULTS.md'))
@@ -49,7 +67,10 @@ const LINK_BYTES_PER_SECOND = flags['upstream-mbps'] === undefined ? undefined :
 // ---------------------------------------------------------------------------------------------------------------
 // worker: every client workload runs in a worker thread
 
-function inWorker<K extends keyof typeof client>(fn: K, ...args: Parameters<(typeof client)[K]>): Promise<Awaited<ReturnType<(typeof client)[K]>>> {
+function inWorker<K extends keyof typeof client>(
+  fn: K,
+  ...args: Parameters<(typeof client)[K]>
+): Promise<Awaited<ReturnType<(typeof client)[K]>>> {
   return new Promise((resolvePromise, reject) => {
     const w = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { fn, args } })
     let settled = false
@@ -157,13 +178,18 @@ function markdownTable(rows: Row[]): string {
   const lines = [
     '| workload | unit | distribution | regmirror | regmirror / distribution | better |',
     '|---|---|---:|---:|---:|---|',
-    ...rows.map((r) => `| ${r.name} | ${r.unit} | ${fmt(r.distribution, r.digits)} | ${fmt(r.regmirror, r.digits)} | ${ratio(r)} | ${r.better} |`),
+    ...rows.map(
+      (r) => `| ${r.name} | ${r.unit} | ${fmt(r.distribution, r.digits)} | ${fmt(r.regmirror, r.digits)} | ${ratio(r)} | ${r.better} |`,
+    ),
   ]
   return lines.join('\n')
 }
 
 function plainTable(rows: Row[]): string {
-  const cells = [['workload', 'unit', 'distribution', 'regmirror', 'ratio', 'better'], ...rows.map((r) => [r.name, r.unit, fmt(r.distribution, r.digits), fmt(r.regmirror, r.digits), ratio(r), r.better])]
+  const cells = [
+    ['workload', 'unit', 'distribution', 'regmirror', 'ratio', 'better'],
+    ...rows.map((r) => [r.name, r.unit, fmt(r.distribution, r.digits), fmt(r.regmirror, r.digits), ratio(r), r.better]),
+  ]
   const widths = cells[0]!.map((_, i) => Math.max(...cells.map((c) => c[i]!.length)))
   return cells.map((c) => c.map((x, i) => (i >= 2 && i <= 4 ? x.padStart(widths[i]!) : x.padEnd(widths[i]!))).join('  ')).join('\n')
 }
@@ -188,13 +214,17 @@ function machine(): Record<string, string> {
     distribution: run('docker-registry', ['--version']),
     regmirror: `${run('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD'])} (${run('git', ['-C', REPO_ROOT, 'rev-parse', '--abbrev-ref', 'HEAD'])})`,
     mode: quick ? 'quick (--quick: small sizes)' : 'full',
-    'upstream link': LINK_BYTES_PER_SECOND === undefined ? 'loopback, unpaced' : `paced to ${LINK_BYTES_PER_SECOND / 1e6} MB/s for all upstream traffic together (--upstream-mbps)`,
+    'upstream link':
+      LINK_BYTES_PER_SECOND === undefined
+        ? 'loopback, unpaced'
+        : `paced to ${LINK_BYTES_PER_SECOND / 1e6} MB/s for all upstream traffic together (--upstream-mbps)`,
   }
 }
 
 async function main(): Promise<void> {
   for (const p of ['docker-registry', 'skopeo']) {
-    if (findProgram(p) === undefined) throw new Error(`bench: ${p} is not installed (apt-get install -y ${p === 'skopeo' ? 'skopeo' : 'docker-registry'})`)
+    if (findProgram(p) === undefined)
+      throw new Error(`bench: ${p} is not installed (apt-get install -y ${p === 'skopeo' ? 'skopeo' : 'docker-registry'})`)
   }
   const info = machine()
   const started = Date.now()
@@ -288,7 +318,10 @@ async function main(): Promise<void> {
     if (!flags['skip-startup']) {
       const empty = await makeTempDir('bench-startup-empty')
       const many = await makeTempDir('bench-startup')
-      cleanups.push(() => removeTempDir(empty), () => removeTempDir(many))
+      cleanups.push(
+        () => removeTempDir(empty),
+        () => removeTempDir(many),
+      )
       log(`start-up: writing ${SIZES.startupBlobs} blobs of 1 KiB`)
       await writeBlobs(many, SIZES.startupBlobs, 1024)
       log('start-up: measuring (3 runs each, empty and full)')
@@ -297,36 +330,107 @@ async function main(): Promise<void> {
 
     // --- report --------------------------------------------------------------------------------------------
     const v = <T>(key: string, m: Mirror['name']): T | undefined => get<T>(key, m)?.value
-    const both = (f: (m: Mirror['name']) => number | undefined): Pick<Row, 'distribution' | 'regmirror'> => ({ distribution: f('distribution'), regmirror: f('regmirror') })
+    const both = (f: (m: Mirror['name']) => number | undefined): Pick<Row, 'distribution' | 'regmirror'> => ({
+      distribution: f('distribution'),
+      regmirror: f('regmirror'),
+    })
     const coldSize = cold.layout.totalBytes
     const concSize = conc.get(8)!.layout.totalBytes
     const rows: Row[] = [
-      { name: `cold pull, ${(coldSize / MiB).toFixed(0)} MiB 3 layers: wall`, unit: 's', better: 'lower', ...both((m) => (v<client.PullResult>('cold', m)?.ms ?? NaN) / 1000) },
-      { name: 'cold pull: upstream bytes', unit: '× image', better: 'lower', digits: 3, ...both((m) => (get('cold', m)?.upstreamBytes ?? NaN) / coldSize) },
-      { name: 'cold pull: upstream blob GETs (image has 4 blobs)', unit: 'count', better: 'lower', digits: 0, ...both((m) => get('cold', m)?.upstreamBlobGets) },
-      { name: `first byte, cold ${SIZES.ttfb} MiB layer (upstream's own: ${upstreamTtfb.firstByteMs.toFixed(1)} ms)`, unit: 'ms', better: 'lower', digits: 1, ...both((m) => v<Awaited<ReturnType<typeof client.firstByte>>>('ttfb', m)?.firstByteMs) },
-      { name: `cold ${SIZES.ttfb} MiB layer: whole body (upstream's own: ${(upstreamTtfb.totalMs / 1000).toFixed(2)} s)`, unit: 's', better: 'lower', ...both((m) => (v<Awaited<ReturnType<typeof client.firstByte>>>('ttfb', m)?.totalMs ?? NaN) / 1000) },
+      {
+        name: `cold pull, ${(coldSize / MiB).toFixed(0)} MiB 3 layers: wall`,
+        unit: 's',
+        better: 'lower',
+        ...both((m) => (v<client.PullResult>('cold', m)?.ms ?? NaN) / 1000),
+      },
+      {
+        name: 'cold pull: upstream bytes',
+        unit: '× image',
+        better: 'lower',
+        digits: 3,
+        ...both((m) => (get('cold', m)?.upstreamBytes ?? NaN) / coldSize),
+      },
+      {
+        name: 'cold pull: upstream blob GETs (image has 4 blobs)',
+        unit: 'count',
+        better: 'lower',
+        digits: 0,
+        ...both((m) => get('cold', m)?.upstreamBlobGets),
+      },
+      {
+        name: `first byte, cold ${SIZES.ttfb} MiB layer (upstream's own: ${upstreamTtfb.firstByteMs.toFixed(1)} ms)`,
+        unit: 'ms',
+        better: 'lower',
+        digits: 1,
+        ...both((m) => v<Awaited<ReturnType<typeof client.firstByte>>>('ttfb', m)?.firstByteMs),
+      },
+      {
+        name: `cold ${SIZES.ttfb} MiB layer: whole body (upstream's own: ${(upstreamTtfb.totalMs / 1000).toFixed(2)} s)`,
+        unit: 's',
+        better: 'lower',
+        ...both((m) => (v<Awaited<ReturnType<typeof client.firstByte>>>('ttfb', m)?.totalMs ?? NaN) / 1000),
+      },
       { name: 'warm pull: wall', unit: 's', better: 'lower', ...both((m) => (v<client.PullResult>('warm', m)?.ms ?? NaN) / 1000) },
       { name: 'warm pull: upstream bytes', unit: 'bytes', better: 'lower', digits: 0, ...both((m) => get('warm', m)?.upstreamBytes) },
       ...CONCURRENCY.flatMap((n): Row[] => [
-        { name: `${n} concurrent cold pulls, ${(concSize / MiB).toFixed(0)} MiB 3 layers: wall`, unit: 's', better: 'lower', ...both((m) => (v<{ ms: number }>(`conc${n}`, m)?.ms ?? NaN) / 1000) },
-        { name: `${n} concurrent cold pulls: upstream bytes`, unit: '× image', better: 'lower', digits: 3, ...both((m) => (get(`conc${n}`, m)?.upstreamBytes ?? NaN) / concSize) },
+        {
+          name: `${n} concurrent cold pulls, ${(concSize / MiB).toFixed(0)} MiB 3 layers: wall`,
+          unit: 's',
+          better: 'lower',
+          ...both((m) => (v<{ ms: number }>(`conc${n}`, m)?.ms ?? NaN) / 1000),
+        },
+        {
+          name: `${n} concurrent cold pulls: upstream bytes`,
+          unit: '× image',
+          better: 'lower',
+          digits: 3,
+          ...both((m) => (get(`conc${n}`, m)?.upstreamBytes ?? NaN) / concSize),
+        },
       ]),
-      { name: `tag manifest GET, cached tag (${SIZES.loadConnections} conns)`, unit: 'req/s', better: 'higher', digits: 0, ...both((m) => v<client.LoadResult>('tag', m)?.reqPerS) },
+      {
+        name: `tag manifest GET, cached tag (${SIZES.loadConnections} conns)`,
+        unit: 'req/s',
+        better: 'higher',
+        digits: 0,
+        ...both((m) => v<client.LoadResult>('tag', m)?.reqPerS),
+      },
       { name: 'tag manifest GET: p99 latency', unit: 'ms', better: 'lower', ...both((m) => v<client.LoadResult>('tag', m)?.p99Ms) },
-      { name: 'tag manifest GET: upstream requests during the run', unit: 'count', better: 'lower', digits: 0, ...both((m) => get('tag', m)?.upstreamRequests) },
-      { name: `cache-hit throughput, ${SIZES.ttfb} MiB blob, ${SIZES.hitClients} clients × ${SIZES.hitRounds}`, unit: 'MB/s', better: 'higher', digits: 0, ...both((m) => v<{ mbPerS: number }>('hit', m)?.mbPerS) },
+      {
+        name: 'tag manifest GET: upstream requests during the run',
+        unit: 'count',
+        better: 'lower',
+        digits: 0,
+        ...both((m) => get('tag', m)?.upstreamRequests),
+      },
+      {
+        name: `cache-hit throughput, ${SIZES.ttfb} MiB blob, ${SIZES.hitClients} clients × ${SIZES.hitRounds}`,
+        unit: 'MB/s',
+        better: 'higher',
+        digits: 0,
+        ...both((m) => v<{ mbPerS: number }>('hit', m)?.mbPerS),
+      },
       { name: 'peak RSS over all workloads', unit: 'MiB', better: 'lower', digits: 1, ...both((m) => (lifetimePeak[m] ?? NaN) / MiB) },
     ]
-    const rssRows: Row[] = Object.keys(res).map((key) => ({ name: `peak RSS during ${key}`, unit: 'MiB', better: 'lower' as const, digits: 1, ...both((m) => (get(key, m)?.peakRss ?? NaN) / MiB) }))
+    const rssRows: Row[] = Object.keys(res).map((key) => ({
+      name: `peak RSS during ${key}`,
+      unit: 'MiB',
+      better: 'lower' as const,
+      digits: 1,
+      ...both((m) => (get(key, m)?.peakRss ?? NaN) / MiB),
+    }))
 
     const r = (key: string, m: Mirror['name']): number => rows.find((x) => x.name.startsWith(key))?.[m] ?? NaN
     const goals: { goal: string; value: string; met: boolean }[] = []
     const g = (goal: string, actual: number, target: number, higherBetter: boolean, unit: string): void => {
-      goals.push({ goal, value: `${actual.toFixed(3)}${unit} (target ${higherBetter ? '≥' : '≤'} ${target}${unit})`, met: higherBetter ? actual >= target : actual <= target })
+      goals.push({
+        goal,
+        value: `${actual.toFixed(3)}${unit} (target ${higherBetter ? '≥' : '≤'} ${target}${unit})`,
+        met: higherBetter ? actual >= target : actual <= target,
+      })
     }
     g('upstream bytes, single cold pull', r('cold pull: upstream bytes', 'regmirror'), 1.01, false, '×')
-    for (const n of CONCURRENCY) g(`upstream bytes, ${n} concurrent cold pulls`, r(`${n} concurrent cold pulls: upstream bytes`, 'regmirror'), 1.01, false, '×')
+    for (const n of CONCURRENCY)
+      g(`upstream bytes, ${n} concurrent cold pulls`, r(`${n} concurrent cold pulls: upstream bytes`, 'regmirror'), 1.01, false, '×')
     for (const n of CONCURRENCY) {
       const row = rows.find((x) => x.name.startsWith(`${n} concurrent cold pulls,`))!
       g(`wall time, ${n} concurrent cold pulls, vs distribution`, row.regmirror! / row.distribution!, 0.4, false, '×')
@@ -336,7 +440,14 @@ async function main(): Promise<void> {
     const hit = rows.find((x) => x.name.startsWith('cache-hit throughput'))!
     g('cache-hit throughput vs distribution', hit.regmirror! / hit.distribution!, 1.1, true, '×')
     g('regmirror peak RSS (all workloads)', lifetimePeak.regmirror! / MiB, 120, false, ' MiB')
-    if (startup) g(`regmirror peak RSS right after start-up with ${SIZES.startupBlobs} blobs`, median(startup.full.map((s) => s.peakRssBytes)) / MiB, 120, false, ' MiB')
+    if (startup)
+      g(
+        `regmirror peak RSS right after start-up with ${SIZES.startupBlobs} blobs`,
+        median(startup.full.map((s) => s.peakRssBytes)) / MiB,
+        120,
+        false,
+        ' MiB',
+      )
 
     const startupText = startup
       ? [
@@ -383,7 +494,9 @@ async function main(): Promise<void> {
       '',
       '### Upstream traffic per workload (counting proxy in front of the upstream)',
       '',
-      `1-minute load average of the machine around each workload (before → after; ${cpus().length} CPUs): ${Object.entries(loadAvg).map(([k, x]) => `${k} ${x}`).join(', ')}.`,
+      `1-minute load average of the machine around each workload (before → after; ${cpus().length} CPUs): ${Object.entries(loadAvg)
+        .map(([k, x]) => `${k} ${x}`)
+        .join(', ')}.`,
       '',
       '| mirror | workload | requests | manifest requests | blob GETs | body MiB |',
       '|---|---|---:|---:|---:|---:|',

@@ -51,7 +51,14 @@ export async function measureStartup(dataDir: string, blobs: number, runs: numbe
         .split('\n')
         .find((l) => l.includes('"cache index loaded"'))
       const parsed = line ? (JSON.parse(line) as { ms?: number; entries?: number }) : {}
-      out.push({ blobs, listeningMs: rm.startup.listeningMs, readyMs: rm.startup.readyMs, indexLoadMs: parsed.ms, indexEntries: parsed.entries, peakRssBytes })
+      out.push({
+        blobs,
+        listeningMs: rm.startup.listeningMs,
+        readyMs: rm.startup.readyMs,
+        indexLoadMs: parsed.ms,
+        indexEntries: parsed.entries,
+        peakRssBytes,
+      })
     } finally {
       await rm.stop()
     }

@@ -63,7 +63,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         server.listen(config.listen.port, config.listen.host, () => {
           server.off('error', reject)
           const addr = server.address() as AddressInfo
-          log.info({ address: addr.address, port: addr.port, dataDir: config.dataDir, upstreams: config.upstreams.map((u) => u.name) }, 'regmirror listening')
+          log.info(
+            { address: addr.address, port: addr.port, dataDir: config.dataDir, upstreams: config.upstreams.map((u) => u.name) },
+            'regmirror listening',
+          )
           resolve(addr)
         })
       }),

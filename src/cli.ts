@@ -51,7 +51,10 @@ async function main(argv: string[]): Promise<number> {
         process.exit(1)
       }
       stopping = true
-      app.services.log.info({ signal, deadlineMs: config.timeouts.shutdown }, 'shutting down: no new connections, finishing responses in flight')
+      app.services.log.info(
+        { signal, deadlineMs: config.timeouts.shutdown },
+        'shutting down: no new connections, finishing responses in flight',
+      )
       const deadline = setTimeout(() => {
         app.services.log.warn('shutdown deadline passed; closing remaining connections')
         app.server.closeAllConnections()
@@ -92,7 +95,9 @@ async function verify(argv: string[]): Promise<number> {
       if (now - last < 100 && p.done !== p.total) return
       last = now
       const pct = p.bytesTotal === 0 ? 100 : Math.floor((p.bytesDone / p.bytesTotal) * 100)
-      process.stderr.write(`\r\x1b[Kverifying ${p.done}/${p.total} files, ${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)} (${pct}%)`)
+      process.stderr.write(
+        `\r\x1b[Kverifying ${p.done}/${p.total} files, ${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)} (${pct}%)`,
+      )
     },
     onProblem: (p) => {
       if (tty) process.stderr.write('\r\x1b[K')

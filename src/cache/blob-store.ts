@@ -65,7 +65,8 @@ export class BlobStore {
     const fd = await openFdAsync(this.pathFor(d), 'r')
     try {
       const { size } = await fstatAsync(fd)
-      if (size !== expectedSize) throw Object.assign(new Error(`cached file is ${size} bytes, not ${expectedSize}`), { code: 'SIZE_CHANGED' })
+      if (size !== expectedSize)
+        throw Object.assign(new Error(`cached file is ${size} bytes, not ${expectedSize}`), { code: 'SIZE_CHANGED' })
       return fd
     } catch (err) {
       close(fd, () => {})

@@ -82,7 +82,12 @@ export class MetadataStore implements SharedTokenStore {
     // The live copy is bounded; whatever it drops is read back from the disk link when asked for.
     if (!opts.redis) {
       const store = new MemoryRecords({ max: opts.memoryEntries ?? MEMORY_ENTRIES })
-      return new MetadataStore(dataDir, new Keyv({ store, namespace: opts.prefix, serialize: undefined, deserialize: undefined }), log, opts)
+      return new MetadataStore(
+        dataDir,
+        new Keyv({ store, namespace: opts.prefix, serialize: undefined, deserialize: undefined }),
+        log,
+        opts,
+      )
     }
     // Loaded only when configured: the Redis client adds ~10 MiB to every process that never uses it.
     const { default: KeyvRedis } = await import('@keyv/redis')

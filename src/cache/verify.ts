@@ -67,7 +67,10 @@ export async function verifyDataDir(dataDir: string, opts: VerifyOptions = {}): 
   const files: { path: string; hex: string; size: number }[] = []
   for (const prefix of await list(blobsDir)) {
     const dir = join(blobsDir, prefix)
-    const isDir = await stat(dir).then((s) => s.isDirectory(), () => false)
+    const isDir = await stat(dir).then(
+      (s) => s.isDirectory(),
+      () => false,
+    )
     if (!/^[a-f0-9]{2}$/.test(prefix) || !isDir) {
       await report({ kind: 'stray-file', path: rel(dir) }, dir)
       continue
@@ -96,7 +99,10 @@ export async function verifyDataDir(dataDir: string, opts: VerifyOptions = {}): 
       if (actual === f.hex) good.add(f.hex)
       else {
         corrupt.add(f.hex)
-        await report({ kind: 'corrupt-blob', path: rel(f.path), detail: actual.startsWith('unreadable') ? actual : `sha256:${actual}` }, f.path)
+        await report(
+          { kind: 'corrupt-blob', path: rel(f.path), detail: actual.startsWith('unreadable') ? actual : `sha256:${actual}` },
+          f.path,
+        )
       }
       progress.done++
       progress.bytesDone += f.size
@@ -124,7 +130,8 @@ export async function verifyDataDir(dataDir: string, opts: VerifyOptions = {}): 
     }
     const hex = typeof digest === 'string' && digest.startsWith('sha256:') ? digest.slice(7) : ''
     if (!HEX64.test(hex)) await report({ kind: 'corrupt-tag', path: rel(path) }, path)
-    else if (!good.has(hex) && (typeRecords.has(hex) || corrupt.has(hex))) await report({ kind: 'orphaned-tag', path: rel(path), detail: `sha256:${hex}` }, path)
+    else if (!good.has(hex) && (typeRecords.has(hex) || corrupt.has(hex)))
+      await report({ kind: 'orphaned-tag', path: rel(path), detail: `sha256:${hex}` }, path)
   }
 
   // 3. Manifest media types: manifest-types/<2 hex>/<64 hex> without the content are orphans.

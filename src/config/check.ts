@@ -1,18 +1,18 @@
 /** `regmirror config check`: validate the configuration and print the effective result with secrets redacted. */
-import { stringify } from 'yaml';
-import { FLAGS_HELP, parseFlags } from './args.js';
-import { formatDuration, formatSize } from './durations.js';
-import { ConfigError } from './errors.js';
-import { loadConfig, redactConfig } from './load.js';
-import type { Config } from './schema.js';
+import { stringify } from 'yaml'
+import { FLAGS_HELP, parseFlags } from './args.js'
+import { formatDuration, formatSize } from './durations.js'
+import { ConfigError } from './errors.js'
+import { loadConfig, redactConfig } from './load.js'
+import type { Config } from './schema.js'
 
 /**
  * The effective config in the configuration-file format (durations as `5m`, sizes as `50GiB`, every upstream
  * listed, wellKnownUpstreams: false), so that the output, secrets aside, loads back to the same Config.
  */
 export function toFileShape(c: Config): Record<string, unknown> {
-  const d = formatDuration;
-  const listenHost = c.listen.host.includes(':') ? `[${c.listen.host}]` : c.listen.host;
+  const d = formatDuration
+  const listenHost = c.listen.host.includes(':') ? `[${c.listen.host}]` : c.listen.host
   return {
     listen: `${listenHost}:${c.listen.port}`,
     dataDir: c.dataDir,
@@ -49,7 +49,7 @@ export function toFileShape(c: Config): Record<string, unknown> {
       idleTimeout: d(c.server.idleTimeout),
       maxHeaderSize: c.server.maxHeaderSize,
     },
-  };
+  }
 }
 
 /**
@@ -64,22 +64,24 @@ export async function configCheck(
   opts: { env?: Record<string, string | undefined>; cwd?: string } = {},
 ): Promise<number> {
   try {
-    const { flags, positionals } = parseFlags(argv);
+    const { flags, positionals } = parseFlags(argv)
     if (flags.help) {
-      out.write(`Usage: regmirror config check [options]\n\nValidates the configuration and prints the effective result.\n\n${FLAGS_HELP}\n`);
-      return 0;
+      out.write(
+        `Usage: regmirror config check [options]\n\nValidates the configuration and prints the effective result.\n\n${FLAGS_HELP}\n`,
+      )
+      return 0
     }
-    if (positionals.length > 0) throw new ConfigError([`unexpected argument: ${positionals[0]}`]);
-    const config = await loadConfig({ flags, env: opts.env ?? process.env, cwd: opts.cwd ?? process.cwd() });
-    const shown = toFileShape(redactConfig(config) as Config);
-    out.write(`# effective configuration (secrets redacted)\n${stringify(shown, { lineWidth: 0 })}`);
-    return 0;
+    if (positionals.length > 0) throw new ConfigError([`unexpected argument: ${positionals[0]}`])
+    const config = await loadConfig({ flags, env: opts.env ?? process.env, cwd: opts.cwd ?? process.cwd() })
+    const shown = toFileShape(redactConfig(config) as Config)
+    out.write(`# effective configuration (secrets redacted)\n${stringify(shown, { lineWidth: 0 })}`)
+    return 0
   } catch (e) {
     if (e instanceof ConfigError) {
-      for (const p of e.problems) err.write(`${p}\n`);
-      err.write(`configuration invalid: ${e.problems.length} problem${e.problems.length === 1 ? '' : 's'}\n`);
-      return 1;
+      for (const p of e.problems) err.write(`${p}\n`)
+      err.write(`configuration invalid: ${e.problems.length} problem${e.problems.length === 1 ? '' : 's'}\n`)
+      return 1
     }
-    throw e;
+    throw e
   }
 }

@@ -4,40 +4,40 @@
  * Glob syntax: `*` matches any run of characters except `/`, `**` matches anything (including `/`),
  * `?` matches one character except `/`; everything else is literal. Matching is case-sensitive and anchored.
  */
-import type { UpstreamConfig } from './schema.js';
+import type { UpstreamConfig } from './schema.js'
 
 /** Tags that look like versions: `1`, `1.2`, `v1.2.3`, `1.2.3-alpine`, `v2.0.0-rc.1`. */
-export const SEMVER_TAG = /^v?\d+(\.\d+){0,2}(-[0-9A-Za-z][0-9A-Za-z._-]*)?$/;
+export const SEMVER_TAG = /^v?\d+(\.\d+){0,2}(-[0-9A-Za-z][0-9A-Za-z._-]*)?$/
 
-const cache = new Map<string, RegExp>();
+const cache = new Map<string, RegExp>()
 
 export function globToRegExp(glob: string): RegExp {
-  let re = cache.get(glob);
-  if (re) return re;
-  let src = '';
+  let re = cache.get(glob)
+  if (re) return re
+  let src = ''
   for (let i = 0; i < glob.length; i++) {
-    const c = glob[i]!;
+    const c = glob[i]!
     if (c === '*') {
       if (glob[i + 1] === '*') {
-        src += '.*';
-        i++;
+        src += '.*'
+        i++
       } else {
-        src += '[^/]*';
+        src += '[^/]*'
       }
     } else if (c === '?') {
-      src += '[^/]';
+      src += '[^/]'
     } else {
-      src += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+      src += c.replace(/[.+^${}()|[\]\\]/g, '\\$&')
     }
   }
-  re = new RegExp(`^${src}$`, 's');
-  if (cache.size > 1000) cache.clear();
-  cache.set(glob, re);
-  return re;
+  re = new RegExp(`^${src}$`, 's')
+  if (cache.size > 1000) cache.clear()
+  cache.set(glob, re)
+  return re
 }
 
 export function globMatch(glob: string, s: string): boolean {
-  return globToRegExp(glob).test(s);
+  return globToRegExp(glob).test(s)
 }
 
 /**
@@ -45,9 +45,9 @@ export function globMatch(glob: string, s: string): boolean {
  * against `repo:tag`, otherwise against the tag alone.
  */
 export function ttlPatternMatches(pattern: string, repo: string, tag: string): boolean {
-  if (pattern === 'semver') return SEMVER_TAG.test(tag);
-  if (pattern.includes(':')) return globMatch(pattern, `${repo}:${tag}`);
-  return globMatch(pattern, tag);
+  if (pattern === 'semver') return SEMVER_TAG.test(tag)
+  if (pattern.includes(':')) return globMatch(pattern, `${repo}:${tag}`)
+  return globMatch(pattern, tag)
 }
 
 /**
@@ -56,9 +56,9 @@ export function ttlPatternMatches(pattern: string, repo: string, tag: string): b
  */
 export function ttlFor(upstream: Pick<UpstreamConfig, 'tagTtl' | 'tagTtlRules'>, repo: string, tag: string): number {
   for (const rule of upstream.tagTtlRules) {
-    if (ttlPatternMatches(rule.pattern, repo, tag)) return rule.ttl;
+    if (ttlPatternMatches(rule.pattern, repo, tag)) return rule.ttl
   }
-  return upstream.tagTtl;
+  return upstream.tagTtl
 }
 
 /**
@@ -66,6 +66,6 @@ export function ttlFor(upstream: Pick<UpstreamConfig, 'tagTtl' | 'tagTtlRules'>,
  * denied if any `deny` glob matches; otherwise allowed if `allow` is empty or any `allow` glob matches.
  */
 export function repoAllowed(upstream: Pick<UpstreamConfig, 'allow' | 'deny'>, repo: string): boolean {
-  if (upstream.deny.some((g) => globMatch(g, repo))) return false;
-  return upstream.allow.length === 0 || upstream.allow.some((g) => globMatch(g, repo));
+  if (upstream.deny.some((g) => globMatch(g, repo))) return false
+  return upstream.allow.length === 0 || upstream.allow.some((g) => globMatch(g, repo))
 }

@@ -36,13 +36,17 @@ export function createHttpServer(s: Services): Server {
   // answer it like any other method a read-only registry does not support.
   server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
     const { status, body } = toWire(new RegmirrorError('UNSUPPORTED', 'CONNECT is not supported: this is a registry, not a proxy'))
-    socket.end(`HTTP/1.1 ${status} Method Not Allowed\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+    socket.end(
+      `HTTP/1.1 ${status} Method Not Allowed\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    )
   })
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // Malformed requests, oversized headers and header timeouts end here; answer if we still can.
     if (socket.writable && !socket.writableEnded) {
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
-      socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+      socket.end(
+        `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`,
+      )
     } else socket.destroy()
   })
   return server

@@ -1,4 +1,12 @@
-import { DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, MAX_MANIFEST_SIZE, OCI_INDEX, OCI_MANIFEST } from './media-types.js'
+import {
+  DOCKER_LIST,
+  DOCKER_MANIFEST,
+  DOCKER_SCHEMA1,
+  DOCKER_SCHEMA1_SIGNED,
+  MAX_MANIFEST_SIZE,
+  OCI_INDEX,
+  OCI_MANIFEST,
+} from './media-types.js'
 
 /** The short-lived artifact manifest of the OCI 1.1 release candidates; zot and ACR still serve it. */
 export const OCI_ARTIFACT_MANIFEST = 'application/vnd.oci.artifact.manifest.v1+json'

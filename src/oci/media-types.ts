@@ -36,9 +36,7 @@ export function indexEntries(body: Buffer): IndexEntry[] {
   try {
     const doc = JSON.parse(body.toString('utf8')) as { manifests?: unknown }
     if (!Array.isArray(doc.manifests)) return []
-    return doc.manifests.filter(
-      (e): e is IndexEntry => typeof e === 'object' && e !== null && typeof (e as IndexEntry).digest === 'string',
-    )
+    return doc.manifests.filter((e): e is IndexEntry => typeof e === 'object' && e !== null && typeof (e as IndexEntry).digest === 'string')
   } catch {
     return []
   }

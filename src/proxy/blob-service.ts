@@ -100,7 +100,8 @@ export class BlobService {
     await res.body.dump().catch(() => {})
     if (res.status !== 200) throw await upstreamFailure(up, res, 'BLOB_UNKNOWN')
     const len = contentLength(res)
-    if (len === undefined) throw new RegmirrorError('UPSTREAM_ERROR', `${up.name} did not give the blob's size`, { detail: { upstream: up.name } })
+    if (len === undefined)
+      throw new RegmirrorError('UPSTREAM_ERROR', `${up.name} did not give the blob's size`, { detail: { upstream: up.name } })
     return { size: len, cache: 'miss' }
   }
 
@@ -160,7 +161,11 @@ export class BlobService {
           if (size === undefined) return true
           const ok = await this.index.reserve(size)
           if (ok) reserved = size
-          else this.log.info({ digest: d.value, size, maxSize: this.index.maxSize }, 'no room in the cache (larger than it, or the rest is pinned or in use); streaming the blob through without keeping it')
+          else
+            this.log.info(
+              { digest: d.value, size, maxSize: this.index.maxSize },
+              'no room in the cache (larger than it, or the rest is pinned or in use); streaming the blob through without keeping it',
+            )
           return ok
         },
         reserveMore: async (bytes) => {
@@ -188,7 +193,10 @@ export class BlobService {
         },
         onResume: (offset, attempt, err) => {
           this.metrics.fillResumes.inc()
-          this.log.warn({ upstream: up.name, digest: d.value, offset, attempt, err: errMessage(err) }, 'upstream blob download broke off; resuming with Range')
+          this.log.warn(
+            { upstream: up.name, digest: d.value, offset, attempt, err: errMessage(err) },
+            'upstream blob download broke off; resuming with Range',
+          )
         },
         onWriteError: (err, offset) => {
           this.metrics.cacheWriteErrors.inc({ code: err.code ?? 'unknown' })
@@ -201,7 +209,10 @@ export class BlobService {
           this.metrics.fillsFailed.inc({ cause: err.code.toLowerCase() })
           if (err.code === 'DIGEST_MISMATCH') this.metrics.digestMismatches.inc({ kind: 'blob' })
           if (REFUSALS.has(err.code)) this.metrics.upstreamRefused.inc({ upstream: up.name, kind: 'blob', cause: err.code.toLowerCase() })
-          this.log.error({ upstream: up.name, repository: repo, digest: d.value, code: err.code, err: errMessage(err) }, 'blob fill failed; nothing cached')
+          this.log.error(
+            { upstream: up.name, repository: repo, digest: d.value, code: err.code, err: errMessage(err) },
+            'blob fill failed; nothing cached',
+          )
         },
       },
       this.config.retries.resumeAttempts,

@@ -104,7 +104,14 @@ export class ManifestService {
       if (isRegmirrorError(err) && REFUSALS.has(err.code)) {
         this.metrics.upstreamRefused.inc({ upstream: up.name, kind: 'manifest', cause: err.code.toLowerCase() })
         this.log.error(
-          { upstream: up.name, repository: repo, reference: ref, digest: expected?.value ?? (ref.includes(':') ? ref : undefined), code: err.code, err: err.message },
+          {
+            upstream: up.name,
+            repository: repo,
+            reference: ref,
+            digest: expected?.value ?? (ref.includes(':') ? ref : undefined),
+            code: err.code,
+            err: err.message,
+          },
           'upstream manifest refused; nothing cached',
         )
       }
@@ -148,7 +155,10 @@ export class ManifestService {
       if (!isWriteError(err)) throw err
       // A full or read-only disk must not stop pulls: the client gets the verified manifest.
       this.metrics.cacheWriteErrors.inc({ code: err.code ?? 'unknown' })
-      this.log.error({ upstream: up.name, digest, code: err.code, err: err.message }, 'cannot write to the cache; serving the manifest without caching it')
+      this.log.error(
+        { upstream: up.name, digest, code: err.code, err: err.message },
+        'cannot write to the cache; serving the manifest without caching it',
+      )
       return m
     }
     await this.index.add(digest, body.length)

@@ -123,7 +123,10 @@ export class TagService {
       if (!isWriteError(err)) throw err
       // The answer is right; only remembering it failed (full or read-only disk).
       this.metrics.cacheWriteErrors.inc({ code: err.code ?? 'unknown' })
-      this.log.error({ upstream: up.name, repository: repo, tag, code: err.code, err: err.message }, 'cannot write the tag link to the cache')
+      this.log.error(
+        { upstream: up.name, repository: repo, tag, code: err.code, err: err.message },
+        'cannot write the tag link to the cache',
+      )
     }
     await this.pins?.onTag(up.name, repo, tag, m.digest)
   }

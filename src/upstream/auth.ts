@@ -75,7 +75,11 @@ export function registrableDomain(host: string): string {
   if (isIP(h) || !h.includes('.')) return h
   const labels = h.split('.')
   const n = labels.length
-  if (n >= 3 && (labels[n - 1] as string).length === 2 && ['co', 'com', 'net', 'org', 'gov', 'ac', 'edu'].includes(labels[n - 2] as string)) {
+  if (
+    n >= 3 &&
+    (labels[n - 1] as string).length === 2 &&
+    ['co', 'com', 'net', 'org', 'gov', 'ac', 'edu'].includes(labels[n - 2] as string)
+  ) {
     return labels.slice(-3).join('.')
   }
   return labels.slice(-2).join('.')

@@ -44,7 +44,13 @@ const TOKEN_RE = /^[\x21-\x7e]{1,16384}$/
  * hostile or broken upstream can neither make the mirror buffer without bound nor hold a
  * request by dripping a small body forever.
  */
-async function readBounded(up: UpstreamConfig, res: Pick<UpstreamResponse, 'body'>, limit: number, tooLarge: () => Error, deadlineMs: number): Promise<Buffer> {
+async function readBounded(
+  up: UpstreamConfig,
+  res: Pick<UpstreamResponse, 'body'>,
+  limit: number,
+  tooLarge: () => Error,
+  deadlineMs: number,
+): Promise<Buffer> {
   const chunks: Buffer[] = []
   let n = 0
   let timedOut = false
@@ -59,7 +65,8 @@ async function readBounded(up: UpstreamConfig, res: Pick<UpstreamResponse, 'body
       chunks.push(chunk as Buffer)
     }
   } catch (err) {
-    if (timedOut) throw new RegmirrorError('UPSTREAM_TIMEOUT', `the body from ${up.name} did not arrive within ${deadlineMs} ms`, { cause: err })
+    if (timedOut)
+      throw new RegmirrorError('UPSTREAM_TIMEOUT', `the body from ${up.name} did not arrive within ${deadlineMs} ms`, { cause: err })
     // A connection cut mid-body is the upstream failing, like one refused before it.
     throw toUpstreamError(up, err)
   } finally {
@@ -220,7 +227,7 @@ export class UpstreamClient {
     let url = new URL(base.pathname.replace(/\/$/, '') + req.path, base)
     let triedAuth = false
     const seen = new Set<string>()
-    for (let hop = 0; ; ) {
+    for (let hop = 0; ;) {
       const sameOrigin = url.origin === base.origin
       const headers: Record<string, string> = { 'user-agent': 'regmirror', ...req.headers }
       if (auth && sameOrigin) headers.authorization = auth
@@ -274,7 +281,10 @@ export class UpstreamClient {
         const n = Number.parseInt(remaining, 10)
         if (Number.isFinite(n)) {
           this.metrics.rateLimitRemaining.set({ upstream: up.name }, n)
-          this.log.info({ upstream: up.name, ratelimitRemaining: n, ratelimitLimit: header(res.headers, 'ratelimit-limit') }, 'upstream rate limit')
+          this.log.info(
+            { upstream: up.name, ratelimitRemaining: n, ratelimitLimit: header(res.headers, 'ratelimit-limit') },
+            'upstream rate limit',
+          )
         }
       }
       const body = res.body
@@ -329,7 +339,10 @@ export class UpstreamClient {
       const service = bearer.params.service ?? ''
       const tokenScope = bearer.params.scope ?? scope ?? ''
       if (!realmAllowed(up.url, realm, up.realms, this.basic(up) !== undefined)) {
-        this.log.warn({ upstream: up.name, realmHost: safeHost(realm) }, 'token realm not allowed for this upstream; refusing to authenticate')
+        this.log.warn(
+          { upstream: up.name, realmHost: safeHost(realm) },
+          'token realm not allowed for this upstream; refusing to authenticate',
+        )
         throw new RegmirrorError('REALM_DENIED', `token realm of ${up.name} is not allowed`, { detail: { upstream: up.name } })
       }
       this.lastChallenge.set(up.name, { realm, service })
@@ -356,19 +369,28 @@ export class UpstreamClient {
     if (res.status !== 200) {
       await res.body.dump().catch(() => {})
       if (res.status === 401 || res.status === 403) {
-        throw new RegmirrorError('UNAUTHORIZED', `token request for ${up.name} was refused (${res.status})`, { detail: { upstream: up.name } })
+        throw new RegmirrorError('UNAUTHORIZED', `token request for ${up.name} was refused (${res.status})`, {
+          detail: { upstream: up.name },
+        })
       }
       throw new RegmirrorError('UPSTREAM_ERROR', `token request for ${up.name} failed (${res.status})`)
     }
-    const body = await this.readSmall(up, res, MAX_TOKEN_RESPONSE, () => new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} is too large`))
+    const body = await this.readSmall(
+      up,
+      res,
+      MAX_TOKEN_RESPONSE,
+      () => new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} is too large`),
+    )
     let doc: { token?: unknown; access_token?: unknown; expires_in?: unknown }
     try {
       doc = JSON.parse(body.toString('utf8')) as typeof doc
     } catch (err) {
       throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} is not JSON`, { cause: err })
     }
-    if (typeof doc !== 'object' || doc === null) throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} is not a JSON object`)
-    const token = typeof doc.token === 'string' && doc.token !== '' ? doc.token : typeof doc.access_token === 'string' ? doc.access_token : undefined
+    if (typeof doc !== 'object' || doc === null)
+      throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} is not a JSON object`)
+    const token =
+      typeof doc.token === 'string' && doc.token !== '' ? doc.token : typeof doc.access_token === 'string' ? doc.access_token : undefined
     if (!token || !TOKEN_RE.test(token)) throw new RegmirrorError('UPSTREAM_ERROR', `token response of ${up.name} has no usable token`)
     // The spec's default lifetime when the server does not say is 60 seconds.
     const claimed = typeof doc.expires_in === 'number' && Number.isFinite(doc.expires_in) && doc.expires_in > 0 ? doc.expires_in : 60

@@ -46,16 +46,35 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'opens
     await containerd.ctr(['content', 'fetch', 'docker.io/library/app:v1'], { hostsDir })
     await containerd.ctr(['content', 'fetch', 'ghcr.io/library/app:v1'], { hostsDir })
     const listed = (await containerd.ctr(['content', 'ls', '-q'])).stdout.split('\n').filter((l) => l !== '')
-    for (const [what, img] of [['docker.io', hubImage], ['ghcr.io', ghcrImage]] as const) {
+    for (const [what, img] of [
+      ['docker.io', hubImage],
+      ['ghcr.io', ghcrImage],
+    ] as const) {
       for (const d of [img.digest, ...img.blobDigests]) t.ok(listed.includes(d), `${what}: containerd has ${d.slice(0, 19)}`)
     }
 
     const hubSaw = hub.requests().slice(hubBefore)
     const ghcrSaw = ghcr.requests().slice(ghcrBefore)
-    for (const d of hubImage.blobDigests) t.ok(hubSaw.some((r) => r.path.endsWith(d)), 'docker.io blobs came from the docker.io upstream')
-    for (const d of ghcrImage.blobDigests) t.ok(ghcrSaw.some((r) => r.path.endsWith(d)), 'ghcr.io blobs came from the ghcr.io upstream')
-    for (const d of ghcrImage.blobDigests) t.notOk(hubSaw.some((r) => r.path.endsWith(d)), 'nothing of ghcr.io was asked of docker.io')
-    for (const d of hubImage.blobDigests) t.notOk(ghcrSaw.some((r) => r.path.endsWith(d)), 'nothing of docker.io was asked of ghcr.io')
+    for (const d of hubImage.blobDigests)
+      t.ok(
+        hubSaw.some((r) => r.path.endsWith(d)),
+        'docker.io blobs came from the docker.io upstream',
+      )
+    for (const d of ghcrImage.blobDigests)
+      t.ok(
+        ghcrSaw.some((r) => r.path.endsWith(d)),
+        'ghcr.io blobs came from the ghcr.io upstream',
+      )
+    for (const d of ghcrImage.blobDigests)
+      t.notOk(
+        hubSaw.some((r) => r.path.endsWith(d)),
+        'nothing of ghcr.io was asked of docker.io',
+      )
+    for (const d of hubImage.blobDigests)
+      t.notOk(
+        ghcrSaw.some((r) => r.path.endsWith(d)),
+        'nothing of docker.io was asked of ghcr.io',
+      )
     t.ok(tokens.tokensIssued() >= 1, 'the docker.io upstream was reached through its token flow')
 
     // What ctr actually sent: every registry request carries ?ns=<registry of the reference>, with the
@@ -76,7 +95,10 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'opens
     const quay = mirror.logs
       .map((l) => JSON.parse(l) as { msg?: string; path?: string; upstream?: string; status?: number })
       .filter((l) => l.msg === 'request' && l.upstream === 'quay.io')
-    t.ok(quay.some((l) => l.path === '/v2/library/app/manifests/v1?ns=quay.io' && l.status === 200), 'the _default mirror got ?ns=quay.io')
+    t.ok(
+      quay.some((l) => l.path === '/v2/library/app/manifests/v1?ns=quay.io' && l.status === 200),
+      'the _default mirror got ?ns=quay.io',
+    )
 
     // A second containerd (empty content store) pulls both again: everything from the mirror's cache.
     const second = await startContainerd({ t, namespace: 'second' })

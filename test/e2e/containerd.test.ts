@@ -54,8 +54,11 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'opens
     for (const d of amd64.layerDigests) t.notOk(content.includes(d), 'no amd64 layer for --platform linux/arm64')
     t.same(blobGets(hub.requests(), amd64.layerDigests), [], 'and the mirror fetched none upstream')
     t.equal(blobGets(hub.requests(), arm64.layerDigests).length, arm64.layerDigests.length, 'each arm64 layer came from docker.io once')
-    t.same(other.requests().filter((r) => r.path.startsWith('/v2/e2e/')), [], 'nothing went to the default upstream')
-
+    t.same(
+      other.requests().filter((r) => r.path.startsWith('/v2/e2e/')),
+      [],
+      'nothing went to the default upstream',
+    )
 
     await ctrd.ctr(['content', 'fetch', '--platform', 'linux/amd64', 'docker.io/e2e/app:v1'], { hostsDir })
     content = await listed()
@@ -73,6 +76,13 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'opens
       [],
       'every digest of both platforms',
     )
-    t.same(hub.requests().slice(mark).map((r) => `${r.method} ${r.path}`), [], 'served entirely from the cache')
+    t.same(
+      hub
+        .requests()
+        .slice(mark)
+        .map((r) => `${r.method} ${r.path}`),
+      [],
+      'served entirely from the cache',
+    )
   })
 }

@@ -65,7 +65,14 @@ if (requirePrograms(t, ['dockerd', 'docker', 'docker-registry', 'skopeo', 'opens
     await daemon.docker(['pull', '--platform', 'linux/amd64', 'e2edocker:v1'])
     image = await inspect()
     t.equal(image.id, amd64.configDigest, 'the same image again')
-    t.same(hub.requests().slice(mark).map((r) => `${r.method} ${r.path}`), [], 'served entirely from the cache')
+    t.same(
+      hub
+        .requests()
+        .slice(mark)
+        .map((r) => `${r.method} ${r.path}`),
+      [],
+      'served entirely from the cache',
+    )
 
     // Another registry through the path prefix: `docker pull MIRROR/ghcr.io/owner/app:1.0`.
     await daemon.docker(['pull', `${mirrorHost}/ghcr.io/owner/app:1.0`])

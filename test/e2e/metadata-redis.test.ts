@@ -17,7 +17,6 @@ import { buildOciLayout } from './helpers/oci-image.js'
 import { pushLayout } from './helpers/skopeo.js'
 import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
 
-
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
 if (requirePrograms(t, ['redis-server', 'docker-registry', 'skopeo', 'openssl'])) {
@@ -99,7 +98,10 @@ if (requirePrograms(t, ['redis-server', 'docker-registry', 'skopeo', 'openssl'])
     // Redis goes away: both instances keep serving what they know from their disk links.
     await redis.stop()
     const seenBeforeOutage = registry.requests().length
-    for (const [name, m] of [['A', a], ['B', b]] as const) {
+    for (const [name, m] of [
+      ['A', a],
+      ['B', b],
+    ] as const) {
       const tag = await get(`${m.url}/v2/e2e/app/manifests/v1`, { accept: ACCEPT })
       t.equal(tag.status, 200, `${name} still serves the cached tag with Redis down`)
       t.equal(sha256(tag.body), app.digest)

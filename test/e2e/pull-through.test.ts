@@ -85,7 +85,9 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl'])) {
     const raw = await skopeoInspect(appRef, { raw: true })
     t.equal(sha256(raw.stdout), s.app.indexDigest, 'inspect --raw returns the index byte for byte')
     const arm64 = s.app.images.find((i) => i.platform.architecture === 'arm64')!
-    const info = JSON.parse((await skopeoInspect(appRef, { extraArgs: ['--override-arch', 'arm64', '--override-os', 'linux'] })).stdout) as {
+    const info = JSON.parse(
+      (await skopeoInspect(appRef, { extraArgs: ['--override-arch', 'arm64', '--override-os', 'linux'] })).stdout,
+    ) as {
       Architecture: string
       Os: string
       Layers: string[]
@@ -105,7 +107,11 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl'])) {
     t.same(pulled.blobDigests, allDigests(s.app))
     const after = s.hub.requests().slice(mark)
     t.same(blobGets(after), [], 'zero upstream blob requests')
-    t.same(after.map((r) => `${r.method} ${r.path}`), [], 'and no tag or manifest request either')
+    t.same(
+      after.map((r) => `${r.method} ${r.path}`),
+      [],
+      'and no tag or manifest request either',
+    )
   })
 
   t.test('platform selection: skopeo --override-arch arm64 pulls only the arm64 image', async (t) => {
@@ -140,7 +146,11 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl'])) {
   t.test('tokens: one anonymous pull token per repository scope, reused across every request', async (t) => {
     const byMirror = s.tokens.requests().slice(s.tokenMark)
     t.ok(byMirror.length > 0, 'the mirror went through the bearer flow')
-    t.same(byMirror.filter((r) => r.authenticated), [], 'anonymous: no credentials configured, none sent')
+    t.same(
+      byMirror.filter((r) => r.authenticated),
+      [],
+      'anonymous: no credentials configured, none sent',
+    )
     const scopes = byMirror.map((r) => r.scopes.join(' ')).sort()
     t.same(scopes, ['repository:e2e/app:pull', 'repository:e2e/multi:pull'], 'exactly one token per scope')
     const hubRequests = s.hub.requests().filter((r) => r.headers['user-agent'] === 'regmirror')

@@ -62,8 +62,14 @@ if (requirePrograms(t, ['skopeo'])) {
     const paths = mirror.logs
       .map((l) => JSON.parse(l) as { msg?: string; path?: string; upstream?: string })
       .filter((l) => l.msg === 'request' && l.path !== '/v2/')
-    t.ok(paths.some((l) => l.path === '/v2/docker.io/library/app/manifests/1' && l.upstream === 'docker.io'), 'docker.io by path prefix')
-    t.ok(paths.some((l) => l.path === '/v2/ghcr.io/owner/app/manifests/1' && l.upstream === 'ghcr.io'), 'ghcr.io by path prefix')
+    t.ok(
+      paths.some((l) => l.path === '/v2/docker.io/library/app/manifests/1' && l.upstream === 'docker.io'),
+      'docker.io by path prefix',
+    )
+    t.ok(
+      paths.some((l) => l.path === '/v2/ghcr.io/owner/app/manifests/1' && l.upstream === 'ghcr.io'),
+      'ghcr.io by path prefix',
+    )
     t.equal(hub.count({ path: /owner/ }), 0, 'nothing of ghcr.io was asked of docker.io')
     t.equal(ghcr.count({ path: /library/ }), 0, 'nothing of docker.io was asked of ghcr.io')
   })

@@ -26,7 +26,11 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl'])) {
       buildOciLayout(join(work, 'second'), { tag: 'v1', layerSizes: [1024 * 1024, 300 * 1024], platforms: PLATFORMS }),
     ])
     const push = (layoutDir: string, tag: string) =>
-      skopeoCopy(`oci:${layoutDir}:v1`, `docker://${hub.hostPort}/e2e/moving:${tag}`, { all: true, preserveDigests: true, destCreds: 'pusher:secret' })
+      skopeoCopy(`oci:${layoutDir}:v1`, `docker://${hub.hostPort}/e2e/moving:${tag}`, {
+        all: true,
+        preserveDigests: true,
+        destCreds: 'pusher:secret',
+      })
     await pushLayout(first.layoutDir, 'v1', hub.hostPort, 'e2e/moving', { destCreds: 'pusher:secret' })
     await push(first.layoutDir, 'stable')
 
@@ -60,7 +64,10 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl'])) {
     )
     t.equal(await inspect('stable'), first.indexDigest, 'stable, within its own TTL, still serves what it served')
     t.same(
-      hub.requests().slice(mark).filter((r) => r.path === '/v2/e2e/moving/manifests/stable'),
+      hub
+        .requests()
+        .slice(mark)
+        .filter((r) => r.path === '/v2/e2e/moving/manifests/stable'),
       [],
       'without asking upstream',
     )
@@ -81,7 +88,11 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl'])) {
     const pulled = await readPulledOciLayout(dest)
     t.equal(pulled.topDigest, second.indexDigest, 'skopeo pulls the whole image offline')
     t.same(pulled.corrupt, [])
-    t.same(pulled.blobDigests, [second.indexDigest!, ...second.manifestDigests, ...second.blobDigests].sort(), 'every digest of the moved image')
+    t.same(
+      pulled.blobDigests,
+      [second.indexDigest!, ...second.manifestDigests, ...second.blobDigests].sort(),
+      'every digest of the moved image',
+    )
 
     const unknown = await get(`${mirror.url}/v2/e2e/never-pulled/manifests/v1`, { accept: MANIFEST_ACCEPT })
     t.not(unknown.status, 200, 'a tag never pulled cannot be served offline')

@@ -15,7 +15,10 @@ export interface BlackHole {
 export async function startBlackHole(): Promise<BlackHole> {
   const child = spawn(
     process.execPath,
-    ['-e', "const s = require('node:net').createServer(); s.listen({ host: '127.0.0.1', port: 0, backlog: 1 }, () => console.log(s.address().port))"],
+    [
+      '-e',
+      "const s = require('node:net').createServer(); s.listen({ host: '127.0.0.1', port: 0, backlog: 1 }, () => console.log(s.address().port))",
+    ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   )
   const port = await new Promise<number>((resolve, reject) => {

@@ -72,7 +72,11 @@ export function metadataConformance(t: Test, factory: MetadataStoreFactory): voi
     await store.setManifestInfo(d, { mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 1234 })
     t.same(await store.getManifestInfo(d), { mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 1234 })
     const again = await open(t, { dataDir })
-    t.same(await again.store.getManifestInfo(d), { mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 1234 }, 'persists across stores')
+    t.same(
+      await again.store.getManifestInfo(d),
+      { mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 1234 },
+      'persists across stores',
+    )
     t.equal(await store.getManifestInfo(parseDigest(digestOf(43))), undefined, 'another digest is unknown')
   })
 
@@ -85,10 +89,18 @@ export function metadataConformance(t: Test, factory: MetadataStoreFactory): voi
     t.equal(await other.store.getTag('docker.io', 'team/app', 'v1'), undefined, 'another prefix (and data dir) does not see the tag')
     t.equal(await other.store.getToken('realm\0svc\0repository:team/app:pull'), undefined, 'nor the token')
     if (a.store.shared) {
-      t.same(await samePrefix.store.getTag('docker.io', 'team/app', 'v1'), record(5), 'same prefix, other data dir: the shared backend answers')
+      t.same(
+        await samePrefix.store.getTag('docker.io', 'team/app', 'v1'),
+        record(5),
+        'same prefix, other data dir: the shared backend answers',
+      )
       t.equal((await samePrefix.store.getToken('realm\0svc\0repository:team/app:pull'))?.token, 'tok-a', 'tokens are shared too')
     } else {
-      t.equal(await samePrefix.store.getTag('docker.io', 'team/app', 'v1'), undefined, 'an unshared store is local to its process and data dir')
+      t.equal(
+        await samePrefix.store.getTag('docker.io', 'team/app', 'v1'),
+        undefined,
+        'an unshared store is local to its process and data dir',
+      )
     }
   })
 

@@ -30,7 +30,12 @@ export async function startMirror(t: Teardown, raw: Record<string, unknown>, opt
   const logs: string[] = []
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      logs.push(...chunk.toString('utf8').split('\n').filter((l) => l.length > 0))
+      logs.push(
+        ...chunk
+          .toString('utf8')
+          .split('\n')
+          .filter((l) => l.length > 0),
+      )
       cb()
     },
   })
@@ -50,14 +55,23 @@ export async function startMirror(t: Teardown, raw: Record<string, unknown>, opt
 }
 
 /** A GET through plain fetch with the full manifest Accept list, body as a Buffer. */
-export async function get(url: string, headers: Record<string, string> = {}, method = 'GET'): Promise<{ status: number; headers: Headers; body: Buffer }> {
+export async function get(
+  url: string,
+  headers: Record<string, string> = {},
+  method = 'GET',
+): Promise<{ status: number; headers: Headers; body: Buffer }> {
   const res = await fetch(url, { method, headers })
   const body = Buffer.from(await res.arrayBuffer())
   return { status: res.status, headers: res.headers, body }
 }
 
 /** A request whose path is sent exactly as given (fetch would normalise `..` and encodings away). */
-export function rawRequest(base: string, path: string, headers: Record<string, string> = {}, method = 'GET'): Promise<{ status: number; headers: import('node:http').IncomingHttpHeaders; body: Buffer }> {
+export function rawRequest(
+  base: string,
+  path: string,
+  headers: Record<string, string> = {},
+  method = 'GET',
+): Promise<{ status: number; headers: import('node:http').IncomingHttpHeaders; body: Buffer }> {
   const u = new URL(base)
   return new Promise((resolve, reject) => {
     const req = request({ host: u.hostname, port: u.port, path, method, headers }, (res) => {

@@ -7,7 +7,9 @@ export function rawHttp(base: string, bytes: string | Buffer): Promise<string> {
     const chunks: Buffer[] = []
     const s = connect(Number(u.port), u.hostname, () => s.write(bytes))
     s.on('data', (c: Buffer) => chunks.push(c))
-    s.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' ? resolve(Buffer.concat(chunks).toString('latin1')) : reject(err)))
+    s.on('error', (err: NodeJS.ErrnoException) =>
+      err.code === 'ECONNRESET' ? resolve(Buffer.concat(chunks).toString('latin1')) : reject(err),
+    )
     s.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')))
   })
 }

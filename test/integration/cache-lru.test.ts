@@ -53,7 +53,11 @@ t.test('the disk stays under maxSize, least recently used goes first, and a rest
     return fake.addBlob(bytes)
   }) as [string, string, string, string, string]
   const m1 = await startMirror(t, mirrorConfig(fake, { maxSize: 1000 * KB }))
-  for (const [digest, name] of [[a, 'a'], [b, 'b'], [c, 'c']] as const) {
+  for (const [digest, name] of [
+    [a, 'a'],
+    [b, 'b'],
+    [c, 'c'],
+  ] as const) {
     await pullBlob(t, m1, digest, name)
     await tick()
   }
@@ -190,7 +194,10 @@ t.test('a pinned tag that moves pins the new image and releases the old one', as
   const fake = await fakeUpstream(t)
   const one = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10 * KB] }
   const v1 = fake.addImage('library/moving', 'stable', one)
-  const m = await startMirror(t, { ...mirrorConfig(fake, { maxSize: 10_000 * KB, pins: ['docker.io/library/moving:stable'] }), tagTtl: '50ms' })
+  const m = await startMirror(t, {
+    ...mirrorConfig(fake, { maxSize: 10_000 * KB, pins: ['docker.io/library/moving:stable'] }),
+    tagTtl: '50ms',
+  })
   await get(`${m.url}/v2/moving/manifests/stable`, { accept: ACCEPT })
   t.ok(m.app.services.index.isPinned(v1.digest))
   t.ok(m.app.services.index.isPinned(v1.blobs[1]!.digest), 'its layer too, before it was pulled')

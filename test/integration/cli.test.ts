@@ -25,11 +25,30 @@ const dir = await mkdtemp(join(tmpdir(), 'regmirror-cli-'))
 t.teardown(() => rm(dir, { recursive: true, force: true }))
 const bad = join(dir, 'bad.yaml')
 const ok = join(dir, 'ok.yaml')
-await writeFile(bad, ['upstreams:', '  - name: ghcr.io', '  - name: custom.example', '    url: ftp://custom.example', 'tagTtl: later', 'bogus: 1', ''].join('\n'))
-await writeFile(ok, ['tagTtl: 1m', 'log: { level: warn }', 'upstreams:', '  - name: ghcr.io', '    credentials: { username: bot, passwordEnv: GHCR_PASSWORD }', ''].join('\n'))
+await writeFile(
+  bad,
+  ['upstreams:', '  - name: ghcr.io', '  - name: custom.example', '    url: ftp://custom.example', 'tagTtl: later', 'bogus: 1', ''].join(
+    '\n',
+  ),
+)
+await writeFile(
+  ok,
+  [
+    'tagTtl: 1m',
+    'log: { level: warn }',
+    'upstreams:',
+    '  - name: ghcr.io',
+    '    credentials: { username: bot, passwordEnv: GHCR_PASSWORD }',
+    '',
+  ].join('\n'),
+)
 const [serveBad, check] = await Promise.all([
   run(['serve', '--config', bad, '--listen', '127.0.0.1:0', '--data', join(dir, 'data')]),
-  run(['config', 'check', '--config', ok, '--tag-ttl', '9m'], { GHCR_PASSWORD: 'cli-s3cret', REGMIRROR_TAG_TTL: '7m', REGMIRROR_LOG_LEVEL: 'debug' }),
+  run(['config', 'check', '--config', ok, '--tag-ttl', '9m'], {
+    GHCR_PASSWORD: 'cli-s3cret',
+    REGMIRROR_TAG_TTL: '7m',
+    REGMIRROR_LOG_LEVEL: 'debug',
+  }),
 ])
 
 t.test('serve with an invalid file: every problem on stderr with its path, non-zero exit, nothing served', async (t) => {

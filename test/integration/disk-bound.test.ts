@@ -61,7 +61,11 @@ t.test('a blob of unannounced size is held to the size the registry gives, or el
   t.teardown(() => hub.close())
   const small = randomBytes(3 * MiB)
   const smallDigest = hub.addBlob(small)
-  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }], cache: { maxSize: '24MiB' }, retries: { resumeAttempts: 0 } })
+  const mirror = await startMirror(t, {
+    upstreams: [{ name: 'docker.io', url: hub.url }],
+    cache: { maxSize: '24MiB' },
+    retries: { resumeAttempts: 0 },
+  })
   const url = (digest: string) => `${mirror.url}/v2/library/x/blobs/${digest}`
 
   // Chunked, without Content-Length: the registry's HEAD gives the size, and within it the blob is kept.

@@ -14,7 +14,10 @@ const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.ima
 
 async function metric(m: TestMirror, name: string): Promise<string> {
   const text = (await get(`${m.url}/metrics`)).body.toString()
-  return text.split('\n').filter((l) => l.startsWith(name)).join('\n')
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(name))
+    .join('\n')
 }
 
 async function waitFor(cond: () => boolean | Promise<boolean>, what: string): Promise<void> {
@@ -34,7 +37,8 @@ async function files(dir: string): Promise<string[]> {
 
 /** Manifest GETs the upstream answered (the first request's 401 token challenge is not a second fetch). */
 function manifestGets(fake: FakeRegistry): number {
-  return fake.requests.filter((r) => r.server === 'registry' && r.method === 'GET' && r.path.includes('/manifests/') && r.status !== 401).length
+  return fake.requests.filter((r) => r.server === 'registry' && r.method === 'GET' && r.path.includes('/manifests/') && r.status !== 401)
+    .length
 }
 
 async function joinedCount(m: TestMirror): Promise<number> {
@@ -193,7 +197,10 @@ t.test('100 concurrent requests for an uncached tag make one upstream manifest r
   fake.fault({ kind: 'delayHeaders', ms: 100, match: { server: 'registry', path: /manifests/ } })
   const rs = await Promise.all(Array.from({ length: 100 }, () => get(`${mirror.url}/v2/hot/manifests/latest`, { accept: ACCEPT })))
   for (const r of rs) t.equal(r.headers.get('docker-content-digest'), img.digest)
-  t.ok(rs.every((r) => r.status === 200 && sha(r.body) === img.digest), 'all 100 bodies verify')
+  t.ok(
+    rs.every((r) => r.status === 200 && sha(r.body) === img.digest),
+    'all 100 bodies verify',
+  )
   t.equal(manifestGets(fake), 1, 'one upstream manifest GET')
 
   const byDigest = await Promise.all(Array.from({ length: 100 }, () => get(`${mirror.url}/v2/hot/blobs/${img.blobs[0]!.digest}`)))

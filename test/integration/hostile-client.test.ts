@@ -57,7 +57,10 @@ t.test('a request body is never read: the answer comes and the connection closes
       const chunks: Buffer[] = []
       const s = connect(Number(u.port), u.hostname, () => s.write(head))
       // Keep sending body bytes as a hostile client would, until the server hangs up.
-      const timer = setInterval(() => s.writable && s.write(head.includes('chunked') ? '10000\r\n' + 'x'.repeat(65536) + '\r\n' : 'x'.repeat(65536)), 5)
+      const timer = setInterval(
+        () => s.writable && s.write(head.includes('chunked') ? '10000\r\n' + 'x'.repeat(65536) + '\r\n' : 'x'.repeat(65536)),
+        5,
+      )
       s.on('data', (c: Buffer) => chunks.push(c))
       s.on('error', () => {})
       s.on('close', () => {

@@ -25,7 +25,10 @@ interface Internal {
 }
 
 /** A plain HTTP server standing in for something the mirror must not read (cloud metadata, an admin port). */
-async function internalServer(t: Test, handler?: (req: IncomingMessage, res: ServerResponse, socket: Socket) => void): Promise<Internal & { server: Server }> {
+async function internalServer(
+  t: Test,
+  handler?: (req: IncomingMessage, res: ServerResponse, socket: Socket) => void,
+): Promise<Internal & { server: Server }> {
   const state = { seen: [] as string[], hungUp: 0 }
   const sockets = new Set<Socket>()
   const server = createServer((req, res) => {
@@ -84,68 +87,96 @@ async function cachedFiles(mirror: TestMirror): Promise<string[]> {
 
 const upstreamHost = nonLoopbackIPv4()
 
-t.test('redirects and token realms never reach loopback or link-local addresses of an upstream that is not there', { skip: upstreamHost ? false : 'this machine has no address but loopback' }, async (t) => {
-  const internal = await internalServer(t)
-  const hub = await fake(t, { host: upstreamHost })
-  const img = hub.addImage('library/app', '1', ONE)
-  const layer = img.blobs.find((b) => b.size === 200_000)!
-  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }], retries: { attempts: 1, resumeAttempts: 0 } })
+t.test(
+  'redirects and token realms never reach loopback or link-local addresses of an upstream that is not there',
+  { skip: upstreamHost ? false : 'this machine has no address but loopback' },
+  async (t) => {
+    const internal = await internalServer(t)
+    const hub = await fake(t, { host: upstreamHost })
+    const img = hub.addImage('library/app', '1', ONE)
+    const layer = img.blobs.find((b) => b.size === 200_000)!
+    const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }], retries: { attempts: 1, resumeAttempts: 0 } })
 
-  const targets = [`${internal.url}/blob`, `http://localhost:${internal.port}/blob`, 'http://169.254.169.254/latest/meta-data/', `http://[::1]:${internal.port}/blob`]
-  for (const location of targets) {
-    hub.fault({ kind: 'redirect', location, match: { server: 'registry', path: /\/blobs\// }, times: 1 })
-    const r = await get(`${mirror.url}/v2/app/blobs/${layer.digest}`)
-    t.equal(r.status, 502, `blob redirect to ${location}: a gateway error`)
-    t.equal(code(r.body), 'UNAVAILABLE')
-  }
-  hub.fault({ kind: 'redirect', location: `http://localhost:${internal.port}/manifest`, match: { server: 'registry', path: /manifests\/1$/ }, times: 1 })
-  const tag = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
-  t.equal(tag.status, 502, 'a tag redirected to loopback is refused')
-  t.same(internal.seen, [], 'the internal server was never contacted')
-  t.same(await cachedFiles(mirror), [], 'nothing cached')
-  t.match(await metrics(mirror), /regmirror_upstream_refused_total\{upstream="docker.io",kind="blob",cause="address_denied"\} 4/)
-  t.ok(mirror.logs.some((l) => l.includes('loopback address')), 'the log says why')
+    const targets = [
+      `${internal.url}/blob`,
+      `http://localhost:${internal.port}/blob`,
+      'http://169.254.169.254/latest/meta-data/',
+      `http://[::1]:${internal.port}/blob`,
+    ]
+    for (const location of targets) {
+      hub.fault({ kind: 'redirect', location, match: { server: 'registry', path: /\/blobs\// }, times: 1 })
+      const r = await get(`${mirror.url}/v2/app/blobs/${layer.digest}`)
+      t.equal(r.status, 502, `blob redirect to ${location}: a gateway error`)
+      t.equal(code(r.body), 'UNAVAILABLE')
+    }
+    hub.fault({
+      kind: 'redirect',
+      location: `http://localhost:${internal.port}/manifest`,
+      match: { server: 'registry', path: /manifests\/1$/ },
+      times: 1,
+    })
+    const tag = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+    t.equal(tag.status, 502, 'a tag redirected to loopback is refused')
+    t.same(internal.seen, [], 'the internal server was never contacted')
+    t.same(await cachedFiles(mirror), [], 'nothing cached')
+    t.match(await metrics(mirror), /regmirror_upstream_refused_total\{upstream="docker.io",kind="blob",cause="address_denied"\} 4/)
+    t.ok(
+      mirror.logs.some((l) => l.includes('loopback address')),
+      'the log says why',
+    )
 
-  // The same pulls work once the redirects stop: the upstream was not marked broken for good.
-  const again = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
-  t.equal(again.status, 200)
-  t.equal(sha(again.body), img.digest)
-  t.equal(sha((await get(`${mirror.url}/v2/app/blobs/${layer.digest}`)).body), layer.digest)
-})
+    // The same pulls work once the redirects stop: the upstream was not marked broken for good.
+    const again = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+    t.equal(again.status, 200)
+    t.equal(sha(again.body), img.digest)
+    t.equal(sha((await get(`${mirror.url}/v2/app/blobs/${layer.digest}`)).body), layer.digest)
+  },
+)
 
-t.test('allowedNetworks opens a range to one upstream, and the upstream own range is open by itself', { skip: upstreamHost ? false : 'this machine has no address but loopback' }, async (t) => {
-  const hub = await fake(t, { host: upstreamHost })
-  const img = hub.addImage('library/app', '1', ONE)
-  const layer = img.blobs.find((b) => b.size === 200_000)!
-  const internal = await internalServer(t, (_req, res) => {
-    res.writeHead(200, { 'content-length': layer.size })
-    res.end(layer.bytes)
-  })
-  hub.fault({ kind: 'redirect', location: `${internal.url}/blob`, match: { server: 'registry', path: /\/blobs\// } })
-  const allowed = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, allowedNetworks: ['127.0.0.0/8'] }] })
-  const r = await get(`${allowed.url}/v2/app/blobs/${layer.digest}`)
-  t.equal(r.status, 200)
-  t.equal(sha(r.body), layer.digest)
-  t.equal(internal.seen.length, 1, 'the allowed network was used')
+t.test(
+  'allowedNetworks opens a range to one upstream, and the upstream own range is open by itself',
+  { skip: upstreamHost ? false : 'this machine has no address but loopback' },
+  async (t) => {
+    const hub = await fake(t, { host: upstreamHost })
+    const img = hub.addImage('library/app', '1', ONE)
+    const layer = img.blobs.find((b) => b.size === 200_000)!
+    const internal = await internalServer(t, (_req, res) => {
+      res.writeHead(200, { 'content-length': layer.size })
+      res.end(layer.bytes)
+    })
+    hub.fault({ kind: 'redirect', location: `${internal.url}/blob`, match: { server: 'registry', path: /\/blobs\// } })
+    const allowed = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, allowedNetworks: ['127.0.0.0/8'] }] })
+    const r = await get(`${allowed.url}/v2/app/blobs/${layer.digest}`)
+    t.equal(r.status, 200)
+    t.equal(sha(r.body), layer.digest)
+    t.equal(internal.seen.length, 1, 'the allowed network was used')
 
-  // A loopback upstream may redirect to loopback (its own class): the fake registry's CDN is such a case.
-  const local = await fake(t)
-  const limg = local.addImage('library/app', '1', ONE)
-  const own = await startMirror(t, { upstreams: [{ name: 'docker.io', url: local.url }] })
-  const lb = limg.blobs.find((b) => b.size === 200_000)!
-  t.equal(sha((await get(`${own.url}/v2/app/blobs/${lb.digest}`)).body), lb.digest)
-  t.equal(local.count({ server: 'cdn' }), 1, 'the redirect to the CDN on loopback was followed')
-})
+    // A loopback upstream may redirect to loopback (its own class): the fake registry's CDN is such a case.
+    const local = await fake(t)
+    const limg = local.addImage('library/app', '1', ONE)
+    const own = await startMirror(t, { upstreams: [{ name: 'docker.io', url: local.url }] })
+    const lb = limg.blobs.find((b) => b.size === 200_000)!
+    t.equal(sha((await get(`${own.url}/v2/app/blobs/${lb.digest}`)).body), lb.digest)
+    t.equal(local.count({ server: 'cdn' }), 1, 'the redirect to the CDN on loopback was followed')
+  },
+)
 
-t.test('a token realm that resolves to loopback is refused for an upstream elsewhere, even when listed', { skip: upstreamHost ? false : 'this machine has no address but loopback' }, async (t) => {
-  const internal = await internalServer(t)
-  const hub = await fake(t, { host: upstreamHost, realm: `http://localhost:${internal.port}/token` })
-  hub.addImage('library/app', '1', ONE)
-  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, realms: ['localhost'] }], retries: { attempts: 1 } })
-  const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
-  t.equal(r.status, 502)
-  t.same(internal.seen, [], 'the realm on loopback was never asked')
-})
+t.test(
+  'a token realm that resolves to loopback is refused for an upstream elsewhere, even when listed',
+  { skip: upstreamHost ? false : 'this machine has no address but loopback' },
+  async (t) => {
+    const internal = await internalServer(t)
+    const hub = await fake(t, { host: upstreamHost, realm: `http://localhost:${internal.port}/token` })
+    hub.addImage('library/app', '1', ONE)
+    const mirror = await startMirror(t, {
+      upstreams: [{ name: 'docker.io', url: hub.url, realms: ['localhost'] }],
+      retries: { attempts: 1 },
+    })
+    const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+    t.equal(r.status, 502)
+    t.same(internal.seen, [], 'the realm on loopback was never asked')
+  },
+)
 
 t.test('a token response without end is cut off at a small bound, and one that drips is timed out', async (t) => {
   let written = 0
@@ -180,7 +211,11 @@ t.test('a token response without end is cut off at a small bound, and one that d
   })
   const slow = await fake(t, { realm: `${drip.url}/token` })
   slow.addImage('library/app', '1', ONE)
-  const m2 = await startMirror(t, { upstreams: [{ name: 'docker.io', url: slow.url }], retries: { attempts: 1 }, timeouts: { bodyIdle: '600ms' } })
+  const m2 = await startMirror(t, {
+    upstreams: [{ name: 'docker.io', url: slow.url }],
+    retries: { attempts: 1 },
+    timeouts: { bodyIdle: '600ms' },
+  })
   const d = await get(`${m2.url}/v2/app/manifests/1`, { accept: ACCEPT })
   t.equal(d.status, 503, 'a token that never finishes arriving times out')
   t.equal(code(d.body), 'UNAVAILABLE')
@@ -241,7 +276,16 @@ t.test('what is not a manifest is never cached or served as one, whatever its Co
     ['binary garbage called an OCI manifest', { 'content-type': MediaTypes.ociManifest }, Buffer.from([0xff, 0x00, 0x7b, 0x22, 0x01])],
     ['JSON without a manifest type', { 'content-type': 'application/json' }, '{"hello":"world"}'],
     ['an image config called a manifest', { 'content-type': MediaTypes.ociManifest }, img.manifests[0]!.config.bytes],
-    ['a manifest with a broken descriptor', { 'content-type': MediaTypes.ociManifest }, JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociManifest, config: { mediaType: 'x/y', digest: 'nope', size: 1 }, layers: [] })],
+    [
+      'a manifest with a broken descriptor',
+      { 'content-type': MediaTypes.ociManifest },
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaTypes.ociManifest,
+        config: { mediaType: 'x/y', digest: 'nope', size: 1 },
+        layers: [],
+      }),
+    ],
   ]
   for (const [name, headers, body] of bodies) {
     hub.fault({ kind: 'reply', status: 200, headers, body, match: { server: 'registry', path: /manifests\/other$/ }, times: 1 })
@@ -249,7 +293,10 @@ t.test('what is not a manifest is never cached or served as one, whatever its Co
     t.equal(r.status, 502, `${name}: refused`)
   }
   t.same(await cachedFiles(mirror), [], 'nothing cached')
-  t.match(await metrics(mirror), /regmirror_upstream_refused_total\{upstream="docker.io",kind="manifest",cause="upstream_manifest_invalid"\} 5/)
+  t.match(
+    await metrics(mirror),
+    /regmirror_upstream_refused_total\{upstream="docker.io",kind="manifest",cause="upstream_manifest_invalid"\} 5/,
+  )
 
   // Content that is in the cache as a blob is not a manifest because someone asks for it as one.
   const config = img.manifests[0]!.config
@@ -270,7 +317,9 @@ t.test('a layer in the cache asked for as a manifest is never read into memory',
   const before = process.memoryUsage().arrayBuffers
   let peak = before
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().arrayBuffers)), 2)
-  const answers = await Promise.all(Array.from({ length: 8 }, () => get(`${mirror.url}/v2/big/manifests/${layer.digest}`, { accept: ACCEPT })))
+  const answers = await Promise.all(
+    Array.from({ length: 8 }, () => get(`${mirror.url}/v2/big/manifests/${layer.digest}`, { accept: ACCEPT })),
+  )
   clearInterval(sampler)
   for (const a of answers) {
     t.equal(a.status, 404)
@@ -299,7 +348,12 @@ t.test('a manifest by digest answered with another, self-consistent manifest is 
   const b = hub.addImage('library/app', 'b', ONE)
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }], retries: { attempts: 1 } })
   // Header and body agree with each other (b), not with the digest asked for (a).
-  hub.fault({ kind: 'redirect', location: `/v2/library/app/manifests/${b.digest}`, match: { server: 'registry', path: `/v2/library/app/manifests/${a.digest}` }, times: 1 })
+  hub.fault({
+    kind: 'redirect',
+    location: `/v2/library/app/manifests/${b.digest}`,
+    match: { server: 'registry', path: `/v2/library/app/manifests/${a.digest}` },
+    times: 1,
+  })
   const r = await get(`${mirror.url}/v2/app/manifests/${a.digest}`, { accept: ACCEPT })
   t.equal(r.status, 502)
   t.same(await cachedFiles(mirror), [], 'the other manifest was not cached')

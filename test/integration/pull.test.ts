@@ -6,7 +6,6 @@ import { MANIFEST_ACCEPT as ACCEPT } from '../../src/oci/media-types.js'
 import { startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry.js'
 import { get, rawRequest, startMirror } from '../helpers/mirror.js'
 
-
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
 async function setup(t: Test, extra: Record<string, unknown> = {}) {
@@ -57,7 +56,10 @@ t.test('multi-arch pull through the mirror: second pull makes no upstream reques
   t.match(metrics.body.toString(), /regmirror_upstream_ratelimit_remaining\{upstream="docker.io"\} \d+/)
   const all = mirror.logs.join('\n')
   t.notMatch(all, /Bearer [A-Za-z0-9]/, 'no token in the logs')
-  t.ok(mirror.logs.some((l) => l.includes('"msg":"request"') && l.includes('"cache":"hit"')), 'request log lines carry the cache result')
+  t.ok(
+    mirror.logs.some((l) => l.includes('"msg":"request"') && l.includes('"cache":"hit"')),
+    'request log lines carry the cache result',
+  )
 })
 
 t.test('base endpoint, health, and write methods', async (t) => {
@@ -68,7 +70,9 @@ t.test('base endpoint, health, and write methods', async (t) => {
   t.equal((await get(`${mirror.url}/healthz`)).status, 200)
   // CONNECT would make the mirror an open proxy; Node drops it silently unless answered.
   const connect = await new Promise<string>((resolve, reject) => {
-    const sock = netConnect(Number(new URL(mirror.url).port), '127.0.0.1', () => sock.write('CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n'))
+    const sock = netConnect(Number(new URL(mirror.url).port), '127.0.0.1', () =>
+      sock.write('CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n'),
+    )
     let data = ''
     sock.on('data', (c) => (data += c.toString()))
     sock.on('end', () => resolve(data))
@@ -213,7 +217,8 @@ t.test('a manifest whose bytes do not match its digest is refused', async (t) =>
 
 t.test('tags list is passed through with n and last', async (t) => {
   const { fake, mirror } = await setup(t)
-  for (const tag of ['a', 'b', 'c']) fake.addImage('library/tl', tag, { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
+  for (const tag of ['a', 'b', 'c'])
+    fake.addImage('library/tl', tag, { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
   const r = await get(`${mirror.url}/v2/tl/tags/list?n=2`)
   t.equal(r.status, 200)
   t.same(JSON.parse(r.body.toString()).tags, ['a', 'b'])

@@ -68,7 +68,10 @@ t.test('a cache dir that cannot be written: clients are served straight from ups
   t.same(await readdir(join(mirror.dataDir, 'tmp')), [])
   const metrics = (await get(`${mirror.url}/metrics`)).body.toString()
   t.match(metrics, /regmirror_cache_write_errors_total\{code="EACCES"\} [1-9]/)
-  t.ok(mirror.logs.some((l) => l.includes('cannot write to the cache') && l.includes(layer.digest)), 'a log line names the blob')
+  t.ok(
+    mirror.logs.some((l) => l.includes('cannot write to the cache') && l.includes(layer.digest)),
+    'a log line names the blob',
+  )
 
   store.openTemp = real
   fake.reset()

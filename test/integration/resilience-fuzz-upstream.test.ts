@@ -24,7 +24,11 @@ const ACCEPT = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerMa
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
 /** A GET that gives up after 4 MiB: no blob here is larger, and a hostile body may never end. */
-async function boundedGet(url: string, headers: Record<string, string>, method: string): Promise<{ status: number; headers: Headers; body: Buffer }> {
+async function boundedGet(
+  url: string,
+  headers: Record<string, string>,
+  method: string,
+): Promise<{ status: number; headers: Headers; body: Buffer }> {
   const ac = new AbortController()
   const res = await fetch(url, { method, headers, signal: ac.signal })
   const chunks: Buffer[] = []
@@ -45,7 +49,9 @@ t.test(`hostile upstream fuzz: ${COUNT} requests under random faults (seed ${SEE
   t.teardown(() => hub.close())
   const one = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [20_000, 250_000] }
   // Twice the cache's size in all, so eviction keeps sending requests upstream into the faults.
-  const imgs = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'].map((r, i) => hub.addImage(`library/${r}`, '1', { ...one, format: i % 2 ? 'docker' : 'oci' }))
+  const imgs = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'].map((r, i) =>
+    hub.addImage(`library/${r}`, '1', { ...one, format: i % 2 ? 'docker' : 'oci' }),
+  )
   const multi = hub.addImage('library/m', '1', { layerSizes: [5_000] })
   const mirror = await startMirror(t, {
     upstreams: [{ name: 'docker.io', url: hub.url }],
@@ -68,10 +74,22 @@ t.test(`hostile upstream fuzz: ${COUNT} requests under random faults (seed ${SEE
     () => ({ kind: 'extra', bytes: pick([1, 1000]) }),
     () => ({ kind: 'wrongBytes' }),
     () => ({ kind: 'redirectLoop' }),
-    () => ({ kind: 'redirect', location: pick(['ftp://127.0.0.1/x', 'http://169.254.169.254/latest/meta-data/', '/v2/', `${hub.cdnUrl}/nowhere`]) }),
-    () => ({ kind: 'reply', status: 200, headers: { 'content-type': pick(['text/html', MediaTypes.ociManifest, 'application/octet-stream']) }, body: pick(['', '<html>hi</html>', '{"schemaVersion":2}', other.config.bytes, other.body]) }),
+    () => ({
+      kind: 'redirect',
+      location: pick(['ftp://127.0.0.1/x', 'http://169.254.169.254/latest/meta-data/', '/v2/', `${hub.cdnUrl}/nowhere`]),
+    }),
+    () => ({
+      kind: 'reply',
+      status: 200,
+      headers: { 'content-type': pick(['text/html', MediaTypes.ociManifest, 'application/octet-stream']) },
+      body: pick(['', '<html>hi</html>', '{"schemaVersion":2}', other.config.bytes, other.body]),
+    }),
     () => ({ kind: 'reply', status: 200, body: other.body, chunked: true }),
-    () => ({ kind: 'header', name: pick(['docker-content-digest', 'content-type', 'content-range', 'location']), value: pick([null, 'sha256:zz', `sha256:${'0'.repeat(64)}`, 'text/html', 'bytes 0-1/2', 'ftp://x']) }),
+    () => ({
+      kind: 'header',
+      name: pick(['docker-content-digest', 'content-type', 'content-range', 'location']),
+      value: pick([null, 'sha256:zz', `sha256:${'0'.repeat(64)}`, 'text/html', 'bytes 0-1/2', 'ftp://x']),
+    }),
     () => ({ kind: 'delayHeaders', ms: pick([10, 400]) }),
     () => ({ kind: 'endless' }),
   ]
@@ -83,7 +101,8 @@ t.test(`hostile upstream fuzz: ${COUNT} requests under random faults (seed ${SEE
 
   for (let i = 0; i < COUNT; i++) {
     hub.clearFaults()
-    if (r() < 0.7) hub.fault({ ...pick(faults)(), match: { server: pick(['registry', 'cdn', 'auth'] as const) }, times: 1 + Math.floor(r() * 3) })
+    if (r() < 0.7)
+      hub.fault({ ...pick(faults)(), match: { server: pick(['registry', 'cdn', 'auth'] as const) }, times: 1 + Math.floor(r() * 3) })
     const img = pick(all)
     const name = img.repo.replace('library/', '')
     const roll = r()
@@ -135,7 +154,8 @@ t.test(`hostile upstream fuzz: ${COUNT} requests under random faults (seed ${SEE
   // Nothing unverified on disk: every cached file hashes to its name, no temp file is left.
   const root = join(mirror.dataDir, 'blobs', 'sha256')
   for (const p of await readdir(root)) {
-    for (const n of await readdir(join(root, p))) t.equal(sha(await readFile(join(root, p, n))), `sha256:${n}`, `cached ${n.slice(0, 12)} is what its name says`)
+    for (const n of await readdir(join(root, p)))
+      t.equal(sha(await readFile(join(root, p, n))), `sha256:${n}`, `cached ${n.slice(0, 12)} is what its name says`)
   }
   t.same(await readdir(join(mirror.dataDir, 'tmp')), [], 'no temp file left')
   t.same((await verifyDataDir(mirror.dataDir)).problems, [], 'verify finds nothing wrong')

@@ -34,11 +34,83 @@ t.test(`fuzz: ${COUNT} generated requests (seed ${SEED}): no 500, no crash, noth
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)] as T
   const int = (n: number) => Math.floor(r() * n)
   const digests = [img.digest, ...img.blobs.map((b) => b.digest)]
-  const nameParts = ['fz', 'library', 'a', 'library/fz', '..', '.', '%2e%2e', '%2F', '%00', '%2f..%2f', 'A', 'a-b', 'a__b', 'a..b', '-a', 'x'.repeat(300), 'docker.io', 'ghcr.io', 'nothere.example', 'localhost', '~', '%', '%zz', '\\', 'etc', 'passwd', '_tags', 'ü', '%c3%bc', '%ff']
-  const refs = ['v1', 'latest', '..', '.', '-x', 't'.repeat(129), 'sha256:', 'sha256:abc', 'md5:0', ...digests, `sha256:${'0'.repeat(64)}`, `sha256:${'0'.repeat(63)}/..`, '%2e%2e', '%00', 'v1%2f..']
+  const nameParts = [
+    'fz',
+    'library',
+    'a',
+    'library/fz',
+    '..',
+    '.',
+    '%2e%2e',
+    '%2F',
+    '%00',
+    '%2f..%2f',
+    'A',
+    'a-b',
+    'a__b',
+    'a..b',
+    '-a',
+    'x'.repeat(300),
+    'docker.io',
+    'ghcr.io',
+    'nothere.example',
+    'localhost',
+    '~',
+    '%',
+    '%zz',
+    '\\',
+    'etc',
+    'passwd',
+    '_tags',
+    'ü',
+    '%c3%bc',
+    '%ff',
+  ]
+  const refs = [
+    'v1',
+    'latest',
+    '..',
+    '.',
+    '-x',
+    't'.repeat(129),
+    'sha256:',
+    'sha256:abc',
+    'md5:0',
+    ...digests,
+    `sha256:${'0'.repeat(64)}`,
+    `sha256:${'0'.repeat(63)}/..`,
+    '%2e%2e',
+    '%00',
+    'v1%2f..',
+  ]
   const kinds = ['manifests', 'blobs', 'tags/list', 'tags', 'uploads', '']
-  const ranges = [undefined, 'bytes=0-', 'bytes=-1', 'bytes=0-0', 'bytes=1-0', 'bytes=abc', 'bytes=0-1,2-3', 'bytes=99999999999999999999-', 'bytes=-99999999999999999999', '=', 'bytes=', `bytes=${int(5000)}-${int(5000)}`, `bytes=-${int(5000)}`, 'bytes=2999-', 'bytes=3000-']
-  const accepts = [undefined, '*/*', '', 'application/vnd.oci.image.index.v1+json', 'text/html', ';;;,,,', 'a/b;q=x', 'application/vnd.docker.distribution.manifest.v2+json;q=0.5, */*;q=0.1']
+  const ranges = [
+    undefined,
+    'bytes=0-',
+    'bytes=-1',
+    'bytes=0-0',
+    'bytes=1-0',
+    'bytes=abc',
+    'bytes=0-1,2-3',
+    'bytes=99999999999999999999-',
+    'bytes=-99999999999999999999',
+    '=',
+    'bytes=',
+    `bytes=${int(5000)}-${int(5000)}`,
+    `bytes=-${int(5000)}`,
+    'bytes=2999-',
+    'bytes=3000-',
+  ]
+  const accepts = [
+    undefined,
+    '*/*',
+    '',
+    'application/vnd.oci.image.index.v1+json',
+    'text/html',
+    ';;;,,,',
+    'a/b;q=x',
+    'application/vnd.docker.distribution.manifest.v2+json;q=0.5, */*;q=0.1',
+  ]
   const methods = ['GET', 'GET', 'GET', 'GET', 'GET', 'GET', 'HEAD', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH', 'TRACE']
 
   function genPath(): string {
@@ -96,7 +168,10 @@ t.test(`fuzz: ${COUNT} generated requests (seed ${SEED}): no 500, no crash, noth
   }
   t.same(bad, [], 'no 5xx other than upstream gateway errors')
   t.comment(`statuses: ${JSON.stringify([...statuses].sort())}`)
-  t.ok((statuses.get(200) ?? 0) > 0 && (statuses.get(400) ?? 0) > 0 && (statuses.get(404) ?? 0) > 0, `a mix of answers: ${JSON.stringify([...statuses])}`)
+  t.ok(
+    (statuses.get(200) ?? 0) > 0 && (statuses.get(400) ?? 0) > 0 && (statuses.get(404) ?? 0) > 0,
+    `a mix of answers: ${JSON.stringify([...statuses])}`,
+  )
   t.equal((await get(`${mirror.url}/healthz`)).status, 200, 'still serving')
 
   t.same(await readdir(root), ['data'], 'nothing created beside the data dir')
@@ -115,6 +190,13 @@ t.test(`fuzz: ${COUNT} generated requests (seed ${SEED}): no 500, no crash, noth
   for (const p of all) if (!(await realpath(p)).startsWith(real + '/')) escaped.push(p)
   t.same(escaped, [], 'every path under the data dir resolves inside it')
   const top = new Set(all.map((p) => p.slice(dataDir.length + 1).split('/')[0]))
-  t.same([...top].filter((x) => !['blobs', 'tmp', 'repositories', 'manifest-types'].includes(x as string)), [], 'only the known top-level directories')
-  t.notOk(all.some((p) => /(^|\/)\.\.?(\/|$)|%|\0/.test(p.slice(dataDir.length))), 'no dot, percent or NUL components')
+  t.same(
+    [...top].filter((x) => !['blobs', 'tmp', 'repositories', 'manifest-types'].includes(x as string)),
+    [],
+    'only the known top-level directories',
+  )
+  t.notOk(
+    all.some((p) => /(^|\/)\.\.?(\/|$)|%|\0/.test(p.slice(dataDir.length))),
+    'no dot, percent or NUL components',
+  )
 })

@@ -41,4 +41,3 @@ t.test('kill -9 in the middle of many fills: after a restart tmp/ is clean, noth
   }
   t.equal(fake.count({ server: 'cdn', method: 'GET' }), digests.length, 'every blob downloaded anew')
 })
-

@@ -20,7 +20,8 @@ t.test('offline marking: after K failures answers come from cache at once, one p
     offline: { failureThreshold: 2, coolDown: '1500ms' },
   })
   const tagUrl = (tag: string) => `${mirror.url}/v2/off/manifests/${tag}`
-  const online = async () => /regmirror_upstream_online\{upstream="docker.io"\} (\d)/.exec((await get(`${mirror.url}/metrics`)).body.toString())?.[1]
+  const online = async () =>
+    /regmirror_upstream_online\{upstream="docker.io"\} (\d)/.exec((await get(`${mirror.url}/metrics`)).body.toString())?.[1]
   for (const tag of tags) t.equal((await get(tagUrl(tag), { accept: ACCEPT })).status, 200)
   const layer = imgs[0]!.manifests[0]!.layers[0]!
   t.equal((await get(`${mirror.url}/v2/off/blobs/${layer.digest}`)).status, 200)

@@ -27,8 +27,15 @@ t.test('a 20 MiB blob arrives verified through an upstream that breaks every res
   const ranged = fake.requests.filter((r) => r.server === 'cdn' && r.headers.range !== undefined)
   t.ok(ranged.length >= 19, `the fake saw ${ranged.length} Range requests`)
   const offsets = ranged.map((r) => Number(/^bytes=(\d+)-$/.exec(String(r.headers.range))?.[1]))
-  t.same(offsets, [...offsets].sort((x, y) => x - y), 'each resume continues from further on')
-  t.ok(offsets.every((o) => o > 0 && o < bytes.length), 'resumes start where the download stopped')
+  t.same(
+    offsets,
+    [...offsets].sort((x, y) => x - y),
+    'each resume continues from further on',
+  )
+  t.ok(
+    offsets.every((o) => o > 0 && o < bytes.length),
+    'resumes start where the download stopped',
+  )
   t.equal(fake.requests.filter((r) => r.server === 'cdn' && r.headers.range === undefined).length, 1, 'one download from byte 0')
   fake.reset()
   const hit = await get(url)
@@ -37,7 +44,10 @@ t.test('a 20 MiB blob arrives verified through an upstream that breaks every res
   t.equal(fake.count({ server: 'cdn' }), 0)
   const metrics = (await get(`${mirror.url}/metrics`)).body.toString()
   t.match(metrics, /regmirror_fill_resumes_total \d+/)
-  t.ok(mirror.logs.some((l) => l.includes('resuming with Range') && l.includes(digest)), 'each resume is logged with the digest')
+  t.ok(
+    mirror.logs.some((l) => l.includes('resuming with Range') && l.includes(digest)),
+    'each resume is logged with the digest',
+  )
 })
 
 t.test('an upstream that makes no progress fails the fill after resumeAttempts; nothing is cached', async (t) => {

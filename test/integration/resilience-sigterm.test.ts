@@ -30,7 +30,10 @@ t.test('SIGTERM: in-flight responses finish, new connections are refused, exit 0
   t.equal(exit.code, 0, 'exit code 0')
   t.same(await readdir(join(data, 'tmp')), [])
   t.ok(m.logs().some((l) => l.includes('shutting down')))
-  t.notOk(m.logs().some((l) => l.includes('shutdown deadline passed')), 'no connection held the server open until the deadline')
+  t.notOk(
+    m.logs().some((l) => l.includes('shutdown deadline passed')),
+    'no connection held the server open until the deadline',
+  )
 })
 
 t.test('SIGTERM: a fill that cannot finish by the deadline leaves nothing behind', async (t) => {

@@ -47,7 +47,10 @@ for (const [name, fail] of failures) {
     t.equal(sha(r.body), img.digest)
     const metrics = (await get(`${mirror.url}/metrics`)).body.toString()
     t.match(metrics, /regmirror_stale_served_total\{upstream="docker.io"\} 1/)
-    t.ok(mirror.logs.some((l) => l.includes('stale-if-error')), 'logged')
+    t.ok(
+      mirror.logs.some((l) => l.includes('stale-if-error')),
+      'logged',
+    )
   })
 }
 

@@ -39,12 +39,36 @@ function loggedWith(mirror: TestMirror, digest: string): boolean {
 }
 
 const blobFaults: [string, Fault, RegExp][] = [
-  ['a body shorter than its Content-Length', { kind: 'drop', afterBytes: 1000, match: { server: 'cdn' } }, /regmirror_fills_failed_total\{cause="upstream_error"\} 1/],
-  ['a body longer than the blob', { kind: 'extra', bytes: 500, match: { server: 'cdn' } }, /regmirror_fills_failed_total\{cause="digest_mismatch"\} 1/],
-  ['a truncated body', { kind: 'truncate', afterBytes: 1000, match: { server: 'cdn' } }, /regmirror_fills_failed_total\{cause="digest_mismatch"\} 1/],
-  ['wrong bytes', { kind: 'wrongBytes', match: { server: 'cdn' } }, /regmirror_upstream_refused_total\{upstream="docker.io",kind="blob",cause="digest_mismatch"\} 1/],
-  ['a redirect loop', { kind: 'redirectLoop', match: { server: 'cdn' } }, /regmirror_upstream_refused_total\{upstream="docker.io",kind="blob",cause="redirect_invalid"\} 1/],
-  ['a redirect to ftp://', { kind: 'redirect', location: 'ftp://127.0.0.1/blob', match: { server: 'registry', path: /blobs/ } }, /regmirror_upstream_refused_total\{upstream="docker.io",kind="blob",cause="redirect_invalid"\} 1/],
+  [
+    'a body shorter than its Content-Length',
+    { kind: 'drop', afterBytes: 1000, match: { server: 'cdn' } },
+    /regmirror_fills_failed_total\{cause="upstream_error"\} 1/,
+  ],
+  [
+    'a body longer than the blob',
+    { kind: 'extra', bytes: 500, match: { server: 'cdn' } },
+    /regmirror_fills_failed_total\{cause="digest_mismatch"\} 1/,
+  ],
+  [
+    'a truncated body',
+    { kind: 'truncate', afterBytes: 1000, match: { server: 'cdn' } },
+    /regmirror_fills_failed_total\{cause="digest_mismatch"\} 1/,
+  ],
+  [
+    'wrong bytes',
+    { kind: 'wrongBytes', match: { server: 'cdn' } },
+    /regmirror_upstream_refused_total\{upstream="docker.io",kind="blob",cause="digest_mismatch"\} 1/,
+  ],
+  [
+    'a redirect loop',
+    { kind: 'redirectLoop', match: { server: 'cdn' } },
+    /regmirror_upstream_refused_total\{upstream="docker.io",kind="blob",cause="redirect_invalid"\} 1/,
+  ],
+  [
+    'a redirect to ftp://',
+    { kind: 'redirect', location: 'ftp://127.0.0.1/blob', match: { server: 'registry', path: /blobs/ } },
+    /regmirror_upstream_refused_total\{upstream="docker.io",kind="blob",cause="redirect_invalid"\} 1/,
+  ],
 ]
 
 for (const [name, fault, metric] of blobFaults) {
@@ -73,10 +97,20 @@ t.test('manifest answers that are wrong are refused, nothing cached, counted and
   const bigDigest = fake.addManifest('library/bad', big, MediaTypes.ociManifest)
   const cases: [string, string, Fault | undefined, string][] = [
     ['digest mismatch', img.digest, { kind: 'wrongBytes', match: { server: 'registry', path: /manifests/ } }, 'digest_mismatch'],
-    ['truncated body', img.digest, { kind: 'truncate', afterBytes: 20, match: { server: 'registry', path: /manifests/ } }, 'digest_mismatch'],
+    [
+      'truncated body',
+      img.digest,
+      { kind: 'truncate', afterBytes: 20, match: { server: 'registry', path: /manifests/ } },
+      'digest_mismatch',
+    ],
     ['over 4 MiB', bigDigest, undefined, 'manifest_too_large'],
     ['redirect loop', img.digest, { kind: 'redirectLoop', match: { server: 'registry', path: /manifests/ } }, 'redirect_invalid'],
-    ['redirect to ftp://', img.digest, { kind: 'redirect', location: 'ftp://127.0.0.1/m', match: { server: 'registry', path: /manifests/ } }, 'redirect_invalid'],
+    [
+      'redirect to ftp://',
+      img.digest,
+      { kind: 'redirect', location: 'ftp://127.0.0.1/m', match: { server: 'registry', path: /manifests/ } },
+      'redirect_invalid',
+    ],
   ]
   for (const [name, digest, fault, cause] of cases) {
     fake.clearFaults()
@@ -86,7 +120,11 @@ t.test('manifest answers that are wrong are refused, nothing cached, counted and
     t.equal(r.status, 502, `${name}: refused`)
     await assertNothingCached(t, mirror, digest)
     const metrics = (await get(`${mirror.url}/metrics`)).body.toString()
-    t.match(metrics, new RegExp(`regmirror_upstream_refused_total\\{upstream="docker.io",kind="manifest",cause="${cause}"\\} [1-9]`), `${name}: counted`)
+    t.match(
+      metrics,
+      new RegExp(`regmirror_upstream_refused_total\\{upstream="docker.io",kind="manifest",cause="${cause}"\\} [1-9]`),
+      `${name}: counted`,
+    )
     const line = mirror.logs.slice(before).find((l) => l.includes('upstream manifest refused'))
     t.ok(line?.includes('"upstream":"docker.io"') && line.includes(digest), `${name}: logged with upstream and digest`)
   }

@@ -14,9 +14,14 @@ const blobPath = (dir: string, digest: string) => join(dir, 'blobs', 'sha256', d
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { cwd: process.cwd(), env: { ...process.env, REGMIRROR_CONFIG: '' } }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })
-    })
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'src/cli.ts', ...args],
+      { cwd: process.cwd(), env: { ...process.env, REGMIRROR_CONFIG: '' } },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })
+      },
+    )
   })
 }
 
@@ -29,7 +34,8 @@ t.test('regmirror verify finds corrupt and orphaned entries and --repair removes
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }] })
   for (const img of [a, b]) {
     t.equal((await get(`${mirror.url}/v2/${img.repo.replace('library/', '')}/manifests/1`, { accept: ACCEPT })).status, 200)
-    for (const blob of img.blobs) t.equal((await get(`${mirror.url}/v2/${img.repo.replace('library/', '')}/blobs/${blob.digest}`)).status, 200)
+    for (const blob of img.blobs)
+      t.equal((await get(`${mirror.url}/v2/${img.repo.replace('library/', '')}/blobs/${blob.digest}`)).status, 200)
   }
   await mirror.close()
   const dir = mirror.dataDir
@@ -60,7 +66,7 @@ t.test('regmirror verify finds corrupt and orphaned entries and --repair removes
   t.match(found.stdout, /temp-file tmp\/1+\.abc\.tmp/)
   t.match(found.stdout, /temp-file repositories\/docker\.io\/library\/a\/_tags\/1\.deadbeef\.tmp/)
   t.match(found.stdout, /orphaned-manifest-type manifest-types\/22\/2+/)
-  t.match(found.stdout, /orphaned-manifest-type manifest-types\/.*/, 'b\'s media-type record lost its content too')
+  t.match(found.stdout, /orphaned-manifest-type manifest-types\/.*/, "b's media-type record lost its content too")
   t.match(found.stdout, /\nverify: .*1 corrupt-blob.*\n$/, 'one summary line at the end')
   t.ok(await readFile(blobPath(dir, layer.digest)), 'without --repair nothing is removed')
 
@@ -94,7 +100,11 @@ t.test('ordinary LRU eviction leaves nothing verify calls a problem', async (t) 
     t.equal((await get(`${mirror.url}/v2/${name}/manifests/1`, { accept: ACCEPT })).status, 200)
     for (const blob of img.blobs) t.equal((await get(`${mirror.url}/v2/${name}/blobs/${blob.digest}`)).status, 200)
   }
-  t.match((await get(`${mirror.url}/metrics`)).body.toString(), /regmirror_cache_evictions_total [1-9]/, 'manifests and layers were evicted')
+  t.match(
+    (await get(`${mirror.url}/metrics`)).body.toString(),
+    /regmirror_cache_evictions_total [1-9]/,
+    'manifests and layers were evicted',
+  )
   const evicted = imgs.filter((img) => !existsSync(blobPath(mirror.dataDir, img.digest)))
   t.ok(evicted.length > 0, 'some tags now point at an evicted manifest')
   await mirror.close()
@@ -103,7 +113,11 @@ t.test('ordinary LRU eviction leaves nothing verify calls a problem', async (t) 
   t.match(r.stdout, /no problems/)
 
   // And the evicted tags still work: their manifests are fetched again by digest.
-  const m2 = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }], cache: { maxSize: '1MiB' } }, { dataDir: mirror.dataDir })
+  const m2 = await startMirror(
+    t,
+    { upstreams: [{ name: 'docker.io', url: fake.url }], cache: { maxSize: '1MiB' } },
+    { dataDir: mirror.dataDir },
+  )
   const again = await get(`${m2.url}/v2/${evicted[0]!.repo.replace('library/', '')}/manifests/1`, { accept: ACCEPT })
   t.equal(sha(again.body), evicted[0]!.digest)
 })

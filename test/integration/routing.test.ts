@@ -87,7 +87,11 @@ t.test('a live registry that is not configured is never contacted, whatever the 
   stray.addImage('library/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
   const strayHost = new URL(stray.url).host
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }] })
-  for (const path of [`/v2/library/app/manifests/1?ns=${strayHost}`, `/v2/${strayHost}/library/app/manifests/1`, `/v2/${strayHost}/library/app/tags/list`]) {
+  for (const path of [
+    `/v2/library/app/manifests/1?ns=${strayHost}`,
+    `/v2/${strayHost}/library/app/manifests/1`,
+    `/v2/${strayHost}/library/app/tags/list`,
+  ]) {
     const r = await rawRequest(mirror.url, path, { accept: ACCEPT })
     t.equal(r.status, 404, path)
     t.equal(code(r.body), 'NAME_UNKNOWN', path)
@@ -133,7 +137,13 @@ t.test('allow and deny lists', async (t) => {
   t.equal((await get(`${mirror.url}/v2/myorg/app/manifests/1`, { accept: ACCEPT })).status, 200)
   const denied = hub.addImage('myorg/secret', '2', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
   for (const repo of ['other/app', 'myorg/secret']) {
-    for (const path of [`/v2/${repo}/manifests/1`, `/v2/${repo}/manifests/1?ns=docker.io`, `/v2/docker.io/${repo}/manifests/1`, `/v2/${repo}/tags/list`, `/v2/${repo}/blobs/${denied.blobs[0]!.digest}`]) {
+    for (const path of [
+      `/v2/${repo}/manifests/1`,
+      `/v2/${repo}/manifests/1?ns=docker.io`,
+      `/v2/docker.io/${repo}/manifests/1`,
+      `/v2/${repo}/tags/list`,
+      `/v2/${repo}/blobs/${denied.blobs[0]!.digest}`,
+    ]) {
       const r = await get(`${mirror.url}${path}`, { accept: ACCEPT })
       t.equal(r.status, 403, path)
       t.equal(code(r.body), 'DENIED', path)
@@ -147,14 +157,19 @@ t.test('credentials go to the upstream realm only, and never into logs or respon
   const hub = await fake(t, { credentials: creds })
   const img = hub.addImage('private/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
   // The fake's realm is another port of the upstream's host: credentials go there only when it is listed.
-  const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, credentials: creds, realms: [new URL(hub.authUrl).host] }] })
+  const mirror = await startMirror(t, {
+    upstreams: [{ name: 'docker.io', url: hub.url, credentials: creds, realms: [new URL(hub.authUrl).host] }],
+  })
   const r = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
   t.equal(r.status, 200)
   t.equal(r.headers.get('docker-content-digest'), img.digest)
   const tokenReqs = hub.requests.filter((q) => q.server === 'auth')
   t.ok(tokenReqs.length >= 1)
   const basic = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`
-  t.ok(tokenReqs.every((q) => q.headers.authorization === basic), 'the token realm got the configured credentials')
+  t.ok(
+    tokenReqs.every((q) => q.headers.authorization === basic),
+    'the token realm got the configured credentials',
+  )
   const layer = img.blobs[img.blobs.length - 1]!
   const b = await get(`${mirror.url}/v2/private/app/blobs/${layer.digest}`)
   t.equal(sha(b.body), layer.digest)
@@ -163,7 +178,9 @@ t.test('credentials go to the upstream realm only, and never into logs or respon
   const seen = [mirror.logs.join('\n'), JSON.stringify([...r.headers]), r.body.toString(), JSON.stringify([...b.headers])].join('\n')
   t.notMatch(seen, creds.password)
   t.notMatch(seen, Buffer.from(`${creds.username}:${creds.password}`).toString('base64'))
-  const tokens = hub.requests.filter((q) => q.server === 'registry' && typeof q.headers.authorization === 'string').map((q) => String(q.headers.authorization).replace(/^Bearer /, ''))
+  const tokens = hub.requests
+    .filter((q) => q.server === 'registry' && typeof q.headers.authorization === 'string')
+    .map((q) => String(q.headers.authorization).replace(/^Bearer /, ''))
   t.ok(tokens.length > 0)
   for (const tok of new Set(tokens)) t.notMatch(seen, tok, 'no upstream token in logs or responses')
 })
@@ -179,7 +196,10 @@ t.test('a realm on another domain gets no credentials unless listed in realms', 
   const r = await get(`${denied.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
   t.equal(r.status, 502)
   t.equal(hostile.count({ server: 'auth' }), 0, 'the foreign realm was never contacted')
-  t.ok(denied.logs.some((l) => l.includes('token realm not allowed')), 'the refusal is logged')
+  t.ok(
+    denied.logs.some((l) => l.includes('token realm not allowed')),
+    'the refusal is logged',
+  )
   t.notMatch(denied.logs.join('\n'), creds.password)
 
   const allowed = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, credentials: creds, realms: ['localhost'] }] })
@@ -219,7 +239,11 @@ t.test('tag TTL rules: first matching rule, by tag, semver or repo:tag, else the
   hub.reset()
   for (const [tag] of tags) await get(`${mirror.url}/v2/ttl/manifests/${tag}`, { accept: ACCEPT })
   for (const [tag, revalidated] of tags) {
-    t.equal(hub.count({ server: 'registry', path: `/v2/library/ttl/manifests/${tag}` }), revalidated ? 1 : 0, `${tag}: ${revalidated ? 'revalidated' : 'still fresh'}`)
+    t.equal(
+      hub.count({ server: 'registry', path: `/v2/library/ttl/manifests/${tag}` }),
+      revalidated ? 1 : 0,
+      `${tag}: ${revalidated ? 'revalidated' : 'still fresh'}`,
+    )
   }
 })
 
@@ -237,14 +261,23 @@ t.test('a token got with one upstream credentials is never sent to another upstr
     ],
   })
   t.equal((await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })).status, 200)
-  const goodTokens = new Set(good.requests.filter((q) => q.server === 'registry' && q.headers.authorization).map((q) => String(q.headers.authorization)))
+  const goodTokens = new Set(
+    good.requests.filter((q) => q.server === 'registry' && q.headers.authorization).map((q) => String(q.headers.authorization)),
+  )
   t.ok(goodTokens.size >= 1)
   good.reset()
   const r = await get(`${mirror.url}/v2/private/app/manifests/1?ns=other.example`, { accept: ACCEPT })
   t.not(r.status, 200, 'the other upstream does not get in on the first one credentials')
   const sentToOther = other.requests.map((q) => q.headers.authorization).filter((a) => a !== undefined)
-  t.same(sentToOther.filter((a) => goodTokens.has(String(a))), [], 'no token of the first upstream reached the other')
-  t.ok(good.requests.filter((q) => q.server === 'auth').every((q) => q.headers.authorization === undefined), 'the realm was asked without credentials')
+  t.same(
+    sentToOther.filter((a) => goodTokens.has(String(a))),
+    [],
+    'no token of the first upstream reached the other',
+  )
+  t.ok(
+    good.requests.filter((q) => q.server === 'auth').every((q) => q.headers.authorization === undefined),
+    'the realm was asked without credentials',
+  )
 })
 
 t.test('refused credentials: the client gets UNAUTHORIZED, and the secret appears nowhere', async (t) => {
@@ -252,7 +285,9 @@ t.test('refused credentials: the client gets UNAUTHORIZED, and the secret appear
   hub.addImage('private/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
   const wrong = 'a-wrong-pa55word'
   const mirror = await startMirror(t, {
-    upstreams: [{ name: 'docker.io', url: hub.url, credentials: { username: 'robot', password: wrong }, realms: [new URL(hub.authUrl).host] }],
+    upstreams: [
+      { name: 'docker.io', url: hub.url, credentials: { username: 'robot', password: wrong }, realms: [new URL(hub.authUrl).host] },
+    ],
   })
   const r = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
   t.equal(r.status, 401)

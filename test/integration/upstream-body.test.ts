@@ -14,7 +14,12 @@ t.test('an upstream body read late is complete, and its bytes are counted', asyn
   t.teardown(() => fake.close())
   const bytes = randomBytes(2 * 1024 * 1024)
   const digest = fake.addBlob(bytes)
-  const config = resolveConfig({ wellKnownUpstreams: false, upstreams: [{ name: 'up', url: fake.url }], defaultUpstream: 'up', dataDir: '/tmp' })
+  const config = resolveConfig({
+    wellKnownUpstreams: false,
+    upstreams: [{ name: 'up', url: fake.url }],
+    defaultUpstream: 'up',
+    dataDir: '/tmp',
+  })
   const metrics = new Metrics({ defaultMetrics: false })
   const client = new UpstreamClient(config, createLogger('silent'), metrics)
   t.teardown(() => client.close())

@@ -1,14 +1,34 @@
 import t from 'tap'
-import { TokenCache, parseChallenges, realmAllowed, registrableDomain, type CachedToken, type SharedTokenStore } from '../../src/upstream/auth.js'
+import {
+  TokenCache,
+  parseChallenges,
+  realmAllowed,
+  registrableDomain,
+  type CachedToken,
+  type SharedTokenStore,
+} from '../../src/upstream/auth.js'
 
 t.test('WWW-Authenticate parsing', async (t) => {
-  t.same(parseChallenges('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"'), [
-    { scheme: 'bearer', params: { realm: 'https://auth.docker.io/token', service: 'registry.docker.io', scope: 'repository:library/alpine:pull' } },
-  ])
-  t.same(parseChallenges('Bearer realm="r",scope="repository:a:pull,push"')[0]?.params.scope, 'repository:a:pull,push', 'commas inside quotes')
+  t.same(
+    parseChallenges('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"'),
+    [
+      {
+        scheme: 'bearer',
+        params: { realm: 'https://auth.docker.io/token', service: 'registry.docker.io', scope: 'repository:library/alpine:pull' },
+      },
+    ],
+  )
+  t.same(
+    parseChallenges('Bearer realm="r",scope="repository:a:pull,push"')[0]?.params.scope,
+    'repository:a:pull,push',
+    'commas inside quotes',
+  )
   t.same(parseChallenges('Basic realm="Registry Realm"'), [{ scheme: 'basic', params: { realm: 'Registry Realm' } }])
   const two = parseChallenges(['Basic realm="x"', 'Bearer realm="https://a/t",service=s'])
-  t.same(two.map((c) => c.scheme), ['basic', 'bearer'])
+  t.same(
+    two.map((c) => c.scheme),
+    ['basic', 'bearer'],
+  )
   t.equal(two[1]?.params.service, 's', 'unquoted values')
   t.same(parseChallenges(undefined), [])
   t.same(parseChallenges('Bearer realm="a\\"b"')[0]?.params.realm, 'a"b', 'escaped quotes')
@@ -24,7 +44,10 @@ t.test('token realms are limited to the upstream registrable domain or an allow-
   t.notOk(realmAllowed('https://ghcr.io', 'file:///etc/passwd', []))
   t.ok(realmAllowed('http://127.0.0.1:5000', 'http://127.0.0.1:6000/token', [], false), 'same IP host, no credentials to send')
   t.notOk(realmAllowed('http://127.0.0.1:5000', 'http://127.0.0.1:6000/token', []), 'same host, another port: no credentials')
-  t.notOk(realmAllowed('https://registry.example.com', 'https://registry.example.com:8443/token', []), 'same name, another port: no credentials')
+  t.notOk(
+    realmAllowed('https://registry.example.com', 'https://registry.example.com:8443/token', []),
+    'same name, another port: no credentials',
+  )
   t.ok(realmAllowed('http://127.0.0.1:5000', 'http://127.0.0.1:5000/token', []), 'same origin')
   t.ok(realmAllowed('https://registry.example.com', 'https://registry.example.com:443/token', []), 'same origin, default port spelled out')
   t.ok(realmAllowed('http://127.0.0.1:5000', 'http://127.0.0.1:6000/token', ['127.0.0.1:6000']), 'listed with its port')

@@ -3,7 +3,24 @@ import { isValidName, isValidTag, parseDigest, parseManifestRef } from '../../sr
 
 t.test('repository names follow the distribution-spec grammar', async (t) => {
   for (const ok of ['alpine', 'library/alpine', 'a/b/c', 'my-org/my_app', 'a__b', 'a.b/c-d', 'x'.repeat(255)]) t.ok(isValidName(ok), ok)
-  for (const bad of ['', 'Alpine', '/a', 'a/', 'a//b', '..', 'a/../b', './a', 'a_', '-a', 'a/-b', 'a%2fb', 'a b', 'a\0b', 'x'.repeat(256), 'a:b']) {
+  for (const bad of [
+    '',
+    'Alpine',
+    '/a',
+    'a/',
+    'a//b',
+    '..',
+    'a/../b',
+    './a',
+    'a_',
+    '-a',
+    'a/-b',
+    'a%2fb',
+    'a b',
+    'a\0b',
+    'x'.repeat(256),
+    'a:b',
+  ]) {
     t.notOk(isValidName(bad), JSON.stringify(bad))
   }
 })

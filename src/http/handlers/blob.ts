@@ -34,7 +34,8 @@ export async function handleBlob(ctx: RequestContext, route: Extract<Route, { ki
       // RFC 9110 §13.1.5: a Range with an If-Range that does not name this content's (strong)
       // entity tag, or names a date (there is no Last-Modified to match), gets the whole body.
       const ifRange = header(ctx.req.headers['if-range'])
-      const range = ifRange === undefined || ifRange === base.etag ? parseRange(header(ctx.req.headers.range), size) : { kind: 'none' as const }
+      const range =
+        ifRange === undefined || ifRange === base.etag ? parseRange(header(ctx.req.headers.range), size) : { kind: 'none' as const }
       if (range.kind === 'unsatisfiable') {
         throw new RegmirrorError('RANGE_NOT_SATISFIABLE', 'requested range not satisfiable', { detail: { size } })
       }

@@ -6,10 +6,7 @@ import { negotiate } from '../../proxy/negotiate.js'
 
 export async function handleManifest(ctx: RequestContext, route: Extract<Route, { kind: 'manifest' }>, s: Services): Promise<void> {
   const { up, repo, ref } = route
-  const r =
-    ref.kind === 'tag'
-      ? await s.tags.resolve(up, repo, ref.tag)
-      : await s.manifests.get(up, repo, ref.digest)
+  const r = ref.kind === 'tag' ? await s.tags.resolve(up, repo, ref.tag) : await s.manifests.get(up, repo, ref.digest)
   ctx.cache = r.cache
   const m = await negotiate(r.manifest, parseAccept(ctx.req.headers.accept), up, repo, s.manifests)
   const headers: Record<string, string | number> = {

@@ -122,11 +122,7 @@ export function startProgram(name: string, command: string, args: string[], opti
  * Poll `ready` until it resolves true. Rejects with the program's output if the program exits first or
  * `timeoutMs` passes.
  */
-export async function waitUntilReady(
-  program: ChildProgram,
-  ready: () => Promise<boolean>,
-  timeoutMs = 15_000,
-): Promise<void> {
+export async function waitUntilReady(program: ChildProgram, ready: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     if (program.exited()) {

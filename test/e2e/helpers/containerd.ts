@@ -134,7 +134,8 @@ export interface HostsTomlOptions {
  * Returns the path of the file written.
  */
 export async function writeHostsToml(dir: string, registry: string, mirrorUrl: string, opts: HostsTomlOptions = {}): Promise<string> {
-  const server = opts.server === undefined ? (registry === 'docker.io' ? 'https://registry-1.docker.io' : `https://${registry}`) : opts.server
+  const server =
+    opts.server === undefined ? (registry === 'docker.io' ? 'https://registry-1.docker.io' : `https://${registry}`) : opts.server
   const capabilities = opts.capabilities ?? ['pull', 'resolve']
   const lines = [
     ...(server !== null ? [`server = ${JSON.stringify(server)}`, ''] : []),

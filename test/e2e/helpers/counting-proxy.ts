@@ -57,7 +57,15 @@ export async function startCountingProxy(targetPort: number, opts: CountingProxy
     const upstream = httpRequest(
       { host: '127.0.0.1', port: targetPort, method: req.method, path: raw, headers: req.headers, agent },
       (upRes) => {
-        const record: RequestRecord = { method: req.method ?? '', path, query, headers: req.headers, status: upRes.statusCode ?? 0, bytes: 0, done: false }
+        const record: RequestRecord = {
+          method: req.method ?? '',
+          path,
+          query,
+          headers: req.headers,
+          status: upRes.statusCode ?? 0,
+          bytes: 0,
+          done: false,
+        }
         log.push(record)
         res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, upRes.rawHeaders)
         upRes.on('data', (chunk: Buffer) => {

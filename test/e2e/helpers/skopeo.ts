@@ -50,7 +50,13 @@ async function withIsolatedSkopeo(args: (authFile: string) => string[], timeoutM
     const runDir = join(dir, 'run')
     const tmp = join(dir, 'tmp')
     const registriesD = join(dir, 'registries.d')
-    await Promise.all([mkdir(runDir, { mode: 0o700 }), mkdir(tmp), mkdir(registriesD), mkdir(join(dir, 'config')), mkdir(join(dir, 'data'))])
+    await Promise.all([
+      mkdir(runDir, { mode: 0o700 }),
+      mkdir(tmp),
+      mkdir(registriesD),
+      mkdir(join(dir, 'config')),
+      mkdir(join(dir, 'data')),
+    ])
     await writeFile(join(dir, 'policy.json'), JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }] }))
     await writeFile(join(dir, 'registries.conf'), 'unqualified-search-registries = []\n')
     await writeFile(join(dir, 'auth.json'), JSON.stringify({ auths: {} }))
@@ -70,12 +76,7 @@ async function withIsolatedSkopeo(args: (authFile: string) => string[], timeoutM
       // moves the blob-info cache from /var/lib/containers/cache to $XDG_DATA_HOME/containers/cache (our temp dir).
       _CONTAINERS_ROOTLESS_UID: String(ROOTLESS_UID),
     }
-    const fullArgs = [
-      '--policy', join(dir, 'policy.json'),
-      '--registries.d', registriesD,
-      '--tmpdir', tmp,
-      ...args(join(dir, 'auth.json')),
-    ]
+    const fullArgs = ['--policy', join(dir, 'policy.json'), '--registries.d', registriesD, '--tmpdir', tmp, ...args(join(dir, 'auth.json'))]
     return await runProgram('skopeo', fullArgs, { env, timeoutMs: timeoutMs ?? 120_000 })
   } finally {
     await removeTempDir(dir)
@@ -95,8 +96,10 @@ export async function skopeoCopy(src: string, dest: string, opts: SkopeoCopyOpti
       'copy',
       '--src-tls-verify=false',
       '--dest-tls-verify=false',
-      '--authfile', authFile,
-      '--retry-times', '0',
+      '--authfile',
+      authFile,
+      '--retry-times',
+      '0',
       ...(opts.all ? ['--all'] : []),
       ...(opts.preserveDigests ? ['--preserve-digests'] : []),
       ...credentialArgs('src', src, opts.srcCreds),
@@ -115,7 +118,8 @@ export async function skopeoInspect(ref: string, opts: SkopeoInspectOptions = {}
   return withIsolatedSkopeo(
     (authFile) => [
       'inspect',
-      '--authfile', authFile,
+      '--authfile',
+      authFile,
       ...(isDocker ? ['--tls-verify=false', '--retry-times', '0'] : []),
       ...(opts.raw ? ['--raw'] : []),
       ...(opts.config ? ['--config'] : []),

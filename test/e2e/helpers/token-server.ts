@@ -104,8 +104,21 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
   const certPath = join(dir, 'signing-cert.pem')
   try {
     await runProgram('openssl', [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', keyPath, '-out', certPath, '-days', '2', '-subj', '/CN=regmirror-e2e-token-signer',
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      keyPath,
+      '-out',
+      certPath,
+      '-days',
+      '2',
+      '-subj',
+      '/CN=regmirror-e2e-token-signer',
     ])
   } catch (err) {
     await removeTempDir(dir)
@@ -137,7 +150,14 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1')
-    const record: TokenRequestRecord = { method: req.method ?? '', path: url.pathname, authenticated: false, scopes: [], granted: [], status: 0 }
+    const record: TokenRequestRecord = {
+      method: req.method ?? '',
+      path: url.pathname,
+      authenticated: false,
+      scopes: [],
+      granted: [],
+      status: 0,
+    }
     log.push(record)
     const reply = (status: number, body: unknown): void => {
       record.status = status
@@ -155,7 +175,8 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
     } else if (req.method === 'POST') {
       const form = new URLSearchParams(await readBody(req))
       const grant = form.get('grant_type')
-      if (grant !== 'password') return reply(400, { error: 'unsupported_grant_type', error_description: `grant_type ${grant ?? ''} not supported` })
+      if (grant !== 'password')
+        return reply(400, { error: 'unsupported_grant_type', error_description: `grant_type ${grant ?? ''} not supported` })
       credentials = { user: form.get('username') ?? '', password: form.get('password') ?? '' }
       scopeParams = form.getAll('scope')
       record.account = credentials.user
