@@ -1,6 +1,6 @@
 import type { Logger } from '../log.js'
 import { MAX_MANIFEST_SIZE } from '../oci/media-types.js'
-import { isValidName, isValidTag, parseDigest } from '../oci/reference.js'
+import { parseDigest, parseImageRef } from '../oci/reference.js'
 import type { Registries } from '../upstream/registries.js'
 import type { BlobStore } from './blob-store.js'
 import type { LruIndex } from './lru-index.js'
@@ -18,26 +18,10 @@ export interface PinRef {
 
 /** `UPSTREAM/REPO:TAG`, `UPSTREAM/REPO@sha256:…` or both; undefined when the upstream is not configured. */
 export function parsePin(ref: string, registries: Registries): PinRef | undefined {
-  const slash = ref.indexOf('/')
-  if (slash <= 0) return undefined
-  const up = registries.byName(ref.slice(0, slash))
-  if (!up) return undefined
-  let rest = ref.slice(slash + 1)
-  let digest: string | undefined
-  const at = rest.indexOf('@')
-  if (at !== -1) {
-    digest = parseDigest(rest.slice(at + 1)).value
-    rest = rest.slice(0, at)
-  }
-  let tag: string | undefined
-  const colon = rest.lastIndexOf(':')
-  if (colon !== -1) {
-    tag = rest.slice(colon + 1)
-    rest = rest.slice(0, colon)
-    if (!isValidTag(tag)) return undefined
-  }
-  if (!isValidName(rest) || (tag === undefined && digest === undefined)) return undefined
-  return { ref, upstream: up.name, repo: registries.normalizeRepo(up, rest), tag, digest }
+  const r = parseImageRef(ref)
+  const up = r && registries.byName(r.registry)
+  if (!r || !up) return undefined
+  return { ref, upstream: up.name, repo: registries.normalizeRepo(up, r.repo), tag: r.tag, digest: r.digest }
 }
 
 /**

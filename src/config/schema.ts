@@ -7,7 +7,8 @@ import { readFileSync } from 'node:fs'
 import { isAbsolute, resolve as resolvePath } from 'node:path'
 import { z } from 'zod'
 import { BlockList } from 'node:net'
-import { addNetwork } from '../upstream/address-policy.js'
+import { addNetwork } from '../cidr.js'
+import { isHostName, parseImageRef } from '../oci/reference.js'
 import { parseDuration, parseSize } from './durations.js'
 
 export { ttlFor, repoAllowed, globMatch } from './match.js'
@@ -84,7 +85,6 @@ export interface Config {
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 export const UPSTREAM_NAME_RE = /^[a-z0-9][a-z0-9.-]*(:[0-9]+)?$/
-const HOST_RE = /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$/
 
 const GiB = 1024 ** 3
 
@@ -222,19 +222,11 @@ export function parseUpstreamAssignment(v: string): { name: string; url: string 
   return { name, url }
 }
 
-const NAME_COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*'
-const IMAGE_REF_RE = new RegExp(
-  `^([a-z0-9][a-z0-9.-]*(?::[0-9]+)?)/(${NAME_COMPONENT}(?:/${NAME_COMPONENT})*)` +
-    `(?::([A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?(?:@(sha256:[a-f0-9]{64}))?$`,
-)
-
 /** A fully qualified image reference `UPSTREAM/REPO:TAG`, `UPSTREAM/REPO@sha256:…` or both. Returns the upstream name. */
 export function parsePinRef(v: string): { upstream: string; ref: string } {
-  const m = IMAGE_REF_RE.exec(v)
-  if (!m || (m[3] === undefined && m[4] === undefined)) {
-    throw new Error(`not an image reference UPSTREAM/REPO:TAG or UPSTREAM/REPO@sha256:DIGEST: ${JSON.stringify(v)}`)
-  }
-  return { upstream: m[1]!, ref: v }
+  const r = parseImageRef(v)
+  if (!r) throw new Error(`not an image reference UPSTREAM/REPO:TAG or UPSTREAM/REPO@sha256:DIGEST: ${JSON.stringify(v)}`)
+  return { upstream: r.registry, ref: v }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -304,7 +296,7 @@ const hostField = () =>
   parsed(
     (v) => {
       const h = v.trim().toLowerCase()
-      if (!HOST_RE.test(h)) throw new Error(`not a host name: ${JSON.stringify(v)}`)
+      if (!isHostName(h)) throw new Error(`not a host name: ${JSON.stringify(v)}`)
       return h
     },
     { what: 'a host name' },

@@ -1,6 +1,6 @@
 import type { UpstreamConfig } from '../config/schema.js'
 import { RegmirrorError } from '../errors.js'
-import { assertName, parseDigest, parseManifestRef, type Digest, type ManifestRef } from '../oci/reference.js'
+import { assertName, isHostName, parseDigest, parseManifestRef, type Digest, type ManifestRef } from '../oci/reference.js'
 import type { Registries } from '../upstream/registries.js'
 
 export type Route =
@@ -13,7 +13,6 @@ export type Route =
 
 const API_RE = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/
 const TAGS_RE = /^\/v2\/(.+)\/tags\/list$/
-const HOST_RE = /^[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::\d{1,5})?$/i
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
 
 /**
@@ -79,7 +78,7 @@ function pickUpstream(
     // registry (Docker Hub namespaces have neither); one that is not configured is refused
     // rather than sent to the default upstream. A component that is not even a host name
     // ('.', '..') falls through to the name check: a 400.
-    if ((first.includes('.') || first.includes(':') || first === 'localhost') && HOST_RE.test(first)) throw notConfigured(first)
+    if ((first.includes('.') || first.includes(':') || first === 'localhost') && isHostName(first)) throw notConfigured(first)
   }
   return { up: registries.defaultUpstream, name: rawName }
 }

@@ -9,6 +9,15 @@ const TAG_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/
 const DIGEST_RE = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[A-Za-z0-9=_-]+$/
 const SHA256_HEX_RE = /^[a-f0-9]{64}$/
 
+// A registry host as distribution/reference's "domain" (a name or address, optional port); upstream
+// names in image references follow it too.
+const HOST_RE = /^[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::\d{1,5})?$/i
+
+/** Whether `s` is a registry host: `ghcr.io`, `registry.internal:5000`, `127.0.0.1:5000`, `localhost`. */
+export function isHostName(s: string): boolean {
+  return HOST_RE.test(s)
+}
+
 /** distribution's limit for the whole repository name. */
 export const MAX_NAME_LENGTH = 255
 
@@ -70,4 +79,38 @@ export function parseManifestRef(ref: string): ManifestRef {
     throw new RegmirrorError('TAG_INVALID', 'invalid tag', { detail: { tag: ref.slice(0, 200) } })
   }
   return { kind: 'tag', tag: ref }
+}
+
+/** A fully qualified image reference: `REGISTRY/REPO:TAG`, `REGISTRY/REPO@sha256:…` or both. */
+export interface ImageRef {
+  /** The first component as written (an upstream name or registry host). */
+  registry: string
+  repo: string
+  tag?: string
+  digest?: string
+}
+
+/** Parses `REGISTRY/REPO[:TAG][@sha256:HEX]`; undefined unless it is one, with a tag or a digest. */
+export function parseImageRef(v: string): ImageRef | undefined {
+  const slash = v.indexOf('/')
+  if (slash <= 0) return undefined
+  const registry = v.slice(0, slash)
+  if (!isHostName(registry) || registry !== registry.toLowerCase()) return undefined
+  let rest = v.slice(slash + 1)
+  let digest: string | undefined
+  const at = rest.indexOf('@')
+  if (at !== -1) {
+    digest = rest.slice(at + 1)
+    rest = rest.slice(0, at)
+    if (!isValidDigest(digest)) return undefined
+  }
+  let tag: string | undefined
+  const colon = rest.lastIndexOf(':')
+  if (colon !== -1) {
+    tag = rest.slice(colon + 1)
+    rest = rest.slice(0, colon)
+    if (!isValidTag(tag)) return undefined
+  }
+  if (!isValidName(rest) || (tag === undefined && digest === undefined)) return undefined
+  return { registry, repo: rest, ...(tag !== undefined ? { tag } : {}), ...(digest !== undefined ? { digest } : {}) }
 }

@@ -1,5 +1,6 @@
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns'
 import { BlockList, isIP, type LookupFunction } from 'node:net'
+import { addNetwork } from '../cidr.js'
 import { RegmirrorError } from '../errors.js'
 
 /** Address ranges a redirect or a token realm may not reach unless the upstream itself lives there. */
@@ -32,17 +33,6 @@ export function classify(ip: string): AddressClass {
   const family = isIP(ip) === 6 ? 'ipv6' : 'ipv4'
   for (const [cls, list] of CLASSES) if (list.check(ip, family)) return cls
   return 'public'
-}
-
-/** Parses `10.0.0.0/8`, `fd00::/8` or a single address into a BlockList entry; throws Error(message). */
-export function addNetwork(list: BlockList, cidr: string): void {
-  const [addr = '', bits, extra] = cidr.trim().split('/')
-  const family = isIP(addr)
-  if (family === 0 || extra !== undefined) throw new Error(`not an IP network (CIDR): ${JSON.stringify(cidr)}`)
-  const max = family === 4 ? 32 : 128
-  const prefix = bits === undefined ? max : Number(bits)
-  if (!/^\d{1,3}$/.test(bits ?? String(max)) || prefix > max) throw new Error(`not an IP network (CIDR): ${JSON.stringify(cidr)}`)
-  list.addSubnet(addr, prefix, family === 4 ? 'ipv4' : 'ipv6')
 }
 
 type Resolver = (host: string) => Promise<LookupAddress[]>
