@@ -1,23 +1,38 @@
-import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import type { Services } from './app-types.js'
-import type { Config } from './config/schema.js'
 import { BlobStore } from './cache/blob-store.js'
+import { Fills } from './cache/fills.js'
+import { Hits } from './cache/hits.js'
 import { LruIndex } from './cache/lru-index.js'
 import { MetadataStore } from './cache/metadata-store.js'
-import { Pins } from './cache/pins.js'
+import { Registries } from './config/registries.js'
+import type { Config } from './config/schema.js'
 import { createHttpServer } from './http/server.js'
+import { Kv } from './kv.js'
 import { createLogger, type Logger } from './log.js'
-import { parseDigest } from './oci/reference.js'
 import { Metrics } from './metrics.js'
+import { parseDigest } from './oci/reference.js'
 import { BlobService } from './proxy/blob-service.js'
 import { ManifestService } from './proxy/manifest-service.js'
+import { Pins } from './proxy/pins.js'
+import { Reporter } from './proxy/reporting.js'
+import { TagListService } from './proxy/tag-list-service.js'
 import { TagService } from './proxy/tag-service.js'
 import { UpstreamClient } from './upstream/client.js'
-import { Registries } from './upstream/registries.js'
+import { KvTokens } from './upstream/token-store.js'
+
+/** The services and the parts under them (tests and shutdown reach into the parts). */
+export interface AppParts extends Services {
+  store: BlobStore
+  index: LruIndex
+  metadata: MetadataStore
+  pins: Pins
+  upstream: UpstreamClient
+}
 
 export interface App {
-  services: Services
+  services: AppParts
   server: Server
   /** Starts listening on the configured address (port 0 picks a free one). */
   listen(): Promise<AddressInfo>
@@ -30,32 +45,16 @@ export interface AppOptions {
   logger?: Logger
 }
 
-/** The composition root: builds every part with its dependencies. Nothing happens on import. */
+/**
+ * The composition root: builds every part with its dependencies, bottom up (docs/architecture.md
+ * draws the layers). Nothing happens on import.
+ */
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
-  const log = opts.logger ?? createLogger(config.log.level)
-  const metrics = new Metrics()
-  const registries = new Registries(config)
-  const store = new BlobStore(config.dataDir)
-  await store.init()
-  const index = new LruIndex(store, config.cache.maxSize, config.cache.touchInterval, metrics, log)
-  const metadata = await MetadataStore.create(config.dataDir, config.metadata, log)
-  index.beforeRemove = (digest) => metadata.deleteManifestInfo(parseDigest(digest))
-  // Pins are resolved before the index loads: loading evicts when the cap shrank, and must skip them.
-  const pins = new Pins(registries, store, metadata, index, log)
-  await pins.add(config.cache.pins)
-  const loadStart = Date.now()
-  await index.load()
-  log.info({ entries: index.count, bytes: index.size, pinned: index.pinnedBytes(), ms: Date.now() - loadStart }, 'cache index loaded')
-  // Only a shared store is worth a second lookup: in memory it would just be a copy of the client's own.
-  const upstream = new UpstreamClient(config, log, metrics, metadata.shared ? { sharedTokens: metadata } : {})
-  const manifests = new ManifestService(store, index, metadata, upstream, metrics, log, pins)
-  const tags = new TagService(metadata, manifests, upstream, metrics, log, pins)
-  const blobs = new BlobService(config, store, index, upstream, metrics, log)
-  const services: Services = { config, log, metrics, registries, upstream, store, index, pins, metadata, manifests, tags, blobs }
-  const server = createHttpServer(services)
-
+  const parts = await buildParts(config, opts.logger ?? createLogger(config.log.level))
+  const { log, index, blobs, upstream, metadata } = parts
+  const server = createHttpServer(parts)
   return {
-    services,
+    services: parts,
     server,
     listen: () =>
       new Promise((resolve, reject) => {
@@ -63,10 +62,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         server.listen(config.listen.port, config.listen.host, () => {
           server.off('error', reject)
           const addr = server.address() as AddressInfo
-          log.info(
-            { address: addr.address, port: addr.port, dataDir: config.dataDir, upstreams: config.upstreams.map((u) => u.name) },
-            'regmirror listening',
-          )
+          const upstreams = config.upstreams.map((u) => u.name)
+          log.info({ address: addr.address, port: addr.port, dataDir: config.dataDir, upstreams }, 'regmirror listening')
           resolve(addr)
         })
       }),
@@ -90,4 +87,36 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       await metadata.close()
     },
   }
+}
+
+async function buildParts(config: Config, log: Logger): Promise<AppParts> {
+  const metrics = new Metrics()
+  const registries = new Registries(config)
+  const store = new BlobStore(config.dataDir)
+  await store.init()
+  const index = new LruIndex(store, config.cache.maxSize, config.cache.touchInterval, metrics, log)
+  const kv = await Kv.open(config.metadata, log)
+  const metadata = new MetadataStore(store.layout, kv, true)
+  // Eviction removes a manifest's media-type record first, so verify can tell an evicted tag from a lost one.
+  index.beforeRemove = (digest) => metadata.deleteManifestInfo(parseDigest(digest))
+  // Pins are resolved before the index loads: loading evicts when the cap shrank, and must skip them.
+  const pins = new Pins(registries, store, metadata, index, log)
+  await pins.add(config.cache.pins)
+  const loadStart = Date.now()
+  await index.load()
+  log.info({ entries: index.count, bytes: index.size, pinned: index.pinnedBytes(), ms: Date.now() - loadStart }, 'cache index loaded')
+  // Only a shared store is worth a second lookup: in memory it would just be a copy of the client's own.
+  const upstream = new UpstreamClient(config, log, metrics, kv.shared ? { sharedTokens: new KvTokens(kv) } : {})
+  const report = new Reporter(metrics, log)
+  const manifests = new ManifestService(store, index, metadata, upstream, metrics, report, pins)
+  const tags = new TagService(metadata, manifests, upstream, metrics, report, pins)
+  const blobs = new BlobService(
+    new Hits(store, index, log),
+    new Fills(store, index, log, config.retries.resumeAttempts),
+    upstream,
+    metrics,
+    report,
+  )
+  const tagLists = new TagListService(upstream)
+  return { config, log, metrics, registries, store, index, metadata, pins, upstream, manifests, tags, tagLists, blobs }
 }

@@ -1,39 +1,62 @@
 /**
- * One error class for the whole program. `code` is stable and is what callers match on;
- * the message is for humans and may change. The OCI wire code is derived from `code` in
- * one place (http/respond.ts), so internal failures never leak their details by accident.
+ * One error class for the whole program, and one table of its codes. `code` is stable and is
+ * what callers match on; the message is for humans and may change. Everything that depends on
+ * a code (its HTTP status and OCI wire code, whether a cached copy may be served instead,
+ * whether the upstream is reachable, whether to count it as a refusal) is read from ERRORS,
+ * so adding a code is one line. See docs/architecture.md, "Errors".
  */
-export type ErrorCode =
-  // Client-facing, named after the OCI distribution-spec codes.
-  | 'BLOB_UNKNOWN'
-  | 'MANIFEST_UNKNOWN'
-  | 'NAME_UNKNOWN'
-  | 'NAME_INVALID'
-  | 'TAG_INVALID'
-  | 'DIGEST_INVALID'
-  | 'MANIFEST_INVALID'
-  | 'UNAUTHORIZED'
-  | 'DENIED'
-  | 'UNSUPPORTED'
-  | 'TOOMANYREQUESTS'
-  | 'UNAVAILABLE'
-  | 'RANGE_NOT_SATISFIABLE'
-  | 'PAGINATION_NUMBER_INVALID'
-  | 'UPSTREAM_UNKNOWN'
-  // Internal: an upstream misbehaved. Mapped to 502/503 on the wire.
-  | 'UPSTREAM_ERROR'
-  | 'UPSTREAM_TIMEOUT'
-  | 'UPSTREAM_OFFLINE'
-  | 'DIGEST_MISMATCH'
-  | 'SIZE_MISMATCH'
-  | 'BLOB_SIZE_UNKNOWN'
-  | 'MANIFEST_TOO_LARGE'
-  | 'REDIRECT_INVALID'
-  | 'ADDRESS_DENIED'
-  | 'UPSTREAM_MANIFEST_INVALID'
-  | 'REALM_DENIED'
-  | 'CACHE_IO'
-  | 'INTERNAL'
+
+/**
+ * - `client`: the request itself is wrong or not allowed; the answer is the client's to fix.
+ * - `upstream`: the upstream could not be reached or answered with a failure (5xx, 429, a
+ *   timeout): it counts against its health, is retried, and a cached copy may be served.
+ * - `refusal`: the upstream answered, wrongly or with something unsafe to use: nothing is
+ *   cached, it is counted (regmirror_upstream_refused_total), a cached copy may be served.
+ * - `internal`: the mirror's own fault; nothing about it goes on the wire.
+ */
+export type ErrorClass = 'client' | 'upstream' | 'refusal' | 'internal'
+
+interface ErrorSpec {
+  status: number
+  /** The OCI distribution-spec code on the wire. */
+  wire: string
+  class: ErrorClass
+}
+
+export const ERRORS = {
+  BLOB_UNKNOWN: { status: 404, wire: 'BLOB_UNKNOWN', class: 'client' },
+  MANIFEST_UNKNOWN: { status: 404, wire: 'MANIFEST_UNKNOWN', class: 'client' },
+  NAME_UNKNOWN: { status: 404, wire: 'NAME_UNKNOWN', class: 'client' },
+  UPSTREAM_UNKNOWN: { status: 404, wire: 'NAME_UNKNOWN', class: 'client' },
+  NAME_INVALID: { status: 400, wire: 'NAME_INVALID', class: 'client' },
+  TAG_INVALID: { status: 400, wire: 'TAG_INVALID', class: 'client' },
+  DIGEST_INVALID: { status: 400, wire: 'DIGEST_INVALID', class: 'client' },
+  MANIFEST_INVALID: { status: 400, wire: 'MANIFEST_INVALID', class: 'client' },
+  // Not in the OCI table; CNCF distribution's code for a bad `n`.
+  PAGINATION_NUMBER_INVALID: { status: 400, wire: 'PAGINATION_NUMBER_INVALID', class: 'client' },
+  UNAUTHORIZED: { status: 401, wire: 'UNAUTHORIZED', class: 'client' },
+  DENIED: { status: 403, wire: 'DENIED', class: 'client' },
+  UNSUPPORTED: { status: 405, wire: 'UNSUPPORTED', class: 'client' },
+  RANGE_NOT_SATISFIABLE: { status: 416, wire: 'RANGE_INVALID', class: 'client' },
+  TOOMANYREQUESTS: { status: 429, wire: 'TOOMANYREQUESTS', class: 'upstream' },
+  UNAVAILABLE: { status: 503, wire: 'UNAVAILABLE', class: 'upstream' },
+  UPSTREAM_TIMEOUT: { status: 503, wire: 'UNAVAILABLE', class: 'upstream' },
+  UPSTREAM_OFFLINE: { status: 503, wire: 'UNAVAILABLE', class: 'upstream' },
+  // A gateway error: the client may retry.
+  UPSTREAM_ERROR: { status: 502, wire: 'UNAVAILABLE', class: 'upstream' },
+  DIGEST_MISMATCH: { status: 502, wire: 'UNAVAILABLE', class: 'refusal' },
+  SIZE_MISMATCH: { status: 502, wire: 'UNAVAILABLE', class: 'refusal' },
+  BLOB_SIZE_UNKNOWN: { status: 502, wire: 'UNAVAILABLE', class: 'refusal' },
+  MANIFEST_TOO_LARGE: { status: 502, wire: 'UNAVAILABLE', class: 'refusal' },
+  UPSTREAM_MANIFEST_INVALID: { status: 502, wire: 'UNAVAILABLE', class: 'refusal' },
+  REDIRECT_INVALID: { status: 502, wire: 'UNAVAILABLE', class: 'refusal' },
+  ADDRESS_DENIED: { status: 502, wire: 'UNAVAILABLE', class: 'refusal' },
+  REALM_DENIED: { status: 502, wire: 'UNAVAILABLE', class: 'refusal' },
+  CACHE_IO: { status: 500, wire: 'UNKNOWN', class: 'internal' },
+  INTERNAL: { status: 500, wire: 'UNKNOWN', class: 'internal' },
+} as const satisfies Record<string, ErrorSpec>
+
+export type ErrorCode = keyof typeof ERRORS
 
 export class RegmirrorError extends Error {
   readonly code: ErrorCode
@@ -49,39 +72,52 @@ export class RegmirrorError extends Error {
     this.detail = opts.detail
     this.retryAfter = opts.retryAfter
   }
+
+  get class(): ErrorClass {
+    return ERRORS[this.code].class
+  }
 }
 
 export function isRegmirrorError(err: unknown, code?: ErrorCode): err is RegmirrorError {
   return err instanceof RegmirrorError && (code === undefined || err.code === code)
 }
 
-/**
- * Upstream answers that are wrong rather than unavailable: refused, counted and logged, and
- * never cached.
- */
-export const REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  'DIGEST_MISMATCH',
-  'SIZE_MISMATCH',
-  'BLOB_SIZE_UNKNOWN',
-  'MANIFEST_TOO_LARGE',
-  'UPSTREAM_MANIFEST_INVALID',
-  'REDIRECT_INVALID',
-  'ADDRESS_DENIED',
-  'REALM_DENIED',
-])
+/** The class of any error: ours by its code, anything else is internal. */
+export function classOf(err: unknown): ErrorClass {
+  return err instanceof RegmirrorError ? err.class : 'internal'
+}
+
+/** An upstream answer that was wrong or unsafe: refused, counted and logged, never cached. */
+export function isRefusal(err: unknown): err is RegmirrorError {
+  return classOf(err) === 'refusal'
+}
 
 /**
  * Upstream failures after which a cached copy may be served instead (stale-if-error). A wrong
  * answer is as much a failure of the upstream as no answer: it never becomes the client's error.
  */
-export function isUpstreamFailure(err: unknown): boolean {
-  if (!(err instanceof RegmirrorError)) return false
-  return (
-    err.code === 'UPSTREAM_ERROR' ||
-    err.code === 'UPSTREAM_TIMEOUT' ||
-    err.code === 'UPSTREAM_OFFLINE' ||
-    err.code === 'UNAVAILABLE' ||
-    err.code === 'TOOMANYREQUESTS' ||
-    REFUSALS.has(err.code)
-  )
+export function isUpstreamFailure(err: unknown): err is RegmirrorError {
+  const c = classOf(err)
+  return c === 'upstream' || c === 'refusal'
+}
+
+/** Status, body and Retry-After of the OCI error answer for any error. */
+export function toWire(err: unknown): { status: number; body: string; retryAfter?: string } {
+  const e = err instanceof RegmirrorError ? err : new RegmirrorError('INTERNAL', 'internal error')
+  const spec: ErrorSpec = ERRORS[e.code]
+  // Internal errors say nothing about their cause on the wire; the log has it.
+  const internal = spec.class === 'internal'
+  const body = JSON.stringify({
+    errors: [{ code: spec.wire, message: internal ? 'internal error' : e.message, detail: internal ? null : (e.detail ?? null) }],
+  })
+  return { status: spec.status, body, retryAfter: e.retryAfter }
+}
+
+// Failures of the cache disk, as opposed to the upstream: the content can still be served, uncached.
+const WRITE_ERRNOS = new Set(['ENOSPC', 'EDQUOT', 'EACCES', 'EPERM', 'EROFS', 'EIO', 'EMFILE', 'ENFILE'])
+
+/** A failure to write the cache (full disk, unwritable directory): content is served without being kept. */
+export function isWriteError(err: unknown): err is NodeJS.ErrnoException {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code
+  return typeof code === 'string' && WRITE_ERRNOS.has(code)
 }

@@ -1,25 +1,20 @@
 import { randomBytes } from 'node:crypto'
-import { close, createReadStream, fstat, open as openFd, readdirSync, statSync } from 'node:fs'
-import { promisify } from 'node:util'
+import { close, createReadStream, fstat, open as openFd } from 'node:fs'
 import { mkdir, open, type FileHandle, readFile, rename, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import type { Readable } from 'node:stream'
+import { promisify } from 'node:util'
 import type { Digest } from '../oci/reference.js'
+import { Layout, type StoredBlob } from './layout.js'
 
-export interface StoredBlob {
-  digest: string
-  size: number
-  mtimeMs: number
-}
+export type { StoredBlob } from './layout.js'
 
 /**
- * Content-addressed files: `blobs/sha256/ab/<hex>`. Only verified bytes are ever renamed into
- * place; downloads in progress live in `tmp/` and are removed on start-up, so a temp file is
- * never mistaken for content after a crash. Paths are built only from parsed digests.
+ * Content-addressed files (layout.ts). Only verified bytes are ever renamed into place;
+ * downloads in progress live in `tmp/` and are removed on start-up, so a temp file is never
+ * mistaken for content after a crash.
  */
 export class BlobStore {
-  readonly blobsDir: string
-  readonly tmpDir: string
+  readonly layout: Layout
 
   /**
    * Opens a temp file for writing. Replaceable so tests can simulate a full disk or an
@@ -28,23 +23,22 @@ export class BlobStore {
   openTemp: (path: string) => Promise<FileHandle> = (path) => open(path, 'w+')
 
   constructor(readonly dataDir: string) {
-    this.blobsDir = join(dataDir, 'blobs', 'sha256')
-    this.tmpDir = join(dataDir, 'tmp')
+    this.layout = new Layout(dataDir)
   }
 
   async init(): Promise<void> {
-    await mkdir(this.blobsDir, { recursive: true })
+    await mkdir(this.layout.blobsDir, { recursive: true })
     // Whatever is in tmp/ is a download a crash or kill interrupted: never content.
-    await rm(this.tmpDir, { recursive: true, force: true })
-    await mkdir(this.tmpDir, { recursive: true })
+    await rm(this.layout.tmpDir, { recursive: true, force: true })
+    await mkdir(this.layout.tmpDir, { recursive: true })
   }
 
   pathFor(d: Digest): string {
-    return join(this.blobsDir, d.hex.slice(0, 2), d.hex)
+    return this.layout.blob(d)
   }
 
   tmpPathFor(d: Digest): string {
-    return join(this.tmpDir, `${d.hex}.${randomBytes(6).toString('hex')}.tmp`)
+    return this.layout.tmpFor(d)
   }
 
   async size(d: Digest): Promise<number | undefined> {
@@ -106,9 +100,8 @@ export class BlobStore {
 
   /** Moves a verified, fsynced temp file into place. */
   async commit(tmpPath: string, d: Digest): Promise<void> {
-    const dest = this.pathFor(d)
-    await mkdir(join(this.blobsDir, d.hex.slice(0, 2)), { recursive: true })
-    await rename(tmpPath, dest)
+    await mkdir(this.layout.blobPrefixDir(d), { recursive: true })
+    await rename(tmpPath, this.pathFor(d))
   }
 
   /** Writes small verified content (manifests) atomically. */
@@ -142,37 +135,9 @@ export class BlobStore {
     await utimes(this.pathFor(d), when, when).catch(() => {})
   }
 
-  /**
-   * Every committed file, for rebuilding the index at start-up. Ignores anything that is not
-   * `<2 hex>/<64 hex>`. Synchronous on purpose: it runs before the server listens, and one
-   * stat call after another is 2-3x faster than 100,000 round trips through libuv's thread
-   * pool (bench/startup.ts).
-   */
+  /** Every committed file, for rebuilding the index at start-up. */
   async scan(): Promise<StoredBlob[]> {
-    const out: StoredBlob[] = []
-    let prefixes: string[]
-    try {
-      prefixes = readdirSync(this.blobsDir)
-    } catch {
-      return out
-    }
-    const valid = /^[a-f0-9]{64}$/
-    for (const p of prefixes) {
-      if (!/^[a-f0-9]{2}$/.test(p)) continue
-      const dir = join(this.blobsDir, p)
-      let names: string[]
-      try {
-        names = readdirSync(dir)
-      } catch {
-        continue
-      }
-      for (const n of names) {
-        if (!valid.test(n) || !n.startsWith(p)) continue
-        const st = statSync(join(dir, n), { throwIfNoEntry: false })
-        if (st?.isFile()) out.push({ digest: `sha256:${n}`, size: st.size, mtimeMs: st.mtimeMs })
-      }
-    }
-    return out
+    return this.layout.scanBlobs().blobs
   }
 }
 

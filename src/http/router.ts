@@ -1,7 +1,7 @@
 import type { UpstreamConfig } from '../config/schema.js'
 import { RegmirrorError } from '../errors.js'
 import { assertName, isHostName, parseDigest, parseManifestRef, type Digest, type ManifestRef } from '../oci/reference.js'
-import type { Registries } from '../upstream/registries.js'
+import type { Registries } from '../config/registries.js'
 
 export type Route =
   | { kind: 'base' }

@@ -41,3 +41,17 @@ export function indexEntries(body: Buffer): IndexEntry[] {
     return []
   }
 }
+
+/**
+ * What to answer a client whose Accept header names `accept`, for a stored manifest: `'this'`
+ * when it accepts the type; the digest of the linux/amd64 entry when the manifest is a Docker
+ * manifest list and the client accepts single manifests (old clients that predate multi-arch, as
+ * CNCF distribution answers them); undefined when there is nothing it accepts (MANIFEST_UNKNOWN,
+ * as distribution answers for OCI types). No Accept header at all accepts anything.
+ */
+export function pickForAccept(mediaType: string, body: Buffer, accept: string[]): 'this' | string | undefined {
+  if (accepts(accept, mediaType)) return 'this'
+  if (mediaType !== DOCKER_LIST || !(accepts(accept, DOCKER_MANIFEST) || accepts(accept, OCI_MANIFEST))) return undefined
+  const entry = indexEntries(body).find((e) => e.platform?.os === 'linux' && e.platform?.architecture === 'amd64')
+  return entry && accepts(accept, entry.mediaType) && /^sha256:[a-f0-9]{64}$/.test(entry.digest) ? entry.digest : undefined
+}

@@ -2,19 +2,17 @@ import { createHash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import type { UpstreamConfig } from '../config/schema.js'
 import type { BlobStore } from '../cache/blob-store.js'
-import { isWriteError } from '../cache/fill.js'
 import type { LruIndex } from '../cache/lru-index.js'
 import type { MetadataStore } from '../cache/metadata-store.js'
-import type { Pins } from '../cache/pins.js'
-import { REFUSALS, RegmirrorError, isRegmirrorError } from '../errors.js'
-import type { Logger } from '../log.js'
+import { RegmirrorError, isWriteError } from '../errors.js'
 import type { Metrics } from '../metrics.js'
 import { checkManifest } from '../oci/manifest.js'
-import { MANIFEST_ACCEPT, MAX_MANIFEST_SIZE } from '../oci/media-types.js'
+import { MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, pickForAccept } from '../oci/media-types.js'
 import { parseDigest, type Digest } from '../oci/reference.js'
-import { header, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js'
 import { SingleFlight } from '../single-flight.js'
-import { upstreamFailure } from './upstream-errors.js'
+import { header, upstreamFailure, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js'
+import type { Pins } from './pins.js'
+import type { Reporter } from './reporting.js'
 
 export interface Manifest {
   digest: string
@@ -41,7 +39,7 @@ export class ManifestService {
     private readonly metadata: MetadataStore,
     private readonly upstream: UpstreamClient,
     private readonly metrics: Metrics,
-    private readonly log: Logger,
+    private readonly report: Reporter,
     private readonly pins?: Pins,
   ) {}
 
@@ -68,7 +66,7 @@ export class ManifestService {
     if (body === undefined) return undefined
     if (createHash('sha256').update(body).digest('hex') !== d.hex) {
       // Changed on disk since it was verified: never served; removed so it is fetched again.
-      this.log.error({ digest: d.value }, 'cached manifest does not match its digest; removed from the cache')
+      this.report.log.error({ digest: d.value }, 'cached manifest does not match its digest; removed from the cache')
       this.index.forget(d.value)
       await this.store.remove(d).catch(() => {})
       return undefined
@@ -101,22 +99,24 @@ export class ManifestService {
     try {
       return await this.fetchOnce(up, repo, ref, expected)
     } catch (err) {
-      if (isRegmirrorError(err) && REFUSALS.has(err.code)) {
-        this.metrics.upstreamRefused.inc({ upstream: up.name, kind: 'manifest', cause: err.code.toLowerCase() })
-        this.log.error(
-          {
-            upstream: up.name,
-            repository: repo,
-            reference: ref,
-            digest: expected?.value ?? (ref.includes(':') ? ref : undefined),
-            code: err.code,
-            err: err.message,
-          },
-          'upstream manifest refused; nothing cached',
-        )
-      }
+      const digest = expected?.value ?? (ref.includes(':') ? ref : undefined)
+      this.report.refused(up.name, 'manifest', err, { repository: repo, reference: ref, digest })
       throw err
     }
+  }
+
+  /**
+   * What a client whose Accept header does not include the manifest's type gets instead
+   * (oci/media-types.ts, pickForAccept): the linux/amd64 manifest of a Docker manifest list, or
+   * MANIFEST_UNKNOWN.
+   */
+  async forAccept(m: Manifest, accept: string[], up: UpstreamConfig, repo: string): Promise<Manifest> {
+    const pick = pickForAccept(m.mediaType, m.body, accept)
+    if (pick === 'this') return m
+    if (pick !== undefined) return (await this.get(up, repo, parseDigest(pick))).manifest
+    throw new RegmirrorError('MANIFEST_UNKNOWN', `manifest is ${m.mediaType}, which the Accept header does not allow`, {
+      detail: { mediaType: m.mediaType },
+    })
   }
 
   private async fetchOnce(up: UpstreamConfig, repo: string, ref: string, expected?: Digest): Promise<Manifest> {
@@ -134,7 +134,7 @@ export class ManifestService {
     const want = expected?.value ?? (claimed?.startsWith('sha256:') ? claimed : undefined)
     if (want !== undefined && want !== digest) {
       this.metrics.digestMismatches.inc({ kind: 'manifest' })
-      this.log.warn({ upstream: up.name, repository: repo, digest: want, actual: digest }, 'manifest digest mismatch; refused')
+      this.report.log.warn({ upstream: up.name, repository: repo, digest: want, actual: digest }, 'manifest digest mismatch; refused')
       throw new RegmirrorError('DIGEST_MISMATCH', 'manifest from upstream does not match its digest', {
         detail: { upstream: up.name, digest: want },
       })
@@ -154,11 +154,7 @@ export class ManifestService {
     } catch (err) {
       if (!isWriteError(err)) throw err
       // A full or read-only disk must not stop pulls: the client gets the verified manifest.
-      this.metrics.cacheWriteErrors.inc({ code: err.code ?? 'unknown' })
-      this.log.error(
-        { upstream: up.name, digest, code: err.code, err: err.message },
-        'cannot write to the cache; serving the manifest without caching it',
-      )
+      this.report.writeError(err, { upstream: up.name, digest }, 'cannot write to the cache; serving the manifest without caching it')
       return m
     }
     await this.index.add(digest, body.length)

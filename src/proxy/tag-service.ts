@@ -1,16 +1,14 @@
 import { ttlFor, type UpstreamConfig } from '../config/schema.js'
-import { isWriteError } from '../cache/fill.js'
 import type { MetadataStore, TagRecord } from '../cache/metadata-store.js'
-import type { Pins } from '../cache/pins.js'
-import { RegmirrorError, isRegmirrorError, isUpstreamFailure } from '../errors.js'
-import type { Logger } from '../log.js'
+import { RegmirrorError, isRegmirrorError, isUpstreamFailure, isWriteError } from '../errors.js'
 import type { Metrics } from '../metrics.js'
 import { MANIFEST_ACCEPT } from '../oci/media-types.js'
 import { isValidDigest, parseDigest, type Digest } from '../oci/reference.js'
-import { header, type UpstreamClient } from '../upstream/client.js'
-import type { Manifest, ManifestService } from './manifest-service.js'
 import { SingleFlight } from '../single-flight.js'
-import { upstreamFailure } from './upstream-errors.js'
+import { header, upstreamFailure, type UpstreamClient } from '../upstream/client.js'
+import type { Manifest, ManifestService } from './manifest-service.js'
+import type { Pins } from './pins.js'
+import type { Reporter } from './reporting.js'
 
 export type TagCacheResult = 'hit' | 'miss' | 'stale'
 
@@ -33,7 +31,7 @@ export class TagService {
     private readonly manifests: ManifestService,
     private readonly upstream: UpstreamClient,
     private readonly metrics: Metrics,
-    private readonly log: Logger,
+    private readonly report: Reporter,
     private readonly pins?: Pins,
   ) {}
 
@@ -101,7 +99,7 @@ export class TagService {
     } catch (err) {
       if (rec && cached && isUpstreamFailure(err)) {
         this.metrics.staleServed.inc({ upstream: up.name })
-        this.log.warn(
+        this.report.log.warn(
           { upstream: up.name, repository: repo, tag, code: isRegmirrorError(err) ? err.code : undefined },
           'upstream failed; serving the cached tag (stale-if-error)',
         )
@@ -122,11 +120,7 @@ export class TagService {
     } catch (err) {
       if (!isWriteError(err)) throw err
       // The answer is right; only remembering it failed (full or read-only disk).
-      this.metrics.cacheWriteErrors.inc({ code: err.code ?? 'unknown' })
-      this.log.error(
-        { upstream: up.name, repository: repo, tag, code: err.code, err: err.message },
-        'cannot write the tag link to the cache',
-      )
+      this.report.writeError(err, { upstream: up.name, repository: repo, tag }, 'cannot write the tag link to the cache')
     }
     await this.pins?.onTag(up.name, repo, tag, m.digest)
   }

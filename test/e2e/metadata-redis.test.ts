@@ -6,9 +6,8 @@ import t from 'tap'
 import { MANIFEST_ACCEPT as ACCEPT } from '../../src/oci/media-types.js'
 import { createHash, randomBytes } from 'node:crypto'
 import { join } from 'node:path'
-import { MetadataStore, TAG_RECORD_TTL_MS } from '../../src/cache/metadata-store.js'
-import { createLogger } from '../../src/log.js'
-import { metadataConformance } from '../helpers/metadata-conformance.js'
+import { TAG_RECORD_TTL_MS } from '../../src/cache/metadata-store.js'
+import { metadataConformance, openStores } from '../helpers/metadata-conformance.js'
 import { get, startMirror } from '../helpers/mirror.js'
 import { requirePrograms } from './helpers/programs.js'
 import { redisCommand, startRedis } from './helpers/redis.js'
@@ -22,7 +21,7 @@ const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).d
 if (requirePrograms(t, ['redis-server', 'docker-registry', 'skopeo', 'openssl'])) {
   t.test('conformance: metadata store on Redis', async (t) => {
     const redis = await startRedis({ t })
-    metadataConformance(t, ({ dataDir, prefix }) => MetadataStore.create(dataDir, { redis: redis.url, prefix }, createLogger('silent')))
+    metadataConformance(t, ({ dataDir, prefix }) => openStores(dataDir, { redis: redis.url, prefix }))
   })
 
   t.test('Redis holds keys under the prefix, tokens with a TTL equal to their lifetime, tags for a week', async (t) => {
@@ -30,10 +29,10 @@ if (requirePrograms(t, ['redis-server', 'docker-registry', 'skopeo', 'openssl'])
     const dataDir = await makeTempDir('meta')
     t.teardown(() => removeTempDir(dataDir))
     const prefix = `p${randomBytes(4).toString('hex')}`
-    const store = await MetadataStore.create(dataDir, { redis: redis.url, prefix }, createLogger('silent'))
-    t.teardown(() => store.close())
+    const { store, tokens, close } = await openStores(dataDir, { redis: redis.url, prefix })
+    t.teardown(close)
     await store.setTag('docker.io', 'library/alpine', '3.20', { digest: `sha256:${'a'.repeat(64)}`, mediaType: 'x', size: 1, checkedAt: 1 })
-    await store.setToken('realm\0svc\0scope', { token: 'secret', expiresAt: Date.now() + 400 })
+    await tokens.setToken('realm\0svc\0scope', { token: 'secret', expiresAt: Date.now() + 400 })
     t.equal(await redisCommand(redis.port, `KEYS ${prefix}::*`), '*2', 'a tag and a token, both under the prefix')
     t.equal(await redisCommand(redis.port, 'DBSIZE'), ':2', 'nothing outside it')
     const tagTtl = Number((await redisCommand(redis.port, `TTL ${prefix}::tag:docker.io/library/alpine:3.20`)).slice(1))

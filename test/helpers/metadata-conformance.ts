@@ -3,14 +3,28 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
-import type { MetadataStore, TagRecord } from '../../src/cache/metadata-store.js'
+import { Layout } from '../../src/cache/layout.js'
+import { MetadataStore, type TagRecord } from '../../src/cache/metadata-store.js'
+import { Kv, type KvOptions } from '../../src/kv.js'
+import { createLogger } from '../../src/log.js'
 import { parseDigest } from '../../src/oci/reference.js'
+import { KvTokens, type SharedTokenStore } from '../../src/upstream/token-store.js'
 
 /**
  * Builds a store over `dataDir` whose keyv keys start with `prefix`. Two stores with the same
  * prefix share what keyv holds exactly when the backend does (Redis: yes; memory: no).
  */
-export type MetadataStoreFactory = (opts: { dataDir: string; prefix: string }) => MetadataStore | Promise<MetadataStore>
+export type MetadataStoreFactory = (opts: {
+  dataDir: string
+  prefix: string
+}) => Promise<{ store: MetadataStore; tokens: SharedTokenStore; close(): Promise<void> }>
+
+/** A metadata store and a token store on one kv, as the server builds them. */
+export async function openStores(dataDir: string, opts: KvOptions) {
+  const kv = await Kv.open(opts, createLogger('silent'))
+  const store = new MetadataStore(new Layout(dataDir), kv, true)
+  return { store, tokens: new KvTokens(kv), close: () => store.close() }
+}
 
 const digestOf = (n: number) => `sha256:${n.toString(16).padStart(64, '0')}`
 
@@ -31,9 +45,9 @@ export function metadataConformance(t: Test, factory: MetadataStoreFactory): voi
       dataDir = dir
     }
     const prefix = opts.prefix ?? `conf-${randomBytes(6).toString('hex')}`
-    const store = await factory({ dataDir, prefix })
-    t.teardown(() => store.close())
-    return { store, dataDir, prefix }
+    const { store, tokens, close } = await factory({ dataDir, prefix })
+    t.teardown(close)
+    return { store, tokens, dataDir, prefix }
   }
 
   t.test('tag records: set, get, overwrite, delete', async (t) => {
@@ -85,16 +99,16 @@ export function metadataConformance(t: Test, factory: MetadataStoreFactory): voi
     const other = await open(t)
     const samePrefix = await open(t, { prefix: a.prefix })
     await a.store.setTag('docker.io', 'team/app', 'v1', record(5))
-    await a.store.setToken('realm\0svc\0repository:team/app:pull', { token: 'tok-a', expiresAt: Date.now() + 60_000 })
+    await a.tokens.setToken('realm\0svc\0repository:team/app:pull', { token: 'tok-a', expiresAt: Date.now() + 60_000 })
     t.equal(await other.store.getTag('docker.io', 'team/app', 'v1'), undefined, 'another prefix (and data dir) does not see the tag')
-    t.equal(await other.store.getToken('realm\0svc\0repository:team/app:pull'), undefined, 'nor the token')
+    t.equal(await other.tokens.getToken('realm\0svc\0repository:team/app:pull'), undefined, 'nor the token')
     if (a.store.shared) {
       t.same(
         await samePrefix.store.getTag('docker.io', 'team/app', 'v1'),
         record(5),
         'same prefix, other data dir: the shared backend answers',
       )
-      t.equal((await samePrefix.store.getToken('realm\0svc\0repository:team/app:pull'))?.token, 'tok-a', 'tokens are shared too')
+      t.equal((await samePrefix.tokens.getToken('realm\0svc\0repository:team/app:pull'))?.token, 'tok-a', 'tokens are shared too')
     } else {
       t.equal(
         await samePrefix.store.getTag('docker.io', 'team/app', 'v1'),
@@ -105,7 +119,7 @@ export function metadataConformance(t: Test, factory: MetadataStoreFactory): voi
   })
 
   t.test('tokens: set, get, delete, and gone when they expire', async (t) => {
-    const { store } = await open(t)
+    const { tokens: store } = await open(t)
     const key = 'https://auth.example/token\0registry\0repository:library/alpine:pull'
     t.equal(await store.getToken(key), undefined)
     const value = { token: 'secret-token-value', expiresAt: Date.now() + 60_000 }

@@ -1,12 +1,6 @@
 import t from 'tap'
-import {
-  TokenCache,
-  parseChallenges,
-  realmAllowed,
-  registrableDomain,
-  type CachedToken,
-  type SharedTokenStore,
-} from '../../src/upstream/auth.js'
+import { parseChallenges, realmAllowed, registrableDomain } from '../../src/upstream/auth.js'
+import { TokenCache, type CachedToken, type SharedTokenStore } from '../../src/upstream/token-store.js'
 
 t.test('WWW-Authenticate parsing', async (t) => {
   t.same(

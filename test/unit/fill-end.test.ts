@@ -3,7 +3,7 @@ import { mkdtemp, open, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { Fill, type FillHooks, type FillSource } from '../../src/cache/fill.js'
+import { Fill, type FillHooks, type FillSource } from '../../src/cache/fill/fill.js'
 import { parseDigest } from '../../src/oci/reference.js'
 
 // The end of a download: what decides whether the bytes are served, verified and kept.

@@ -3,7 +3,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { Fill, type FillHooks } from '../../src/cache/fill.js'
+import { Fill, type FillHooks } from '../../src/cache/fill/fill.js'
 import { parseDigest } from '../../src/oci/reference.js'
 
 const MiB = 1024 * 1024

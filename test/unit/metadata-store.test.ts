@@ -4,10 +4,10 @@ import { join } from 'node:path'
 import t from 'tap'
 import { MetadataStore } from '../../src/cache/metadata-store.js'
 import { createLogger } from '../../src/log.js'
-import { metadataConformance } from '../helpers/metadata-conformance.js'
+import { metadataConformance, openStores } from '../helpers/metadata-conformance.js'
 
 t.test('in-memory metadata store', async (t) => {
-  metadataConformance(t, ({ dataDir, prefix }) => MetadataStore.create(dataDir, { prefix }, createLogger('silent')))
+  metadataConformance(t, ({ dataDir, prefix }) => openStores(dataDir, { prefix }))
 })
 
 t.test('the in-memory copy is bounded; what it drops is read back from the disk links', async (t) => {

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { resolveConfig } from '../../src/config/load.js'
 import { route, type Route } from '../../src/http/router.js'
-import { Registries } from '../../src/upstream/registries.js'
+import { Registries } from '../../src/config/registries.js'
 
 const D = `sha256:${'a'.repeat(64)}`
 

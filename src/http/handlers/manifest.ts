@@ -2,13 +2,12 @@ import type { Services } from '../../app-types.js'
 import { parseAccept } from '../../oci/media-types.js'
 import type { Route } from '../router.js'
 import type { RequestContext } from './context.js'
-import { negotiate } from '../../proxy/negotiate.js'
 
 export async function handleManifest(ctx: RequestContext, route: Extract<Route, { kind: 'manifest' }>, s: Services): Promise<void> {
   const { up, repo, ref } = route
   const r = ref.kind === 'tag' ? await s.tags.resolve(up, repo, ref.tag) : await s.manifests.get(up, repo, ref.digest)
   ctx.cache = r.cache
-  const m = await negotiate(r.manifest, parseAccept(ctx.req.headers.accept), up, repo, s.manifests)
+  const m = await s.manifests.forAccept(r.manifest, parseAccept(ctx.req.headers.accept), up, repo)
   const headers: Record<string, string | number> = {
     'content-type': m.mediaType,
     'content-length': m.body.length,

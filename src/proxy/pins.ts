@@ -1,10 +1,10 @@
 import type { Logger } from '../log.js'
 import { MAX_MANIFEST_SIZE } from '../oci/media-types.js'
 import { parseDigest, parseImageRef } from '../oci/reference.js'
-import type { Registries } from '../upstream/registries.js'
-import type { BlobStore } from './blob-store.js'
-import type { LruIndex } from './lru-index.js'
-import type { MetadataStore } from './metadata-store.js'
+import type { Registries } from '../config/registries.js'
+import type { BlobStore } from '../cache/blob-store.js'
+import type { LruIndex } from '../cache/lru-index.js'
+import type { MetadataStore } from '../cache/metadata-store.js'
 
 export interface PinRef {
   /** As configured, for logs. */

@@ -1,4 +1,4 @@
-import { repoAllowed, type Config, type UpstreamConfig } from '../config/schema.js'
+import { repoAllowed, type Config, type UpstreamConfig } from './schema.js'
 import { RegmirrorError } from '../errors.js'
 
 /**
