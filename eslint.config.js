@@ -1,7 +1,16 @@
 // Lint rules for the whole tree. Formatting is prettier's (npm run format); these rules are about
-// correctness, and the layer rules keep each folder to what docs/architecture.md says it may import.
+// correctness and size, and the layer rules keep each folder to what docs/architecture.md says it
+// may import.
 import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
+
+/** Files in `files` may not import from the folders named in `banned` (relative imports, any depth). */
+const layer = (files, banned, why) => ({
+  files,
+  rules: {
+    'no-restricted-imports': ['error', { patterns: [{ group: banned.flatMap((b) => [`**/${b}`, `**/${b}/**`]), message: why }] }],
+  },
+})
 
 export default tseslint.config(
   { ignores: ['dist/', 'node_modules/', '.tap/', 'coverage/'] },
@@ -13,6 +22,25 @@ export default tseslint.config(
       eqeqeq: ['error', 'always'],
     },
   },
+  {
+    files: ['src/**/*.ts'],
+    rules: {
+      // A newcomer reads a file in one sitting; a longer one says why next to it.
+      'max-lines': ['error', { max: 300, skipBlankLines: true, skipComments: true }],
+      'max-lines-per-function': ['error', { max: 60, skipBlankLines: true, skipComments: true }],
+    },
+  },
+  layer(
+    ['src/errors.ts', 'src/log.ts', 'src/metrics.ts', 'src/single-flight.ts', 'src/cidr.ts', 'src/oci/**'],
+    ['config', 'kv.js', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js'],
+    'the foundation (errors, log, metrics, oci grammar) imports nothing above it',
+  ),
+  layer(['src/config/**'], ['kv.js', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js'], 'config is read by everything and reads only the foundation'),
+  layer(['src/kv.ts'], ['config', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js'], 'the key-value store knows no caller'),
+  layer(['src/cache/**'], ['upstream', 'proxy', 'http', 'app.js', 'app-types.js'], 'cache/ persists; it never talks to upstreams or clients'),
+  layer(['src/upstream/**'], ['cache', 'proxy', 'http', 'app.js', 'app-types.js'], 'upstream/ talks to registries; it keeps nothing on disk'),
+  layer(['src/proxy/**'], ['http', 'app.js', 'app-types.js'], 'services decide local vs upstream; they know nothing of HTTP requests'),
+  layer(['src/http/**'], ['cache', 'upstream', 'app.js'], 'handlers are HTTP glue over the services (app-types.ts)'),
   {
     files: ['**/*.js', '**/*.mjs'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
