@@ -4,7 +4,9 @@
  * run, builds alternating round by round so a change in the machine's load hits each alike. Prints wall times and
  * VmHWM per build. For telling a change from noise, which one full `npm run bench` cannot.
  *
- *   node --import tsx bench/ab.ts [--clients N] [--layers L] [--mib M] [--rounds R] CLI_A CLI_B ...
+ *   node --import tsx bench/ab.ts [--clients N] [--layers L] [--mib M] [--rounds R] [--hits H] CLI_A CLI_B ...
+ *
+ * With --hits H, the same N clients then GET the now cached blobs H times over, timed apart: the cache-hit path.
  *
  * Each CLI is a built `dist/cli.js` (e.g. from `git worktree add /tmp/old <commit>` + `npm run build` there).
  * AB_NODE_ARGS is passed to each regmirror's node, e.g. `AB_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof"`.
@@ -25,12 +27,14 @@ const { values, positionals: builds } = parseArgs({
     layers: { type: 'string', default: '1' },
     mib: { type: 'string', default: '150' },
     rounds: { type: 'string', default: '3' },
+    hits: { type: 'string', default: '0' },
   },
 })
 const clients = Number(values.clients)
 const layers = Number(values.layers)
 const size = Number(values.mib) * 1024 * 1024
 const rounds = Number(values.rounds)
+const hits = Number(values.hits)
 if (builds.length === 0) {
   console.error('usage: node --import tsx bench/ab.ts [--clients N] [--layers L] [--mib M] [--rounds R] CLI...')
   process.exit(2)
@@ -85,6 +89,7 @@ function pull(url: string): Promise<number> {
 }
 
 const ms: Record<string, number[]> = {}
+const hitMs: Record<string, number[]> = {}
 const hwm: Record<string, number[]> = {}
 for (let round = 0; round < rounds; round++) {
   for (const cli of builds) {
@@ -95,6 +100,14 @@ for (let round = 0; round < rounds; round++) {
     const got = await Promise.all(Array.from({ length: clients }, () => digests.map((d) => pull(`${url}/v2/ab/blobs/${d}`))).flat())
     ;(ms[cli] ??= []).push(performance.now() - started)
     if (got.some((n) => n !== size)) throw new Error(`${cli}: a response was short`)
+    if (hits > 0) {
+      const hitStart = performance.now()
+      for (let h = 0; h < hits; h++) {
+        const again = await Promise.all(Array.from({ length: clients }, () => digests.map((d) => pull(`${url}/v2/ab/blobs/${d}`))).flat())
+        if (again.some((n) => n !== size)) throw new Error(`${cli}: a hit was short`)
+      }
+      ;(hitMs[cli] ??= []).push(performance.now() - hitStart)
+    }
     const status = await readFile(`/proc/${child.pid}/status`, 'utf8')
     ;(hwm[cli] ??= []).push(Number(/VmHWM:\s+(\d+)/.exec(status)?.[1]) / 1024)
     const exited = new Promise((r) => child.once('exit', r))
@@ -108,6 +121,12 @@ for (const cli of builds) {
   console.log(
     `${cli}\n  wall ms: ${ms[cli]!.map((x) => x.toFixed(0)).join(' ')}\n  VmHWM MiB: ${hwm[cli]!.map((x) => x.toFixed(0)).join(' ')}`,
   )
+  if (hits > 0) {
+    const mb = (clients * layers * size * hits) / 1e6
+    console.log(
+      `  hits (${hits} × ${clients * layers} GETs) ms: ${hitMs[cli]!.map((x) => x.toFixed(0)).join(' ')}  MB/s: ${hitMs[cli]!.map((x) => ((mb / x) * 1000).toFixed(0)).join(' ')}`,
+    )
+  }
 }
 agent.destroy()
 await fake.close()
