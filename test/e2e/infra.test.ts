@@ -6,13 +6,13 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
-import { requirePrograms } from './helpers/programs.js'
-import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
-import { AMD64_ARM64, buildOciLayout } from './helpers/oci-image.js'
-import { startDistribution } from './helpers/distribution.js'
-import { pushLayout, skopeoCopy, skopeoInspect } from './helpers/skopeo.js'
-import { startContainerd, writeHostsToml } from './helpers/containerd.js'
-import { redisCommand, startRedis } from './helpers/redis.js'
+import { requirePrograms } from '../helpers/programs.js'
+import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
+import { AMD64_ARM64, buildOciLayout } from '../helpers/oci-image.js'
+import { startDistribution } from '../helpers/distribution.js'
+import { pushLayout, skopeoCopy, skopeoInspect } from '../helpers/skopeo.js'
+import { startContainerd, writeHostsToml } from '../helpers/containerd.js'
+import { redisCommand, startRedis } from '../helpers/redis.js'
 
 const sha256 = (text: string): string => `sha256:${createHash('sha256').update(text).digest('hex')}`
 

@@ -10,12 +10,12 @@ import { MetadataStore, TAG_RECORD_TTL_MS } from '../../src/cache/metadata-store
 import { createLogger } from '../../src/log.js'
 import { metadataConformance } from '../helpers/metadata-conformance.js'
 import { get, startMirror } from '../helpers/mirror.js'
-import { requirePrograms } from './helpers/programs.js'
-import { redisCommand, startRedis } from './helpers/redis.js'
-import { startDistribution } from './helpers/distribution.js'
-import { buildOciLayout } from './helpers/oci-image.js'
-import { pushLayout } from './helpers/skopeo.js'
-import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
+import { requirePrograms } from '../helpers/programs.js'
+import { redisCommand, startRedis } from '../helpers/redis.js'
+import { startDistribution } from '../helpers/distribution.js'
+import { buildOciLayout } from '../helpers/oci-image.js'
+import { pushLayout } from '../helpers/skopeo.js'
+import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
 
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
