@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { requirePrograms } from '../helpers/programs.js'
 import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
 import { skopeoInspect } from '../helpers/skopeo.js'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { startMirror } from '../helpers/mirror.js'
 
 const sha = (s: string) => `sha256:${createHash('sha256').update(s).digest('hex')}`

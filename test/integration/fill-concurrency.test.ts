@@ -4,7 +4,7 @@ import { request, type IncomingMessage } from 'node:http'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
-import { startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry.js'
+import { startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { startGatedUpstream } from '../helpers/gated-upstream.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
 

@@ -5,7 +5,7 @@ import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
-import { MediaTypes, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry.js'
+import { MediaTypes, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { nonLoopbackIPv4 } from '../helpers/local-address.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
 

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
 import t from 'tap'
 import { MANIFEST_ACCEPT as ACCEPT } from '../../src/oci/media-types.js'
-import { startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry.js'
+import { startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, rawRequest, startMirror } from '../helpers/mirror.js'
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`

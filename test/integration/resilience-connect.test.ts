@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import t from 'tap'
 import { startBlackHole } from '../helpers/black-hole.js'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { startMirror } from '../helpers/mirror.js'
 
 // An upstream behind a firewall that drops packets: the connect never completes, and only

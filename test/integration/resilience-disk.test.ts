@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { open, readdir, stat, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
 
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json'

@@ -3,7 +3,7 @@ import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { verifyDataDir } from '../../src/cache/verify.js'
-import { MediaTypes, startFakeRegistry, type Fault } from '../helpers/fake-registry.js'
+import { MediaTypes, startFakeRegistry, type Fault } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
 
 /** mulberry32: a small seeded PRNG, so a failure replays exactly. */

@@ -3,7 +3,7 @@ import { Agent, request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
 
 /** mulberry32: a small seeded PRNG, so a failure replays exactly. */

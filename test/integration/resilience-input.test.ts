@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
 import t from 'tap'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, rawRequest, startMirror } from '../helpers/mirror.js'
 import { rawHttp, statusOf, stuckClient } from '../helpers/raw-http.js'
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { startMirrorProcess } from '../helpers/mirror-process.js'
 import { fetchBody, files, sha, tempDir, until } from '../helpers/crash-tools.js'
 

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
 import t from 'tap'
-import { startFakeRegistry, type Fault } from '../helpers/fake-registry.js'
+import { startFakeRegistry, type Fault } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
 
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'

@@ -3,7 +3,7 @@ import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
-import { MediaTypes, startFakeRegistry, type Fault } from '../helpers/fake-registry.js'
+import { MediaTypes, startFakeRegistry, type Fault } from '../helpers/fake-registry/index.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
 
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'

@@ -4,7 +4,7 @@ import { resolveConfig } from '../../src/config/load.js'
 import { createLogger } from '../../src/log.js'
 import { Metrics } from '../../src/metrics.js'
 import { UpstreamClient } from '../../src/upstream/client.js'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { startFakeRegistry } from '../helpers/fake-registry/index.js'
 
 // Regression: the byte-counting 'data' listener switched upstream bodies into flowing mode, so
 // bytes that arrived before the caller started reading (a fill awaiting eviction) were lost and

@@ -1,6 +1,6 @@
 // Self-test of the fake registry (test infrastructure that integration tests depend on).
 import t, { type Test } from 'tap'
-import { startFakeRegistry, sha256, type FakeRegistry } from '../helpers/fake-registry.js'
+import { startFakeRegistry, sha256, type FakeRegistry } from '../helpers/fake-registry/index.js'
 
 function challengeParams(h: string | null): Record<string, string> {
   const out: Record<string, string> = {}
