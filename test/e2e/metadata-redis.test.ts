@@ -4,7 +4,7 @@
  */
 import t from 'tap'
 import { MANIFEST_ACCEPT as ACCEPT } from '../../src/oci/media-types.js'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { MetadataStore, TAG_RECORD_TTL_MS } from '../../src/cache/metadata-store.js'
 import { createLogger } from '../../src/log.js'
@@ -16,8 +16,7 @@ import { startDistribution } from '../helpers/distribution.js'
 import { buildOciLayout } from '../helpers/oci-image.js'
 import { pushLayout } from '../helpers/skopeo.js'
 import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
-
-const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
+import { sha256 } from '../helpers/oci-fixtures.js'
 
 if (requirePrograms(t, ['redis-server', 'docker-registry', 'skopeo', 'openssl'])) {
   t.test('conformance: metadata store on Redis', async (t) => {

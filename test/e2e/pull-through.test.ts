@@ -12,7 +12,8 @@ import { AMD64_ARM64, buildOciLayout, type OciLayout } from '../helpers/oci-imag
 import type { TokenServer } from '../helpers/token-server.js'
 import { startDistribution, type Distribution } from '../helpers/distribution.js'
 import { pushLayout, skopeoCopy, skopeoInspect } from '../helpers/skopeo.js'
-import { blobGets, readPulledDir, readPulledOciLayout, sha256 } from '../helpers/verify.js'
+import { blobGets, readPulledDir, readPulledOciLayout } from '../helpers/verify.js'
+import { sha256 } from '../helpers/oci-fixtures.js'
 
 const PLATFORMS = AMD64_ARM64
 const MiB = 1024 * 1024

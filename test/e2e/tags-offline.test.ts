@@ -10,7 +10,8 @@ import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
 import { AMD64_ARM64, buildOciLayout } from '../helpers/oci-image.js'
 import { startDistribution } from '../helpers/distribution.js'
 import { pushLayout, skopeoCopy, skopeoInspect } from '../helpers/skopeo.js'
-import { MANIFEST_ACCEPT, readPulledOciLayout, sha256 } from '../helpers/verify.js'
+import { MANIFEST_ACCEPT, readPulledOciLayout } from '../helpers/verify.js'
+import { sha256 } from '../helpers/oci-fixtures.js'
 
 const TAG_TTL_MS = 1000
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))

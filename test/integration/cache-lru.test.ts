@@ -1,13 +1,12 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { readdir, stat } from 'node:fs/promises'
 import { request, type IncomingMessage } from 'node:http'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
-import { startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
+import { sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
 
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'
 const KB = 1000
 
@@ -36,7 +35,7 @@ const total = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b
 async function pullBlob(t: Test, m: TestMirror, digest: string, what: string): Promise<void> {
   const r = await get(`${m.url}/v2/library/x/blobs/${digest}`)
   t.equal(r.status, 200, what)
-  t.equal(sha(r.body), digest, `${what}: body verifies`)
+  t.equal(sha256(r.body), digest, `${what}: body verifies`)
 }
 
 // mtimes carry recency across restarts; keep accesses apart so their order is unambiguous.
@@ -135,7 +134,7 @@ t.test('a blob being read is not evicted; a blob that cannot get room is served 
   t.notOk(disk.has(b), 'b was streamed through: keeping it would have meant going over maxSize')
   t.ok(total(disk) <= 20 * 1024 * 1024)
   t.equal(m.logs.filter((l) => l.includes('"msg":"request"') && l.includes(path)).length, 1, 'the read of a is still in progress')
-  t.equal(sha(await reader.body()), a, 'the reader of a gets every byte')
+  t.equal(sha256(await reader.body()), a, 'the reader of a gets every byte')
   await new Promise((r) => setTimeout(r, 20))
   await pullBlob(t, m, b, 'b once a is no longer read')
   disk = await onDisk(m)

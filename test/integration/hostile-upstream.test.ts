@@ -1,16 +1,14 @@
-import { createHash } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
-import { MediaTypes, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
+import { MediaTypes, sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { nonLoopbackIPv4 } from '../helpers/local-address.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
 
 const ACCEPT = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerManifest, MediaTypes.dockerManifestList].join(', ')
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 const ONE = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [200_000] }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const code = (body: Buffer) => (JSON.parse(body.toString()) as { errors: { code: string }[] }).errors[0]?.code
@@ -128,8 +126,8 @@ t.test(
     // The same pulls work once the redirects stop: the upstream was not marked broken for good.
     const again = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
     t.equal(again.status, 200)
-    t.equal(sha(again.body), img.digest)
-    t.equal(sha((await get(`${mirror.url}/v2/app/blobs/${layer.digest}`)).body), layer.digest)
+    t.equal(sha256(again.body), img.digest)
+    t.equal(sha256((await get(`${mirror.url}/v2/app/blobs/${layer.digest}`)).body), layer.digest)
   },
 )
 
@@ -148,7 +146,7 @@ t.test(
     const allowed = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, allowedNetworks: ['127.0.0.0/8'] }] })
     const r = await get(`${allowed.url}/v2/app/blobs/${layer.digest}`)
     t.equal(r.status, 200)
-    t.equal(sha(r.body), layer.digest)
+    t.equal(sha256(r.body), layer.digest)
     t.equal(internal.seen.length, 1, 'the allowed network was used')
 
     // A loopback upstream may redirect to loopback (its own class): the fake registry's CDN is such a case.
@@ -156,7 +154,7 @@ t.test(
     const limg = local.addImage('library/app', '1', ONE)
     const own = await startMirror(t, { upstreams: [{ name: 'docker.io', url: local.url }] })
     const lb = limg.blobs.find((b) => b.size === 200_000)!
-    t.equal(sha((await get(`${own.url}/v2/app/blobs/${lb.digest}`)).body), lb.digest)
+    t.equal(sha256((await get(`${own.url}/v2/app/blobs/${lb.digest}`)).body), lb.digest)
     t.equal(local.count({ server: 'cdn' }), 1, 'the redirect to the CDN on loopback was followed')
   },
 )
@@ -247,7 +245,7 @@ t.test('an offline upstream whose probe is refused (401, bad redirect) comes bac
     t.not(probe.status, 200, `${name}: the probe was refused (${probe.status})`)
     const next = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
     t.equal(next.status, 200, `${name}: the next request reaches the upstream`)
-    t.equal(sha(next.body), img.digest)
+    t.equal(sha256(next.body), img.digest)
     t.equal(await online(), '1', `${name}: online again`)
   }
 })
@@ -263,7 +261,7 @@ t.test('a malformed Docker-Content-Digest on revalidation is the upstream failin
     const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
     t.equal(r.status, 200, `${bad}: served`)
     t.equal(r.headers.get('x-regmirror-cache'), 'stale', `${bad}: stale`)
-    t.equal(sha(r.body), img.digest)
+    t.equal(sha256(r.body), img.digest)
   }
 })
 
@@ -300,7 +298,7 @@ t.test('what is not a manifest is never cached or served as one, whatever its Co
 
   // Content that is in the cache as a blob is not a manifest because someone asks for it as one.
   const config = img.manifests[0]!.config
-  t.equal(sha((await get(`${mirror.url}/v2/app/blobs/${config.digest}`)).body), config.digest)
+  t.equal(sha256((await get(`${mirror.url}/v2/app/blobs/${config.digest}`)).body), config.digest)
   const asManifest = await get(`${mirror.url}/v2/app/manifests/${config.digest}`, { accept: ACCEPT })
   t.equal(asManifest.status, 404, 'an image config is not served from /manifests/')
   t.equal(code(asManifest.body), 'MANIFEST_UNKNOWN')
@@ -312,7 +310,7 @@ t.test('a layer in the cache asked for as a manifest is never read into memory',
   const img = hub.addImage('library/big', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [big] })
   const layer = img.blobs.find((b) => b.size === big)!
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }] })
-  t.equal(sha((await get(`${mirror.url}/v2/big/blobs/${layer.digest}`)).body), layer.digest)
+  t.equal(sha256((await get(`${mirror.url}/v2/big/blobs/${layer.digest}`)).body), layer.digest)
   hub.deleteBlob(layer.digest)
   const before = process.memoryUsage().arrayBuffers
   let peak = before
@@ -339,7 +337,7 @@ t.test('an empty 200 for a blob that is not empty is a mismatch, never a complet
   t.same(await cachedFiles(mirror), [])
   t.match(await metrics(mirror), /regmirror_fills_failed_total\{cause="digest_mismatch"\} 1/)
   const ok = await get(`${mirror.url}/v2/app/blobs/${layer.digest}`)
-  t.equal(sha(ok.body), layer.digest, 'the next pull gets the real blob')
+  t.equal(sha256(ok.body), layer.digest, 'the next pull gets the real blob')
 })
 
 t.test('a manifest by digest answered with another, self-consistent manifest is refused', async (t) => {
@@ -359,7 +357,7 @@ t.test('a manifest by digest answered with another, self-consistent manifest is 
   t.same(await cachedFiles(mirror), [], 'the other manifest was not cached')
   t.match(await metrics(mirror), /regmirror_digest_mismatches_total\{kind="manifest"\} 1/)
   const ok = await get(`${mirror.url}/v2/app/manifests/${a.digest}`, { accept: ACCEPT })
-  t.equal(sha(ok.body), a.digest)
+  t.equal(sha256(ok.body), a.digest)
 })
 
 t.test('a cached blob removed from disk under the running mirror is fetched again, for GET and HEAD', async (t) => {
@@ -369,7 +367,7 @@ t.test('a cached blob removed from disk under the running mirror is fetched agai
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }] })
   const url = `${mirror.url}/v2/app/blobs/${layer.digest}`
   const path = join(mirror.dataDir, 'blobs', 'sha256', layer.digest.slice(7, 9), layer.digest.slice(7))
-  t.equal(sha((await get(url)).body), layer.digest)
+  t.equal(sha256((await get(url)).body), layer.digest)
   const { unlink, truncate } = await import('node:fs/promises')
   await unlink(path)
   const head = await get(url, {}, 'HEAD')
@@ -377,13 +375,13 @@ t.test('a cached blob removed from disk under the running mirror is fetched agai
   t.equal(head.headers.get('x-regmirror-cache'), 'miss', 'HEAD does not claim a hit for a file that is gone')
   const r = await get(url)
   t.equal(r.status, 200)
-  t.equal(sha(r.body), layer.digest, 'GET gets every byte, from upstream')
+  t.equal(sha256(r.body), layer.digest, 'GET gets every byte, from upstream')
   t.equal(r.headers.get('x-regmirror-cache'), 'miss')
   t.equal((await stat(path)).size, layer.size, 'and the blob is cached again')
   t.equal((await get(url)).headers.get('x-regmirror-cache'), 'hit')
 
   await truncate(path, 1000)
   const cut = await get(url)
-  t.equal(sha(cut.body), layer.digest, 'a file cut short is not served either')
+  t.equal(sha256(cut.body), layer.digest, 'a file cut short is not served either')
   t.equal(cut.headers.get('x-regmirror-cache'), 'miss')
 })

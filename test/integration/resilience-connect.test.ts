@@ -1,14 +1,12 @@
-import { createHash } from 'node:crypto'
 import t from 'tap'
 import { startBlackHole } from '../helpers/black-hole.js'
-import { startFakeRegistry } from '../helpers/fake-registry/index.js'
+import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { startMirror } from '../helpers/mirror.js'
 
 // An upstream behind a firewall that drops packets: the connect never completes, and only
 // timeouts.connect (default 10 s) ends the wait. The client here gives up after 8 s, well before
 // the OS would (about two minutes of SYN retries), so an answer at all means the timeout applied.
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 const CLIENT_PATIENCE_MS = 8000
 
 async function fetchBounded(url: string) {
@@ -49,5 +47,5 @@ t.test('a connect that never completes: nothing cached gets UNAVAILABLE, a cache
   const stale = await fetchBounded(`${mirror.url}/v2/app/manifests/1`)
   t.equal(stale.status, 200)
   t.equal(stale.headers.get('x-regmirror-cache'), 'stale', 'served stale when revalidation cannot connect')
-  t.equal(sha(stale.body), img.digest)
+  t.equal(sha256(stale.body), img.digest)
 })

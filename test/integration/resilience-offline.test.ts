@@ -1,10 +1,8 @@
-import { createHash } from 'node:crypto'
 import t from 'tap'
-import { startFakeRegistry } from '../helpers/fake-registry/index.js'
+import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
 
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const ONE = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [100] }
 
@@ -37,7 +35,7 @@ t.test('offline marking: after K failures answers come from cache at once, one p
   for (const tag of tags) {
     const r = await get(tagUrl(tag), { accept: ACCEPT })
     t.equal(r.headers.get('x-regmirror-cache'), 'stale', `${tag} from cache while offline`)
-    t.equal(sha(r.body), r.headers.get('docker-content-digest'))
+    t.equal(sha256(r.body), r.headers.get('docker-content-digest'))
   }
   t.equal((await get(`${mirror.url}/v2/off/blobs/${layer.digest}`)).status, 200, 'cached blobs are served')
   const miss = await get(tagUrl('never-pulled'), { accept: ACCEPT })

@@ -1,15 +1,13 @@
 import { execFile } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, readFile, readdir, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { verifyDataDir } from '../../src/cache/verify.js'
-import { startFakeRegistry } from '../helpers/fake-registry/index.js'
+import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
 
 const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 const blobPath = (dir: string, digest: string) => join(dir, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7))
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -82,11 +80,11 @@ t.test('regmirror verify finds corrupt and orphaned entries and --repair removes
   const m2 = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }] }, { dataDir: dir })
   fake.reset()
   const l = await get(`${m2.url}/v2/a/blobs/${layer.digest}`)
-  t.equal(sha(l.body), layer.digest)
+  t.equal(sha256(l.body), layer.digest)
   t.equal(l.headers.get('x-regmirror-cache'), 'miss', 'the corrupt copy was not served')
   const tb = await get(`${m2.url}/v2/b/manifests/1`, { accept: ACCEPT })
   t.equal(tb.status, 200)
-  t.equal(sha(tb.body), b.digest)
+  t.equal(sha256(tb.body), b.digest)
 })
 
 t.test('ordinary LRU eviction leaves nothing verify calls a problem', async (t) => {
@@ -119,5 +117,5 @@ t.test('ordinary LRU eviction leaves nothing verify calls a problem', async (t) 
     { dataDir: mirror.dataDir },
   )
   const again = await get(`${m2.url}/v2/${evicted[0]!.repo.replace('library/', '')}/manifests/1`, { accept: ACCEPT })
-  t.equal(sha(again.body), evicted[0]!.digest)
+  t.equal(sha256(again.body), evicted[0]!.digest)
 })

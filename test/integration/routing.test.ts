@@ -1,11 +1,9 @@
-import { createHash } from 'node:crypto'
 import t from 'tap'
 import type { Test } from 'tap'
-import { startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
+import { sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, rawRequest, startMirror } from '../helpers/mirror.js'
 
 const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 const code = (b: Buffer) => (JSON.parse(b.toString()) as { errors: { code: string }[] }).errors[0]?.code
 
 async function fake(t: Test, opts: Parameters<typeof startFakeRegistry>[0] = {}): Promise<FakeRegistry> {
@@ -44,12 +42,12 @@ t.test('four conventions reach the right upstream and nothing crosses between th
     const r = await rawRequest(mirror.url, path, { accept: ACCEPT, ...headers })
     t.equal(r.status, 200, what)
     t.equal(r.headers['docker-content-digest'], image.digest, `${what}: the right image`)
-    t.equal(sha(r.body), image.digest, `${what}: verified`)
+    t.equal(sha256(r.body), image.digest, `${what}: verified`)
     // Blobs and the tag list of the image, through the same convention.
     for (const blob of image.blobs) {
       const b = await rawRequest(mirror.url, path.replace(/manifests\/1/, `blobs/${blob.digest}`), headers)
       t.equal(b.status, 200, `${what}: blob`)
-      t.equal(sha(b.body), blob.digest, `${what}: blob verified`)
+      t.equal(sha256(b.body), blob.digest, `${what}: blob verified`)
     }
     const tags = await rawRequest(mirror.url, path.replace(/manifests\/1/, 'tags/list'), headers)
     t.equal(tags.status, 200, `${what}: tags/list`)
@@ -115,10 +113,10 @@ t.test('blobs are shared across upstreams by digest; tags are not', async (t) =>
       { name: 'ghcr.io', url: ghcr.url },
     ],
   })
-  t.equal(sha((await get(`${mirror.url}/v2/library/app/blobs/${layer.digest}`)).body), layer.digest)
+  t.equal(sha256((await get(`${mirror.url}/v2/library/app/blobs/${layer.digest}`)).body), layer.digest)
   const viaGhcr = await get(`${mirror.url}/v2/ghcr.io/library/app/blobs/${layer.digest}`)
   t.equal(viaGhcr.status, 200)
-  t.equal(sha(viaGhcr.body), layer.digest)
+  t.equal(sha256(viaGhcr.body), layer.digest)
   t.equal(ghcr.count({}), 0, 'the same digest through another upstream is a cache hit')
   // The tag docker.io/library/app:1 is cached; ghcr.io has no such tag and must say so.
   t.equal((await get(`${mirror.url}/v2/library/app/manifests/1`, { accept: ACCEPT })).status, 200)
@@ -172,7 +170,7 @@ t.test('credentials go to the upstream realm only, and never into logs or respon
   )
   const layer = img.blobs[img.blobs.length - 1]!
   const b = await get(`${mirror.url}/v2/private/app/blobs/${layer.digest}`)
-  t.equal(sha(b.body), layer.digest)
+  t.equal(sha256(b.body), layer.digest)
   t.equal(hub.requests.filter((q) => q.server === 'cdn' && q.headers.authorization).length, 0, 'no credentials to the CDN')
   // Nothing secret anywhere a client or an operator's log pipeline can see.
   const seen = [mirror.logs.join('\n'), JSON.stringify([...r.headers]), r.body.toString(), JSON.stringify([...b.headers])].join('\n')

@@ -1,10 +1,11 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { Fill, type FillHooks } from '../../src/cache/fill.js'
 import { parseDigest } from '../../src/oci/reference.js'
+import { sha256 } from '../helpers/oci-fixtures.js'
 
 const MiB = 1024 * 1024
 
@@ -52,7 +53,7 @@ t.test('an uncached fill holds at most its window while a reader lags, then deli
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   const chunks = Array.from({ length: 20 }, () => randomBytes(MiB))
   const all = Buffer.concat(chunks)
-  const d = parseDigest(`sha256:${createHash('sha256').update(all).digest('hex')}`)
+  const d = parseDigest(sha256(all))
   const src = source(chunks)
   const h = hooks()
   const fill = new Fill(d, join(dir, 'x.tmp'), src, h, 0, { openFile: noDisk, memoryWindow: 2 * MiB }).start()
@@ -77,7 +78,7 @@ t.test('an uncached fill stops downloading when its last reader leaves', async (
   const dir = await mkdtemp(join(tmpdir(), 'fill-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   const chunks = Array.from({ length: 20 }, () => randomBytes(MiB))
-  const d = parseDigest(`sha256:${createHash('sha256').update(Buffer.concat(chunks)).digest('hex')}`)
+  const d = parseDigest(sha256(Buffer.concat(chunks)))
   const src = source(chunks)
   const h = hooks()
   const fill = new Fill(d, join(dir, 'x.tmp'), src, h, 3, { openFile: noDisk, memoryWindow: 2 * MiB }).start()
