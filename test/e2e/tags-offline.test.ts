@@ -12,9 +12,9 @@ import { startDistribution } from '../helpers/distribution.js'
 import { pushLayout, skopeoCopy, skopeoInspect } from '../helpers/skopeo.js'
 import { MANIFEST_ACCEPT, readPulledOciLayout } from '../helpers/verify.js'
 import { sha256 } from '../helpers/oci-fixtures.js'
+import { sleep } from '../helpers/sleep.js'
 
 const TAG_TTL_MS = 1000
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const PLATFORMS = AMD64_ARM64
 
 if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl'])) {

@@ -3,8 +3,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+import { sleep } from './sleep.js'
 
 export async function tempDir(t: Test): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'regmirror-crash-'))

@@ -6,6 +6,7 @@ import type { Test } from 'tap'
 import t from 'tap'
 import { sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
 
 const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'
 const KB = 1000
@@ -39,7 +40,7 @@ async function pullBlob(t: Test, m: TestMirror, digest: string, what: string): P
 }
 
 // mtimes carry recency across restarts; keep accesses apart so their order is unambiguous.
-const tick = () => new Promise((r) => setTimeout(r, 15))
+const tick = () => sleep(15)
 
 async function counter(m: TestMirror, name: 'evictions' | 'evictedBytes'): Promise<number> {
   return (await m.app.services.metrics[name].get()).values[0]?.value ?? 0
@@ -135,7 +136,7 @@ t.test('a blob being read is not evicted; a blob that cannot get room is served 
   t.ok(total(disk) <= 20 * 1024 * 1024)
   t.equal(m.logs.filter((l) => l.includes('"msg":"request"') && l.includes(path)).length, 1, 'the read of a is still in progress')
   t.equal(sha256(await reader.body()), a, 'the reader of a gets every byte')
-  await new Promise((r) => setTimeout(r, 20))
+  await sleep(20)
   await pullBlob(t, m, b, 'b once a is no longer read')
   disk = await onDisk(m)
   t.same([...disk.keys()], [b], 'now a could be evicted to make room for b')
@@ -201,7 +202,7 @@ t.test('a pinned tag that moves pins the new image and releases the old one', as
   t.ok(m.app.services.index.isPinned(v1.digest))
   t.ok(m.app.services.index.isPinned(v1.blobs[1]!.digest), 'its layer too, before it was pulled')
   const v2 = fake.addImage('library/moving', 'stable', one)
-  await new Promise((r) => setTimeout(r, 80))
+  await sleep(80)
   await get(`${m.url}/v2/moving/manifests/stable`, { accept: ACCEPT })
   t.ok(m.app.services.index.isPinned(v2.digest), 'the new image is pinned')
   t.ok(m.app.services.index.isPinned(v2.blobs[1]!.digest))

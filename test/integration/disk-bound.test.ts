@@ -5,9 +5,9 @@ import { join } from 'node:path'
 import t from 'tap'
 import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
 
 const MiB = 1024 * 1024
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Bytes in the data directory's blobs/ and tmp/, sampled until stopped; the largest total seen. */
 function watchDisk(mirror: TestMirror): { stop(): Promise<number> } {

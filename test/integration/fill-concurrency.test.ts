@@ -7,6 +7,7 @@ import t from 'tap'
 import { sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { startGatedUpstream } from '../helpers/gated-upstream.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
 
 const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'
 
@@ -21,7 +22,7 @@ async function metric(m: TestMirror, name: string): Promise<string> {
 async function waitFor(cond: () => boolean | Promise<boolean>, what: string): Promise<void> {
   for (let i = 0; i < 2000; i++) {
     if (await cond()) return
-    await new Promise((r) => setTimeout(r, 5))
+    await sleep(5)
   }
   throw new Error(`timed out waiting for ${what}`)
 }
@@ -152,7 +153,7 @@ t.test('a client that disconnects mid-fill releases only itself', async (t) => {
   const stayer = get(url)
   await waitFor(async () => (await joinedCount(mirror)) === 1, 'the second reader joined')
   quitter.res.destroy()
-  await new Promise((r) => setTimeout(r, 20))
+  await sleep(20)
   up.open()
   const r = await stayer
   t.equal(sha256(r.body), sha256(bytes), 'the remaining reader completes')

@@ -4,8 +4,7 @@ import t from 'tap'
 import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
 import { statusOf } from '../helpers/raw-http.js'
-
-const code = (body: Buffer) => (JSON.parse(body.toString()) as { errors: { code: string }[] }).errors[0]?.code
+import { errorCode } from '../helpers/oci-http.js'
 
 async function setup(t: Test) {
   const hub = await startFakeRegistry()
@@ -38,7 +37,7 @@ t.test('tags/list with a malformed n is a 400, and nothing is asked upstream', a
   for (const n of ['abc', '-1', '1e3', '9999999', '']) {
     const r = await get(`${mirror.url}/v2/app/tags/list?n=${n}`)
     t.equal(r.status, 400, `n=${n}`)
-    t.equal(code(r.body), 'PAGINATION_NUMBER_INVALID')
+    t.equal(errorCode(r.body), 'PAGINATION_NUMBER_INVALID')
   }
   t.equal(hub.count({ path: /tags/ }), 0)
   t.equal((await get(`${mirror.url}/v2/app/tags/list?n=1`)).status, 200)

@@ -7,11 +7,11 @@ import t from 'tap'
 import { MediaTypes, sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { nonLoopbackIPv4 } from '../helpers/local-address.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
+import { errorCode } from '../helpers/oci-http.js'
 
 const ACCEPT = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerManifest, MediaTypes.dockerManifestList].join(', ')
 const ONE = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [200_000] }
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const code = (body: Buffer) => (JSON.parse(body.toString()) as { errors: { code: string }[] }).errors[0]?.code
 
 interface Internal {
   url: string
@@ -105,7 +105,7 @@ t.test(
       hub.fault({ kind: 'redirect', location, match: { server: 'registry', path: /\/blobs\// }, times: 1 })
       const r = await get(`${mirror.url}/v2/app/blobs/${layer.digest}`)
       t.equal(r.status, 502, `blob redirect to ${location}: a gateway error`)
-      t.equal(code(r.body), 'UNAVAILABLE')
+      t.equal(errorCode(r.body), 'UNAVAILABLE')
     }
     hub.fault({
       kind: 'redirect',
@@ -216,7 +216,7 @@ t.test('a token response without end is cut off at a small bound, and one that d
   })
   const d = await get(`${m2.url}/v2/app/manifests/1`, { accept: ACCEPT })
   t.equal(d.status, 503, 'a token that never finishes arriving times out')
-  t.equal(code(d.body), 'UNAVAILABLE')
+  t.equal(errorCode(d.body), 'UNAVAILABLE')
   for (let i = 0; i < 100 && drip.hungUp === 0; i++) await sleep(20)
   t.equal(drip.hungUp, 1, 'and the mirror hung up')
 })
@@ -301,7 +301,7 @@ t.test('what is not a manifest is never cached or served as one, whatever its Co
   t.equal(sha256((await get(`${mirror.url}/v2/app/blobs/${config.digest}`)).body), config.digest)
   const asManifest = await get(`${mirror.url}/v2/app/manifests/${config.digest}`, { accept: ACCEPT })
   t.equal(asManifest.status, 404, 'an image config is not served from /manifests/')
-  t.equal(code(asManifest.body), 'MANIFEST_UNKNOWN')
+  t.equal(errorCode(asManifest.body), 'MANIFEST_UNKNOWN')
 })
 
 t.test('a layer in the cache asked for as a manifest is never read into memory', async (t) => {
@@ -321,7 +321,7 @@ t.test('a layer in the cache asked for as a manifest is never read into memory',
   clearInterval(sampler)
   for (const a of answers) {
     t.equal(a.status, 404)
-    t.equal(code(a.body), 'MANIFEST_UNKNOWN')
+    t.equal(errorCode(a.body), 'MANIFEST_UNKNOWN')
   }
   t.ok(peak - before < 2 * big, `memory did not grow by the layer per request (${Math.round((peak - before) / 1048576)} MiB)`)
 })

@@ -4,6 +4,8 @@ import t from 'tap'
 import { MANIFEST_ACCEPT as ACCEPT } from '../../src/oci/media-types.js'
 import { sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, rawRequest, startMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
+import { errorCode } from '../helpers/oci-http.js'
 
 async function setup(t: Test, extra: Record<string, unknown> = {}) {
   const fake = await startFakeRegistry({ rateLimit: { limit: 100, remaining: 100 } })
@@ -80,7 +82,7 @@ t.test('base endpoint, health, and write methods', async (t) => {
   for (const method of ['PUT', 'POST', 'PATCH', 'DELETE']) {
     const r = await get(`${mirror.url}/v2/library/alpine/manifests/latest`, {}, method)
     t.equal(r.status, 405, `${method} is refused`)
-    t.equal((JSON.parse(r.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, 'UNSUPPORTED')
+    t.equal(errorCode(r.body), 'UNSUPPORTED')
   }
 })
 
@@ -102,7 +104,7 @@ t.test('malformed names, tags and digests are 400s with OCI codes', async (t) =>
   for (const [path, status, code] of cases) {
     const r = await rawRequest(mirror.url, path)
     t.equal(r.status, status, path)
-    t.equal((JSON.parse(r.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, code, path)
+    t.equal(errorCode(r.body), code, path)
   }
 })
 
@@ -110,10 +112,10 @@ t.test('unknown manifest and blob are 404 with the OCI code', async (t) => {
   const { mirror } = await setup(t)
   const m = await get(`${mirror.url}/v2/library/nope/manifests/latest`, { accept: ACCEPT })
   t.equal(m.status, 404)
-  t.equal((JSON.parse(m.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, 'MANIFEST_UNKNOWN')
+  t.equal(errorCode(m.body), 'MANIFEST_UNKNOWN')
   const b = await get(`${mirror.url}/v2/library/nope/blobs/sha256:${'0'.repeat(64)}`)
   t.equal(b.status, 404)
-  t.equal((JSON.parse(b.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, 'BLOB_UNKNOWN')
+  t.equal(errorCode(b.body), 'BLOB_UNKNOWN')
 })
 
 t.test('HEAD answers headers without a body, with digest and length', async (t) => {
@@ -173,13 +175,13 @@ t.test('tag revalidation after the TTL uses HEAD, and a moved tag is followed', 
   fake.reset()
   await get(`${mirror.url}/v2/app/manifests/latest`, { accept: ACCEPT })
   t.equal(fake.count({ server: 'registry' }), 0, 'within the TTL: no upstream request')
-  await new Promise((r) => setTimeout(r, 1600))
+  await sleep(1600)
   const r2 = await get(`${mirror.url}/v2/app/manifests/latest`, { accept: ACCEPT })
   t.equal(r2.headers.get('docker-content-digest'), a.digest)
   t.ok(fake.count({ server: 'registry', method: 'HEAD', path: '/v2/library/app/manifests/latest' }) >= 1, 'revalidated with HEAD')
   t.equal(fake.count({ server: 'registry', method: 'GET', path: /manifests/ }), 0, 'no manifest GET when the digest is unchanged')
   const b = fake.addImage('library/app', 'latest', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
-  await new Promise((r) => setTimeout(r, 1600))
+  await sleep(1600)
   const r3 = await get(`${mirror.url}/v2/app/manifests/latest`, { accept: ACCEPT })
   t.equal(r3.headers.get('docker-content-digest'), b.digest, 'the moved tag is seen after the TTL')
   t.equal(sha256(r3.body), b.digest)
@@ -254,7 +256,7 @@ t.test('Accept negotiation follows distribution', async (t) => {
   // An OCI index the client cannot accept is MANIFEST_UNKNOWN, as distribution answers.
   const o = await get(`${mirror.url}/v2/oindex/manifests/1`, { accept: single })
   t.equal(o.status, 404)
-  t.equal((JSON.parse(o.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, 'MANIFEST_UNKNOWN')
+  t.equal(errorCode(o.body), 'MANIFEST_UNKNOWN')
   // No Accept header: the stored type, byte for byte.
   const n = await get(`${mirror.url}/v2/oindex/manifests/1`)
   t.equal(n.status, 200)

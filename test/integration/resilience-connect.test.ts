@@ -2,6 +2,8 @@ import t from 'tap'
 import { startBlackHole } from '../helpers/black-hole.js'
 import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { startMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
+import { errorCode } from '../helpers/oci-http.js'
 
 // An upstream behind a firewall that drops packets: the connect never completes, and only
 // timeouts.connect (default 10 s) ends the wait. The client here gives up after 8 s, well before
@@ -33,12 +35,12 @@ t.test('a connect that never completes: nothing cached gets UNAVAILABLE, a cache
   const first = await startMirror(t, config(fake.url))
   t.equal((await fetchBounded(`${first.url}/v2/app/manifests/1`)).status, 200)
   await first.close()
-  await new Promise((r) => setTimeout(r, 80))
+  await sleep(80)
   const mirror = await startMirror(t, config(hole.url), { dataDir: first.dataDir })
 
   const cold = await fetchBounded(`${mirror.url}/v2/other/manifests/1`)
   t.equal(cold.status, 503)
-  t.equal(JSON.parse(cold.body.toString()).errors[0].code, 'UNAVAILABLE', 'the OCI error code')
+  t.equal(errorCode(cold.body), 'UNAVAILABLE', 'the OCI error code')
   t.ok(
     mirror.logs.some((l) => l.includes('"code":"UPSTREAM_TIMEOUT"') && l.includes('Connect Timeout')),
     'the request log names the connect timeout',

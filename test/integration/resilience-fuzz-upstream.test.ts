@@ -4,6 +4,7 @@ import t from 'tap'
 import { verifyDataDir } from '../../src/cache/verify.js'
 import { MediaTypes, sha256, startFakeRegistry, type Fault } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
 
 /** mulberry32: a small seeded PRNG, so a failure replays exactly. */
 function prng(seed: number): () => number {
@@ -146,7 +147,7 @@ t.test(`hostile upstream fuzz: ${COUNT} requests under random faults (seed ${SEE
     t.equal(sha256(m.body), img.digest)
     for (const b of img.blobs) t.equal(sha256((await get(`${mirror.url}/v2/${name}/blobs/${b.digest}`)).body), b.digest)
   }
-  for (let i = 0; i < 100 && mirror.app.services.blobs.activeFills().length > 0; i++) await new Promise((res) => setTimeout(res, 20))
+  for (let i = 0; i < 100 && mirror.app.services.blobs.activeFills().length > 0; i++) await sleep(20)
   await mirror.close()
 
   // Nothing unverified on disk: every cached file hashes to its name, no temp file is left.

@@ -1,9 +1,9 @@
 import t from 'tap'
 import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
 
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const ONE = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [100] }
 
 t.test('offline marking: after K failures answers come from cache at once, one probe after the cool-down', async (t) => {

@@ -2,9 +2,10 @@ import type { Test } from 'tap'
 import t from 'tap'
 import { sha256, startFakeRegistry, type Fault } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
+import { errorCode } from '../helpers/oci-http.js'
 
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const ONE = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [100] }
 
 async function cachedTag(t: Test) {
@@ -61,6 +62,6 @@ t.test('a 429 with nothing cached reaches the client as TOOMANYREQUESTS with the
   const r = await get(`${mirror.url}/v2/rl/manifests/1`, { accept: ACCEPT })
   t.equal(r.status, 429)
   t.equal(r.headers.get('retry-after'), '120')
-  t.equal((JSON.parse(r.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, 'TOOMANYREQUESTS')
+  t.equal(errorCode(r.body), 'TOOMANYREQUESTS')
   t.equal(r.headers.get('x-regmirror-cache'), null)
 })

@@ -2,9 +2,10 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, rawRequest, startMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
+import { errorCode } from '../helpers/oci-http.js'
 
 const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'
-const code = (b: Buffer) => (JSON.parse(b.toString()) as { errors: { code: string }[] }).errors[0]?.code
 
 async function fake(t: Test, opts: Parameters<typeof startFakeRegistry>[0] = {}): Promise<FakeRegistry> {
   const f = await startFakeRegistry(opts)
@@ -72,7 +73,7 @@ t.test('an unconfigured registry is refused by every convention, and never conta
   ]) {
     const r = await rawRequest(mirror.url, path, { accept: ACCEPT })
     t.equal(r.status, 404, path)
-    t.equal(code(r.body), 'NAME_UNKNOWN', path)
+    t.equal(errorCode(r.body), 'NAME_UNKNOWN', path)
     t.match(r.body.toString(), /not configured/, path)
   }
   t.equal(hub.count({}), 0, 'the default upstream was not used for them either')
@@ -92,7 +93,7 @@ t.test('a live registry that is not configured is never contacted, whatever the 
   ]) {
     const r = await rawRequest(mirror.url, path, { accept: ACCEPT })
     t.equal(r.status, 404, path)
-    t.equal(code(r.body), 'NAME_UNKNOWN', path)
+    t.equal(errorCode(r.body), 'NAME_UNKNOWN', path)
   }
   // A Host header is only ever looked up in the configured hosts: lists; anything else is the default upstream.
   const byHost = await rawRequest(mirror.url, '/v2/library/app/manifests/1', { accept: ACCEPT, host: strayHost })
@@ -122,7 +123,7 @@ t.test('blobs are shared across upstreams by digest; tags are not', async (t) =>
   t.equal((await get(`${mirror.url}/v2/library/app/manifests/1`, { accept: ACCEPT })).status, 200)
   const tag = await get(`${mirror.url}/v2/ghcr.io/library/app/manifests/1`, { accept: ACCEPT })
   t.equal(tag.status, 404)
-  t.equal(code(tag.body), 'MANIFEST_UNKNOWN')
+  t.equal(errorCode(tag.body), 'MANIFEST_UNKNOWN')
   t.ok(ghcr.count({ server: 'registry', path: '/v2/library/app/manifests/1' }) >= 1, 'ghcr.io was asked for its own tag')
 })
 
@@ -144,7 +145,7 @@ t.test('allow and deny lists', async (t) => {
     ]) {
       const r = await get(`${mirror.url}${path}`, { accept: ACCEPT })
       t.equal(r.status, 403, path)
-      t.equal(code(r.body), 'DENIED', path)
+      t.equal(errorCode(r.body), 'DENIED', path)
     }
   }
   t.equal(hub.count({ path: /other|secret/ }), 0, 'denied repositories are never requested upstream')
@@ -233,7 +234,7 @@ t.test('tag TTL rules: first matching rule, by tag, semver or repo:tag, else the
     ],
   })
   for (const [tag] of tags) t.equal((await get(`${mirror.url}/v2/ttl/manifests/${tag}`, { accept: ACCEPT })).status, 200, tag)
-  await new Promise((r) => setTimeout(r, 120))
+  await sleep(120)
   hub.reset()
   for (const [tag] of tags) await get(`${mirror.url}/v2/ttl/manifests/${tag}`, { accept: ACCEPT })
   for (const [tag, revalidated] of tags) {
@@ -289,7 +290,7 @@ t.test('refused credentials: the client gets UNAUTHORIZED, and the secret appear
   })
   const r = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
   t.equal(r.status, 401)
-  t.equal(code(r.body), 'UNAUTHORIZED')
+  t.equal(errorCode(r.body), 'UNAUTHORIZED')
   t.equal(hub.count({ server: 'registry', path: '/v2/private/app/manifests/1' }), 1, 'no retry loop against the registry')
   const encoded = Buffer.from(`robot:${wrong}`).toString('base64')
   const seen = [mirror.logs.join('\n'), JSON.stringify([...r.headers]), r.body.toString()].join('\n')

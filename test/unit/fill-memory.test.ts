@@ -6,6 +6,7 @@ import t from 'tap'
 import { Fill, type FillHooks } from '../../src/cache/fill.js'
 import { parseDigest } from '../../src/oci/reference.js'
 import { sha256 } from '../helpers/oci-fixtures.js'
+import { sleep } from '../helpers/sleep.js'
 
 const MiB = 1024 * 1024
 
@@ -63,7 +64,7 @@ t.test('an uncached fill holds at most its window while a reader lags, then deli
   t.equal(h.writeErrors, 1)
   const reader = fill.createReader(0, all.length - 1)
   reader.pause()
-  await new Promise((r) => setTimeout(r, 200))
+  await sleep(200)
   t.ok(src.state.pulled <= 4, `a reader that does not read holds the download back (${src.state.pulled} of 20 chunks pulled)`)
   const got: Buffer[] = []
   for await (const c of reader) got.push(c as Buffer)
