@@ -54,7 +54,7 @@ export async function startMirror(t: Teardown, raw: Record<string, unknown>, opt
   return { app, url: app.url(), dataDir, logs, close }
 }
 
-/** A GET through plain fetch with the full manifest Accept list, body as a Buffer. */
+/** A GET through plain fetch, body as a Buffer. No Accept header unless `headers` has one (see oci-http.ts). */
 export async function get(
   url: string,
   headers: Record<string, string> = {},

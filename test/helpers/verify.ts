@@ -7,13 +7,6 @@ import { join } from 'node:path'
 import type { RequestRecord } from './counting-proxy.js'
 import { sha256 } from './oci-fixtures.js'
 
-export const MANIFEST_ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-].join(', ')
-
 export interface PulledOciLayout {
   /** The digest index.json points at for the tag. */
   topDigest: string

@@ -7,8 +7,8 @@ import t from 'tap'
 import { sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
 import { sleep } from '../helpers/sleep.js'
+import { ACCEPT_OCI_MANIFESTS } from '../helpers/oci-http.js'
 
-const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'
 const KB = 1000
 
 async function fakeUpstream(t: Test): Promise<FakeRegistry> {
@@ -162,10 +162,10 @@ t.test('pinned images are never evicted, also after a restart with a smaller cac
   const others = Array.from({ length: 4 }, () => fake.addBlob(randomBytes(250 * KB)))
   const cfg = (maxSize: number) => mirrorConfig(fake, { maxSize, pins: ['docker.io/library/pinned:1'] })
   const m1 = await startMirror(t, cfg(1200 * KB))
-  const idx = await get(`${m1.url}/v2/pinned/manifests/1`, { accept: ACCEPT })
+  const idx = await get(`${m1.url}/v2/pinned/manifests/1`, { accept: ACCEPT_OCI_MANIFESTS })
   t.equal(idx.status, 200)
   for (const man of img.manifests) {
-    t.equal((await get(`${m1.url}/v2/pinned/manifests/${man.digest}`, { accept: ACCEPT })).status, 200)
+    t.equal((await get(`${m1.url}/v2/pinned/manifests/${man.digest}`, { accept: ACCEPT_OCI_MANIFESTS })).status, 200)
     for (const blob of [man.config, ...man.layers]) await pullBlob(t, m1, blob.digest, 'pinned blob')
   }
   const pinned = [img.digest, ...img.manifests.map((x) => x.digest), ...img.blobs.map((x) => x.digest)]
@@ -198,12 +198,12 @@ t.test('a pinned tag that moves pins the new image and releases the old one', as
     ...mirrorConfig(fake, { maxSize: 10_000 * KB, pins: ['docker.io/library/moving:stable'] }),
     tagTtl: '50ms',
   })
-  await get(`${m.url}/v2/moving/manifests/stable`, { accept: ACCEPT })
+  await get(`${m.url}/v2/moving/manifests/stable`, { accept: ACCEPT_OCI_MANIFESTS })
   t.ok(m.app.services.index.isPinned(v1.digest))
   t.ok(m.app.services.index.isPinned(v1.blobs[1]!.digest), 'its layer too, before it was pulled')
   const v2 = fake.addImage('library/moving', 'stable', one)
   await sleep(80)
-  await get(`${m.url}/v2/moving/manifests/stable`, { accept: ACCEPT })
+  await get(`${m.url}/v2/moving/manifests/stable`, { accept: ACCEPT_OCI_MANIFESTS })
   t.ok(m.app.services.index.isPinned(v2.digest), 'the new image is pinned')
   t.ok(m.app.services.index.isPinned(v2.blobs[1]!.digest))
   t.notOk(m.app.services.index.isPinned(v1.digest), 'the old one is not any more')

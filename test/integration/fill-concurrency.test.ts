@@ -8,8 +8,7 @@ import { sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-re
 import { startGatedUpstream } from '../helpers/gated-upstream.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
 import { sleep } from '../helpers/sleep.js'
-
-const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'
+import { ACCEPT_OCI_MANIFESTS } from '../helpers/oci-http.js'
 
 async function metric(m: TestMirror, name: string): Promise<string> {
   const text = (await get(`${m.url}/metrics`)).body.toString()
@@ -194,7 +193,9 @@ t.test('100 concurrent requests for an uncached tag make one upstream manifest r
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }] })
   const img = fake.addImage('library/hot', 'latest', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
   fake.fault({ kind: 'delayHeaders', ms: 100, match: { server: 'registry', path: /manifests/ } })
-  const rs = await Promise.all(Array.from({ length: 100 }, () => get(`${mirror.url}/v2/hot/manifests/latest`, { accept: ACCEPT })))
+  const rs = await Promise.all(
+    Array.from({ length: 100 }, () => get(`${mirror.url}/v2/hot/manifests/latest`, { accept: ACCEPT_OCI_MANIFESTS })),
+  )
   for (const r of rs) t.equal(r.headers.get('docker-content-digest'), img.digest)
   t.ok(
     rs.every((r) => r.status === 200 && sha256(r.body) === img.digest),
@@ -213,7 +214,9 @@ t.test('concurrent requests for an uncached manifest digest make one upstream re
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }] })
   const img = fake.addImage('library/hotd', '1')
   fake.fault({ kind: 'delayHeaders', ms: 100, match: { server: 'registry', path: /manifests/ } })
-  const rs = await Promise.all(Array.from({ length: 100 }, () => get(`${mirror.url}/v2/hotd/manifests/${img.digest}`, { accept: ACCEPT })))
+  const rs = await Promise.all(
+    Array.from({ length: 100 }, () => get(`${mirror.url}/v2/hotd/manifests/${img.digest}`, { accept: ACCEPT_OCI_MANIFESTS })),
+  )
   t.ok(rs.every((r) => r.status === 200 && sha256(r.body) === img.digest))
   t.equal(manifestGets(fake), 1)
 })

@@ -8,9 +8,8 @@ import { MediaTypes, sha256, startFakeRegistry, type FakeRegistry } from '../hel
 import { nonLoopbackIPv4 } from '../helpers/local-address.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
 import { sleep } from '../helpers/sleep.js'
-import { errorCode } from '../helpers/oci-http.js'
+import { ACCEPT_ALL_MANIFESTS, errorCode } from '../helpers/oci-http.js'
 
-const ACCEPT = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerManifest, MediaTypes.dockerManifestList].join(', ')
 const ONE = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [200_000] }
 
 interface Internal {
@@ -113,7 +112,7 @@ t.test(
       match: { server: 'registry', path: /manifests\/1$/ },
       times: 1,
     })
-    const tag = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+    const tag = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(tag.status, 502, 'a tag redirected to loopback is refused')
     t.same(internal.seen, [], 'the internal server was never contacted')
     t.same(await cachedFiles(mirror), [], 'nothing cached')
@@ -124,7 +123,7 @@ t.test(
     )
 
     // The same pulls work once the redirects stop: the upstream was not marked broken for good.
-    const again = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+    const again = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(again.status, 200)
     t.equal(sha256(again.body), img.digest)
     t.equal(sha256((await get(`${mirror.url}/v2/app/blobs/${layer.digest}`)).body), layer.digest)
@@ -170,7 +169,7 @@ t.test(
       upstreams: [{ name: 'docker.io', url: hub.url, realms: ['localhost'] }],
       retries: { attempts: 1 },
     })
-    const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+    const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(r.status, 502)
     t.same(internal.seen, [], 'the realm on loopback was never asked')
   },
@@ -192,7 +191,7 @@ t.test('a token response without end is cut off at a small bound, and one that d
   const hub = await fake(t, { realm: `${endless.url}/token` })
   hub.addImage('library/app', '1', ONE)
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }], retries: { attempts: 1 } })
-  const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+  const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
   t.equal(r.status, 502, 'the client gets a gateway error')
   for (let i = 0; i < 100 && endless.hungUp === 0; i++) await sleep(20)
   t.equal(endless.hungUp, 1, 'the mirror hung up on the endless token response')
@@ -214,7 +213,7 @@ t.test('a token response without end is cut off at a small bound, and one that d
     retries: { attempts: 1 },
     timeouts: { bodyIdle: '600ms' },
   })
-  const d = await get(`${m2.url}/v2/app/manifests/1`, { accept: ACCEPT })
+  const d = await get(`${m2.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
   t.equal(d.status, 503, 'a token that never finishes arriving times out')
   t.equal(errorCode(d.body), 'UNAVAILABLE')
   for (let i = 0; i < 100 && drip.hungUp === 0; i++) await sleep(20)
@@ -236,14 +235,14 @@ t.test('an offline upstream whose probe is refused (401, bad redirect) comes bac
     ['a redirect to ftp://', { kind: 'redirect', location: 'ftp://example.invalid/x' }],
   ] as const) {
     hub.fault({ kind: 'status', status: 503, match: { server: 'registry' }, times: 1 })
-    t.equal((await get(`${mirror.url}/v2/app/manifests/never-pulled`, { accept: ACCEPT })).status, 502)
+    t.equal((await get(`${mirror.url}/v2/app/manifests/never-pulled`, { accept: ACCEPT_ALL_MANIFESTS })).status, 502)
     t.equal(await online(), '0', `${name}: offline after a failure`)
     await sleep(350)
     // The probe: a repository whose answer is a refusal, not a failure.
     hub.fault({ ...fault, match: { server: 'registry', path: /private/ }, times: 1 })
-    const probe = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
+    const probe = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.not(probe.status, 200, `${name}: the probe was refused (${probe.status})`)
-    const next = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+    const next = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(next.status, 200, `${name}: the next request reaches the upstream`)
     t.equal(sha256(next.body), img.digest)
     t.equal(await online(), '1', `${name}: online again`)
@@ -254,11 +253,11 @@ t.test('a malformed Docker-Content-Digest on revalidation is the upstream failin
   const hub = await fake(t)
   const img = hub.addImage('library/app', '1', ONE)
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }], tagTtl: '10ms' })
-  t.equal((await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })).status, 200)
+  t.equal((await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })).status, 200)
   for (const bad of [`sha256:${'z'.repeat(64)}`, 'sha256:abc', 'md5:0', '../../etc']) {
     await sleep(20)
     hub.fault({ kind: 'header', name: 'docker-content-digest', value: bad, match: { method: 'HEAD', path: /manifests\/1$/ }, times: 1 })
-    const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+    const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(r.status, 200, `${bad}: served`)
     t.equal(r.headers.get('x-regmirror-cache'), 'stale', `${bad}: stale`)
     t.equal(sha256(r.body), img.digest)
@@ -287,7 +286,7 @@ t.test('what is not a manifest is never cached or served as one, whatever its Co
   ]
   for (const [name, headers, body] of bodies) {
     hub.fault({ kind: 'reply', status: 200, headers, body, match: { server: 'registry', path: /manifests\/other$/ }, times: 1 })
-    const r = await get(`${mirror.url}/v2/app/manifests/other`, { accept: ACCEPT })
+    const r = await get(`${mirror.url}/v2/app/manifests/other`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(r.status, 502, `${name}: refused`)
   }
   t.same(await cachedFiles(mirror), [], 'nothing cached')
@@ -299,7 +298,7 @@ t.test('what is not a manifest is never cached or served as one, whatever its Co
   // Content that is in the cache as a blob is not a manifest because someone asks for it as one.
   const config = img.manifests[0]!.config
   t.equal(sha256((await get(`${mirror.url}/v2/app/blobs/${config.digest}`)).body), config.digest)
-  const asManifest = await get(`${mirror.url}/v2/app/manifests/${config.digest}`, { accept: ACCEPT })
+  const asManifest = await get(`${mirror.url}/v2/app/manifests/${config.digest}`, { accept: ACCEPT_ALL_MANIFESTS })
   t.equal(asManifest.status, 404, 'an image config is not served from /manifests/')
   t.equal(errorCode(asManifest.body), 'MANIFEST_UNKNOWN')
 })
@@ -316,7 +315,7 @@ t.test('a layer in the cache asked for as a manifest is never read into memory',
   let peak = before
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().arrayBuffers)), 2)
   const answers = await Promise.all(
-    Array.from({ length: 8 }, () => get(`${mirror.url}/v2/big/manifests/${layer.digest}`, { accept: ACCEPT })),
+    Array.from({ length: 8 }, () => get(`${mirror.url}/v2/big/manifests/${layer.digest}`, { accept: ACCEPT_ALL_MANIFESTS })),
   )
   clearInterval(sampler)
   for (const a of answers) {
@@ -352,11 +351,11 @@ t.test('a manifest by digest answered with another, self-consistent manifest is 
     match: { server: 'registry', path: `/v2/library/app/manifests/${a.digest}` },
     times: 1,
   })
-  const r = await get(`${mirror.url}/v2/app/manifests/${a.digest}`, { accept: ACCEPT })
+  const r = await get(`${mirror.url}/v2/app/manifests/${a.digest}`, { accept: ACCEPT_ALL_MANIFESTS })
   t.equal(r.status, 502)
   t.same(await cachedFiles(mirror), [], 'the other manifest was not cached')
   t.match(await metrics(mirror), /regmirror_digest_mismatches_total\{kind="manifest"\} 1/)
-  const ok = await get(`${mirror.url}/v2/app/manifests/${a.digest}`, { accept: ACCEPT })
+  const ok = await get(`${mirror.url}/v2/app/manifests/${a.digest}`, { accept: ACCEPT_ALL_MANIFESTS })
   t.equal(sha256(ok.body), a.digest)
 })
 

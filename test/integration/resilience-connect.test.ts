@@ -3,16 +3,15 @@ import { startBlackHole } from '../helpers/black-hole.js'
 import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { startMirror } from '../helpers/mirror.js'
 import { sleep } from '../helpers/sleep.js'
-import { errorCode } from '../helpers/oci-http.js'
+import { ACCEPT_IMAGE_MANIFESTS, errorCode } from '../helpers/oci-http.js'
 
 // An upstream behind a firewall that drops packets: the connect never completes, and only
 // timeouts.connect (default 10 s) ends the wait. The client here gives up after 8 s, well before
 // the OS would (about two minutes of SYN retries), so an answer at all means the timeout applied.
-const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
 const CLIENT_PATIENCE_MS = 8000
 
 async function fetchBounded(url: string) {
-  const res = await fetch(url, { headers: { accept: ACCEPT }, signal: AbortSignal.timeout(CLIENT_PATIENCE_MS) })
+  const res = await fetch(url, { headers: { accept: ACCEPT_IMAGE_MANIFESTS }, signal: AbortSignal.timeout(CLIENT_PATIENCE_MS) })
   return { status: res.status, headers: res.headers, body: Buffer.from(await res.arrayBuffer()) }
 }
 

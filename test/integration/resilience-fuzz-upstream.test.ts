@@ -5,6 +5,7 @@ import { verifyDataDir } from '../../src/cache/verify.js'
 import { MediaTypes, sha256, startFakeRegistry, type Fault } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
 import { sleep } from '../helpers/sleep.js'
+import { ACCEPT_ALL_MANIFESTS } from '../helpers/oci-http.js'
 
 /** mulberry32: a small seeded PRNG, so a failure replays exactly. */
 function prng(seed: number): () => number {
@@ -20,7 +21,6 @@ function prng(seed: number): () => number {
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261130)
 const COUNT = Number(process.env.FUZZ_COUNT ?? 400)
-const ACCEPT = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerManifest, MediaTypes.dockerManifestList].join(', ')
 
 /** A GET that gives up after 4 MiB: no blob here is larger, and a hostile body may never end. */
 async function boundedGet(
@@ -107,7 +107,7 @@ t.test(`hostile upstream fuzz: ${COUNT} requests under random faults (seed ${SEE
     const roll = r()
     let url: string
     let expect: string | undefined
-    const headers: Record<string, string> = { accept: ACCEPT }
+    const headers: Record<string, string> = { accept: ACCEPT_ALL_MANIFESTS }
     if (roll < 0.3) url = `${mirror.url}/v2/${name}/manifests/1`
     else if (roll < 0.5) {
       const m = pick(manifests)
@@ -142,7 +142,7 @@ t.test(`hostile upstream fuzz: ${COUNT} requests under random faults (seed ${SEE
   // Health recovered: with the faults gone, every image pulls whole.
   for (const img of all) {
     const name = img.repo.replace('library/', '')
-    const m = await get(`${mirror.url}/v2/${name}/manifests/1`, { accept: ACCEPT })
+    const m = await get(`${mirror.url}/v2/${name}/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(m.status, 200, `${name}: tag`)
     t.equal(sha256(m.body), img.digest)
     for (const b of img.blobs) t.equal(sha256((await get(`${mirror.url}/v2/${name}/blobs/${b.digest}`)).body), b.digest)
