@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto'
 import { readdir, stat } from 'node:fs/promises'
-import { request, type IncomingMessage } from 'node:http'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
 import { sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
-import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
+import { get, pausedGet, startMirror, type TestMirror } from '../helpers/mirror.js'
 import { sleep } from '../helpers/sleep.js'
 import { ACCEPT_OCI_MANIFESTS } from '../helpers/oci-http.js'
 
@@ -97,28 +96,6 @@ t.test('a shrunk maxSize is enforced at start-up, oldest first', async (t) => {
   const disk = await onDisk(m2)
   t.same([...disk.keys()].sort(), ds.slice(2).sort(), 'the two most recent are kept')
 })
-
-/** A GET whose body is not read until `body()` is called. */
-function pausedGet(url: string): Promise<{ res: IncomingMessage; body: () => Promise<Buffer> }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, (res) => {
-      res.pause()
-      const chunks: Buffer[] = []
-      resolve({
-        res,
-        body: () =>
-          new Promise<Buffer>((ok, fail) => {
-            res.on('data', (c: Buffer) => chunks.push(c))
-            res.on('end', () => ok(Buffer.concat(chunks)))
-            res.on('error', fail)
-            res.resume()
-          }),
-      })
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
 
 t.test('a blob being read is not evicted; a blob that cannot get room is served but not kept', async (t) => {
   const fake = await fakeUpstream(t)

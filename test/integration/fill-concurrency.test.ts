@@ -1,12 +1,11 @@
 import { randomBytes } from 'node:crypto'
 import { readdir } from 'node:fs/promises'
-import { request, type IncomingMessage } from 'node:http'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
 import { sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { startGatedUpstream } from '../helpers/gated-upstream.js'
-import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
+import { get, pausedGet, startMirror, type TestMirror } from '../helpers/mirror.js'
 import { sleep } from '../helpers/sleep.js'
 import { ACCEPT_OCI_MANIFESTS } from '../helpers/oci-http.js'
 
@@ -100,26 +99,6 @@ t.test('clients joining in the middle of a fill, whole and with a Range, read fr
   t.same(d.body, bytes.subarray(up.half - 5, up.half + 100), 'a Range across the written edge follows the file')
   t.equal(up.blobGets, 1)
 })
-
-/** A GET whose response body the client does not read until `resume()` (a paused socket). */
-function pausedGet(url: string): Promise<{ res: IncomingMessage; body: () => Promise<Buffer> }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, (res) => {
-      res.pause()
-      const chunks: Buffer[] = []
-      const body = () =>
-        new Promise<Buffer>((res2, rej2) => {
-          res.on('data', (c: Buffer) => chunks.push(c))
-          res.on('end', () => res2(Buffer.concat(chunks)))
-          res.on('error', rej2)
-          res.resume()
-        })
-      resolve({ res, body })
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
 
 t.test('a reader that stops reading does not hold up the fill or the other readers', async (t) => {
   const fake = await startFakeRegistry()

@@ -4,20 +4,9 @@ import t from 'tap'
 import { verifyDataDir } from '../../src/cache/verify.js'
 import { MediaTypes, sha256, startFakeRegistry, type Fault } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
+import { prng } from '../helpers/prng.js'
 import { sleep } from '../helpers/sleep.js'
 import { ACCEPT_ALL_MANIFESTS } from '../helpers/oci-http.js'
-
-/** mulberry32: a small seeded PRNG, so a failure replays exactly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261130)
 const COUNT = Number(process.env.FUZZ_COUNT ?? 400)
