@@ -18,7 +18,7 @@ import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { startFakeRegistry } from '../test/helpers/fake-registry.js'
+import { startFakeRegistry } from '../test/helpers/fake-registry/index.js'
 
 const { values, positionals: builds } = parseArgs({
   allowPositionals: true,

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { Agent } from 'undici'
-import { startFakeRegistry } from '../test/helpers/fake-registry.js'
+import { startFakeRegistry } from '../test/helpers/fake-registry/index.js'
 
 const MiB = 1024 * 1024
 const IMAGES: Record<string, number[]> = {

@@ -2,8 +2,8 @@
 import { readFile, readdir, writeFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { freePort } from '../test/e2e/helpers/free-port.js'
-import { startProgram, waitUntilReady, type ChildProgram } from '../test/e2e/helpers/child-program.js'
+import { freePort } from '../test/helpers/free-port.js'
+import { startProgram, waitUntilReady, type ChildProgram } from '../test/helpers/child-program.js'
 
 export const REPO_ROOT = resolve(fileURLToPath(import.meta.url), '../..')
 /** The regmirror build to run; BENCH_REGMIRROR_CLI points at another build (e.g. to compare two commits). */

@@ -5,12 +5,12 @@
  */
 import t from 'tap'
 import { join } from 'node:path'
-import { requirePrograms } from './helpers/programs.js'
-import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
-import { buildOciLayout } from './helpers/oci-image.js'
-import { startDistribution } from './helpers/distribution.js'
-import { pushLayout } from './helpers/skopeo.js'
-import { startContainerd, writeHostsToml } from './helpers/containerd.js'
+import { requirePrograms } from '../helpers/programs.js'
+import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
+import { buildOciLayout } from '../helpers/oci-image.js'
+import { startDistribution } from '../helpers/distribution.js'
+import { pushLayout } from '../helpers/skopeo.js'
+import { startContainerd, writeHostsToml } from '../helpers/containerd.js'
 import { startMirror } from '../helpers/mirror.js'
 
 if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'openssl'])) {

@@ -7,13 +7,13 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { startMirror } from '../helpers/mirror.js'
-import { requirePrograms } from './helpers/programs.js'
-import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
-import { AMD64_ARM64, buildOciLayout } from './helpers/oci-image.js'
-import { startDistribution } from './helpers/distribution.js'
-import { pushLayout } from './helpers/skopeo.js'
-import { startContainerd, writeHostsToml } from './helpers/containerd.js'
-import { blobGets } from './helpers/verify.js'
+import { requirePrograms } from '../helpers/programs.js'
+import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
+import { AMD64_ARM64, buildOciLayout } from '../helpers/oci-image.js'
+import { startDistribution } from '../helpers/distribution.js'
+import { pushLayout } from '../helpers/skopeo.js'
+import { startContainerd, writeHostsToml } from '../helpers/containerd.js'
+import { blobGets } from '../helpers/verify.js'
 
 if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'openssl'])) {
   t.test('ctr content fetch of docker.io/e2e/app through the mirror, per platform, cold then warm', async (t) => {

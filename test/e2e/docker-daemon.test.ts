@@ -8,13 +8,13 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { startMirror } from '../helpers/mirror.js'
-import { requirePrograms } from './helpers/programs.js'
-import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
-import { AMD64_ARM64, buildOciLayout } from './helpers/oci-image.js'
-import { startDistribution } from './helpers/distribution.js'
-import { pushLayout } from './helpers/skopeo.js'
-import { startDockerd } from './helpers/dockerd.js'
-import { blobGets } from './helpers/verify.js'
+import { requirePrograms } from '../helpers/programs.js'
+import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
+import { AMD64_ARM64, buildOciLayout } from '../helpers/oci-image.js'
+import { startDistribution } from '../helpers/distribution.js'
+import { pushLayout } from '../helpers/skopeo.js'
+import { startDockerd } from '../helpers/dockerd.js'
+import { blobGets } from '../helpers/verify.js'
 
 if (requirePrograms(t, ['dockerd', 'docker', 'docker-registry', 'skopeo', 'openssl'])) {
   t.test('docker pull through registry-mirrors (right platform, then from the cache) and through the path prefix', async (t) => {

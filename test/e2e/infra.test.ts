@@ -4,17 +4,15 @@
  * mirror entry, and a test-owned Redis answers PING.
  */
 import t from 'tap'
-import { createHash } from 'node:crypto'
 import { join } from 'node:path'
-import { requirePrograms } from './helpers/programs.js'
-import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
-import { AMD64_ARM64, buildOciLayout } from './helpers/oci-image.js'
-import { startDistribution } from './helpers/distribution.js'
-import { pushLayout, skopeoCopy, skopeoInspect } from './helpers/skopeo.js'
-import { startContainerd, writeHostsToml } from './helpers/containerd.js'
-import { redisCommand, startRedis } from './helpers/redis.js'
-
-const sha256 = (text: string): string => `sha256:${createHash('sha256').update(text).digest('hex')}`
+import { requirePrograms } from '../helpers/programs.js'
+import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
+import { AMD64_ARM64, buildOciLayout } from '../helpers/oci-image.js'
+import { startDistribution } from '../helpers/distribution.js'
+import { pushLayout, skopeoCopy, skopeoInspect } from '../helpers/skopeo.js'
+import { startContainerd, writeHostsToml } from '../helpers/containerd.js'
+import { redisCommand, startRedis } from '../helpers/redis.js'
+import { sha256 } from '../helpers/oci-fixtures.js'
 
 if (requirePrograms(t, ['docker-registry', 'skopeo', 'containerd', 'ctr', 'redis-server', 'openssl'])) {
   t.test('skopeo push to token-auth distribution, read back by skopeo and ctr', async (t) => {

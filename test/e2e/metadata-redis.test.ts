@@ -4,19 +4,19 @@
  */
 import t from 'tap'
 import { MANIFEST_ACCEPT as ACCEPT } from '../../src/oci/media-types.js'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { TAG_RECORD_TTL_MS } from '../../src/cache/metadata-store.js'
 import { metadataConformance, openStores } from '../helpers/metadata-conformance.js'
 import { get, startMirror } from '../helpers/mirror.js'
-import { requirePrograms } from './helpers/programs.js'
-import { redisCommand, startRedis } from './helpers/redis.js'
-import { startDistribution } from './helpers/distribution.js'
-import { buildOciLayout } from './helpers/oci-image.js'
-import { pushLayout } from './helpers/skopeo.js'
-import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
-
-const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
+import { requirePrograms } from '../helpers/programs.js'
+import { redisCommand, startRedis } from '../helpers/redis.js'
+import { startDistribution } from '../helpers/distribution.js'
+import { buildOciLayout } from '../helpers/oci-image.js'
+import { pushLayout } from '../helpers/skopeo.js'
+import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
+import { sha256 } from '../helpers/oci-fixtures.js'
+import { sleep } from '../helpers/sleep.js'
 
 if (requirePrograms(t, ['redis-server', 'docker-registry', 'skopeo', 'openssl'])) {
   t.test('conformance: metadata store on Redis', async (t) => {
@@ -37,7 +37,7 @@ if (requirePrograms(t, ['redis-server', 'docker-registry', 'skopeo', 'openssl'])
     t.equal(await redisCommand(redis.port, 'DBSIZE'), ':2', 'nothing outside it')
     const tagTtl = Number((await redisCommand(redis.port, `TTL ${prefix}::tag:docker.io/library/alpine:3.20`)).slice(1))
     t.ok(tagTtl > TAG_RECORD_TTL_MS / 1000 - 60 && tagTtl <= TAG_RECORD_TTL_MS / 1000, `a tag record ages out of Redis (TTL ${tagTtl} s)`)
-    await new Promise((r) => setTimeout(r, 900))
+    await sleep(900)
     t.equal(await redisCommand(redis.port, `KEYS ${prefix}::token:*`), '*0', 'Redis itself expired the token')
     t.equal(await redisCommand(redis.port, `KEYS ${prefix}::tag:*`), '*1', 'the tag is still there')
   })

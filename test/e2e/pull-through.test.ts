@@ -6,13 +6,14 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { startMirror, type TestMirror } from '../helpers/mirror.js'
-import { requirePrograms } from './helpers/programs.js'
-import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
-import { AMD64_ARM64, buildOciLayout, type OciLayout } from './helpers/oci-image.js'
-import type { TokenServer } from './helpers/token-server.js'
-import { startDistribution, type Distribution } from './helpers/distribution.js'
-import { pushLayout, skopeoCopy, skopeoInspect } from './helpers/skopeo.js'
-import { blobGets, readPulledDir, readPulledOciLayout, sha256 } from './helpers/verify.js'
+import { requirePrograms } from '../helpers/programs.js'
+import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
+import { AMD64_ARM64, buildOciLayout, type OciLayout } from '../helpers/oci-image.js'
+import type { TokenServer } from '../helpers/token-server.js'
+import { startDistribution, type Distribution } from '../helpers/distribution.js'
+import { pushLayout, skopeoCopy, skopeoInspect } from '../helpers/skopeo.js'
+import { blobGets, readPulledDir, readPulledOciLayout } from '../helpers/verify.js'
+import { sha256 } from '../helpers/oci-fixtures.js'
 
 const PLATFORMS = AMD64_ARM64
 const MiB = 1024 * 1024

@@ -5,16 +5,13 @@
  * repository name with different content.
  */
 import t from 'tap'
-import { createHash } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { requirePrograms } from './helpers/programs.js'
-import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
-import { skopeoInspect } from './helpers/skopeo.js'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { requirePrograms } from '../helpers/programs.js'
+import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
+import { skopeoInspect } from '../helpers/skopeo.js'
+import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { startMirror } from '../helpers/mirror.js'
-
-const sha = (s: string) => `sha256:${createHash('sha256').update(s).digest('hex')}`
 
 if (requirePrograms(t, ['skopeo'])) {
   t.test('registries.conf mirrors with a registry path prefix reach the right upstream', async (t) => {
@@ -56,7 +53,7 @@ if (requirePrograms(t, ['skopeo'])) {
     ] as const
     for (const [ref, digest, upstream] of cases) {
       const r = await skopeoInspect(`docker://${ref}`, { raw: true, extraArgs: ['--registries-conf', conf] })
-      t.equal(sha(r.stdout), digest, `${ref}: the upstream's own manifest`)
+      t.equal(sha256(r.stdout), digest, `${ref}: the upstream's own manifest`)
       t.ok(upstream.count({ server: 'registry', path: /\/manifests\/1$/ }) >= 1, `${ref}: asked of its upstream`)
     }
     const paths = mirror.logs

@@ -5,15 +5,17 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { get, startMirror } from '../helpers/mirror.js'
-import { requirePrograms } from './helpers/programs.js'
-import { makeTempDir, removeTempDir } from './helpers/temp-dir.js'
-import { AMD64_ARM64, buildOciLayout } from './helpers/oci-image.js'
-import { startDistribution } from './helpers/distribution.js'
-import { pushLayout, skopeoCopy, skopeoInspect } from './helpers/skopeo.js'
-import { MANIFEST_ACCEPT, readPulledOciLayout, sha256 } from './helpers/verify.js'
+import { requirePrograms } from '../helpers/programs.js'
+import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
+import { AMD64_ARM64, buildOciLayout } from '../helpers/oci-image.js'
+import { startDistribution } from '../helpers/distribution.js'
+import { pushLayout, skopeoCopy, skopeoInspect } from '../helpers/skopeo.js'
+import { readPulledOciLayout } from '../helpers/verify.js'
+import { sha256 } from '../helpers/oci-fixtures.js'
+import { sleep } from '../helpers/sleep.js'
+import { ACCEPT_ALL_MANIFESTS } from '../helpers/oci-http.js'
 
 const TAG_TTL_MS = 1000
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const PLATFORMS = AMD64_ARM64
 
 if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl'])) {
@@ -77,7 +79,7 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl'])) {
     await hub.stop()
     await sleep(TAG_TTL_MS + 300)
 
-    const tag = await get(`${mirror.url}/v2/e2e/moving/manifests/v1`, { accept: MANIFEST_ACCEPT })
+    const tag = await get(`${mirror.url}/v2/e2e/moving/manifests/v1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(tag.status, 200, 'the expired tag is served with the upstream down')
     t.equal(tag.headers.get('x-regmirror-cache'), 'stale')
     t.match(tag.headers.get('warning') ?? '', /^110 /, 'and says it is stale')
@@ -94,7 +96,7 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl'])) {
       'every digest of the moved image',
     )
 
-    const unknown = await get(`${mirror.url}/v2/e2e/never-pulled/manifests/v1`, { accept: MANIFEST_ACCEPT })
+    const unknown = await get(`${mirror.url}/v2/e2e/never-pulled/manifests/v1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.not(unknown.status, 200, 'a tag never pulled cannot be served offline')
     t.ok(unknown.status >= 500, `and fails as an upstream problem (${unknown.status}), not as a missing image`)
   })

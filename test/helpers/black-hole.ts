@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { connect, type Socket } from 'node:net'
+import { sleep } from './sleep.js'
 
 export interface BlackHole {
   /** http://127.0.0.1:PORT: a TCP connect to it never completes. */
@@ -33,7 +34,7 @@ export async function startBlackHole(): Promise<BlackHole> {
     s.on('error', () => {})
     fillers.push(s)
   }
-  await new Promise((r) => setTimeout(r, 100))
+  await sleep(100)
   return {
     url: `http://127.0.0.1:${port}`,
     close: async () => {

@@ -1,12 +1,9 @@
 // Helpers shared by the tests that run the real CLI as a child process and break it.
-import { createHash } from 'node:crypto'
 import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
-
-export const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+import { sleep } from './sleep.js'
 
 export async function tempDir(t: Test): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'regmirror-crash-'))

@@ -9,6 +9,7 @@ import { Kv, type KvOptions } from '../../src/kv.js'
 import { createLogger } from '../../src/log.js'
 import { parseDigest } from '../../src/oci/reference.js'
 import { KvTokens, type SharedTokenStore } from '../../src/upstream/token-store.js'
+import { sleep } from './sleep.js'
 
 /**
  * Builds a store over `dataDir` whose keyv keys start with `prefix`. Two stores with the same
@@ -131,7 +132,7 @@ export function metadataConformance(t: Test, factory: MetadataStoreFactory): voi
     await store.setToken(key, { token: 'already-expired', expiresAt: Date.now() - 1 })
     t.equal(await store.getToken(key), undefined, 'an expired token is not stored')
     await store.setToken(key, { token: 'short-lived', expiresAt: Date.now() + 150 })
-    await new Promise((r) => setTimeout(r, 400))
+    await sleep(400)
     t.equal(await store.getToken(key), undefined, 'the store drops a token when its lifetime is over')
   })
 }

@@ -1,4 +1,4 @@
-import { startProgram, type ChildProgram } from '../e2e/helpers/child-program.js'
+import { startProgram, type ChildProgram } from './child-program.js'
 
 export interface MirrorProcess {
   program: ChildProgram

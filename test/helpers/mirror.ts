@@ -1,4 +1,4 @@
-import { request } from 'node:http'
+import { request, type IncomingMessage } from 'node:http'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -54,7 +54,7 @@ export async function startMirror(t: Teardown, raw: Record<string, unknown>, opt
   return { app, url: app.url(), dataDir, logs, close }
 }
 
-/** A GET through plain fetch with the full manifest Accept list, body as a Buffer. */
+/** A GET through plain fetch, body as a Buffer. No Accept header unless `headers` has one (see oci-http.ts). */
 export async function get(
   url: string,
   headers: Record<string, string> = {},
@@ -79,6 +79,26 @@ export function rawRequest(
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
       res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/** A GET whose response body the client does not read until `body()` is called: a paused socket holds data back. */
+export function pausedGet(url: string): Promise<{ res: IncomingMessage; body: () => Promise<Buffer> }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, (res) => {
+      res.pause()
+      const chunks: Buffer[] = []
+      const body = () =>
+        new Promise<Buffer>((done, fail) => {
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('end', () => done(Buffer.concat(chunks)))
+          res.on('error', fail)
+          res.resume()
+        })
+      resolve({ res, body })
     })
     req.on('error', reject)
     req.end()

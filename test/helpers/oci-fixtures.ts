@@ -13,9 +13,9 @@ export const MediaTypes = {
   dockerLayer: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
 } as const
 
-/** 'sha256:<hex>' of a buffer. */
-export function sha256(buf: Buffer): string {
-  return 'sha256:' + createHash('sha256').update(buf).digest('hex')
+/** 'sha256:<hex>': the digest of some content, as OCI names it. */
+export function sha256(content: Buffer | string): string {
+  return 'sha256:' + createHash('sha256').update(content).digest('hex')
 }
 
 export interface Platform {

@@ -1,14 +1,13 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { readdir, stat } from 'node:fs/promises'
-import { request, type IncomingMessage } from 'node:http'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
-import { startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry.js'
-import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
+import { sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
+import { get, pausedGet, startMirror, type TestMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
+import { ACCEPT_OCI_MANIFESTS } from '../helpers/oci-http.js'
 
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
-const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'
 const KB = 1000
 
 async function fakeUpstream(t: Test): Promise<FakeRegistry> {
@@ -36,11 +35,11 @@ const total = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b
 async function pullBlob(t: Test, m: TestMirror, digest: string, what: string): Promise<void> {
   const r = await get(`${m.url}/v2/library/x/blobs/${digest}`)
   t.equal(r.status, 200, what)
-  t.equal(sha(r.body), digest, `${what}: body verifies`)
+  t.equal(sha256(r.body), digest, `${what}: body verifies`)
 }
 
 // mtimes carry recency across restarts; keep accesses apart so their order is unambiguous.
-const tick = () => new Promise((r) => setTimeout(r, 15))
+const tick = () => sleep(15)
 
 async function counter(m: TestMirror, name: 'evictions' | 'evictedBytes'): Promise<number> {
   return (await m.app.services.metrics[name].get()).values[0]?.value ?? 0
@@ -98,28 +97,6 @@ t.test('a shrunk maxSize is enforced at start-up, oldest first', async (t) => {
   t.same([...disk.keys()].sort(), ds.slice(2).sort(), 'the two most recent are kept')
 })
 
-/** A GET whose body is not read until `body()` is called. */
-function pausedGet(url: string): Promise<{ res: IncomingMessage; body: () => Promise<Buffer> }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, (res) => {
-      res.pause()
-      const chunks: Buffer[] = []
-      resolve({
-        res,
-        body: () =>
-          new Promise<Buffer>((ok, fail) => {
-            res.on('data', (c: Buffer) => chunks.push(c))
-            res.on('end', () => ok(Buffer.concat(chunks)))
-            res.on('error', fail)
-            res.resume()
-          }),
-      })
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
-
 t.test('a blob being read is not evicted; a blob that cannot get room is served but not kept', async (t) => {
   const fake = await fakeUpstream(t)
   const big = randomBytes(16 * 1024 * 1024)
@@ -135,8 +112,8 @@ t.test('a blob being read is not evicted; a blob that cannot get room is served 
   t.notOk(disk.has(b), 'b was streamed through: keeping it would have meant going over maxSize')
   t.ok(total(disk) <= 20 * 1024 * 1024)
   t.equal(m.logs.filter((l) => l.includes('"msg":"request"') && l.includes(path)).length, 1, 'the read of a is still in progress')
-  t.equal(sha(await reader.body()), a, 'the reader of a gets every byte')
-  await new Promise((r) => setTimeout(r, 20))
+  t.equal(sha256(await reader.body()), a, 'the reader of a gets every byte')
+  await sleep(20)
   await pullBlob(t, m, b, 'b once a is no longer read')
   disk = await onDisk(m)
   t.same([...disk.keys()], [b], 'now a could be evicted to make room for b')
@@ -162,10 +139,10 @@ t.test('pinned images are never evicted, also after a restart with a smaller cac
   const others = Array.from({ length: 4 }, () => fake.addBlob(randomBytes(250 * KB)))
   const cfg = (maxSize: number) => mirrorConfig(fake, { maxSize, pins: ['docker.io/library/pinned:1'] })
   const m1 = await startMirror(t, cfg(1200 * KB))
-  const idx = await get(`${m1.url}/v2/pinned/manifests/1`, { accept: ACCEPT })
+  const idx = await get(`${m1.url}/v2/pinned/manifests/1`, { accept: ACCEPT_OCI_MANIFESTS })
   t.equal(idx.status, 200)
   for (const man of img.manifests) {
-    t.equal((await get(`${m1.url}/v2/pinned/manifests/${man.digest}`, { accept: ACCEPT })).status, 200)
+    t.equal((await get(`${m1.url}/v2/pinned/manifests/${man.digest}`, { accept: ACCEPT_OCI_MANIFESTS })).status, 200)
     for (const blob of [man.config, ...man.layers]) await pullBlob(t, m1, blob.digest, 'pinned blob')
   }
   const pinned = [img.digest, ...img.manifests.map((x) => x.digest), ...img.blobs.map((x) => x.digest)]
@@ -198,12 +175,12 @@ t.test('a pinned tag that moves pins the new image and releases the old one', as
     ...mirrorConfig(fake, { maxSize: 10_000 * KB, pins: ['docker.io/library/moving:stable'] }),
     tagTtl: '50ms',
   })
-  await get(`${m.url}/v2/moving/manifests/stable`, { accept: ACCEPT })
+  await get(`${m.url}/v2/moving/manifests/stable`, { accept: ACCEPT_OCI_MANIFESTS })
   t.ok(m.app.services.index.isPinned(v1.digest))
   t.ok(m.app.services.index.isPinned(v1.blobs[1]!.digest), 'its layer too, before it was pulled')
   const v2 = fake.addImage('library/moving', 'stable', one)
-  await new Promise((r) => setTimeout(r, 80))
-  await get(`${m.url}/v2/moving/manifests/stable`, { accept: ACCEPT })
+  await sleep(80)
+  await get(`${m.url}/v2/moving/manifests/stable`, { accept: ACCEPT_OCI_MANIFESTS })
   t.ok(m.app.services.index.isPinned(v2.digest), 'the new image is pinned')
   t.ok(m.app.services.index.isPinned(v2.blobs[1]!.digest))
   t.notOk(m.app.services.index.isPinned(v1.digest), 'the old one is not any more')

@@ -1,14 +1,13 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { readdir, stat } from 'node:fs/promises'
 import { request } from 'node:http'
 import { join } from 'node:path'
 import t from 'tap'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
 
 const MiB = 1024 * 1024
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Bytes in the data directory's blobs/ and tmp/, sampled until stopped; the largest total seen. */
 function watchDisk(mirror: TestMirror): { stop(): Promise<number> } {
@@ -49,7 +48,7 @@ t.test('a blob with no room in the cache is streamed through memory: the disk ne
   const peak = await disk.stop()
   for (const r of [a, b]) {
     t.equal(r.status, 200)
-    t.equal(sha(r.body), digest, 'every client gets the verified blob')
+    t.equal(sha256(r.body), digest, 'every client gets the verified blob')
   }
   t.ok(peak <= 2 * MiB, `the data directory stayed within maxSize (peak ${peak} bytes)`)
   t.equal(hub.count({ server: 'cdn', method: 'GET' }), 1, 'two clients at once still shared one download')
@@ -70,7 +69,7 @@ t.test('a blob of unannounced size is held to the size the registry gives, or el
 
   // Chunked, without Content-Length: the registry's HEAD gives the size, and within it the blob is kept.
   hub.fault({ kind: 'reply', status: 200, body: small, chunked: true, match: { server: 'cdn' }, times: 1 })
-  t.equal(sha((await get(url(smallDigest))).body), smallDigest)
+  t.equal(sha256((await get(url(smallDigest))).body), smallDigest)
   t.equal((await get(url(smallDigest))).headers.get('x-regmirror-cache'), 'hit', 'an unsized blob that fits is cached')
 
   // Chunked and without end although the registry says how large the blob is: cut off there.
@@ -111,6 +110,6 @@ t.test('a blob of unannounced size is held to the size the registry gives, or el
   t.same(await readdir(join(mirror.dataDir, 'tmp')), [], 'no temp file left')
   t.match((await get(`${mirror.url}/metrics`)).body.toString(), /regmirror_fills_failed_total\{cause="blob_size_unknown"\} 1/)
   // The room it reserved is given back: blobs are cached again.
-  t.equal(sha((await get(url(otherDigest))).body), otherDigest)
+  t.equal(sha256((await get(url(otherDigest))).body), otherDigest)
   t.equal((await get(url(otherDigest))).headers.get('x-regmirror-cache'), 'hit', 'the cache keeps blobs again')
 })

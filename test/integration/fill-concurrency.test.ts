@@ -1,16 +1,13 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { readdir } from 'node:fs/promises'
-import { request, type IncomingMessage } from 'node:http'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
-import { startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry.js'
+import { sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { startGatedUpstream } from '../helpers/gated-upstream.js'
-import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
-
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
-
-const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'
+import { get, pausedGet, startMirror, type TestMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
+import { ACCEPT_OCI_MANIFESTS } from '../helpers/oci-http.js'
 
 async function metric(m: TestMirror, name: string): Promise<string> {
   const text = (await get(`${m.url}/metrics`)).body.toString()
@@ -23,7 +20,7 @@ async function metric(m: TestMirror, name: string): Promise<string> {
 async function waitFor(cond: () => boolean | Promise<boolean>, what: string): Promise<void> {
   for (let i = 0; i < 2000; i++) {
     if (await cond()) return
-    await new Promise((r) => setTimeout(r, 5))
+    await sleep(5)
   }
   throw new Error(`timed out waiting for ${what}`)
 }
@@ -59,7 +56,7 @@ t.test('50 concurrent clients of one cold blob: one upstream download, every bod
   const results = await Promise.all([...full, ...ranged])
   for (const [i, r] of results.slice(0, 48).entries()) {
     t.equal(r.status, 200, `client ${i}`)
-    t.equal(sha(r.body), digest, `client ${i} body verifies`)
+    t.equal(sha256(r.body), digest, `client ${i} body verifies`)
   }
   t.equal(results[48]!.status, 206)
   t.same(results[48]!.body, bytes.subarray(1000, 2000), 'a Range client joining at the start gets its bytes')
@@ -67,7 +64,7 @@ t.test('50 concurrent clients of one cold blob: one upstream download, every bod
   t.equal(fake.count({ server: 'cdn', method: 'GET' }), 1, 'the upstream served the blob exactly once')
 
   const after = await get(url)
-  t.equal(sha(after.body), digest, 'a client after the commit reads the committed file')
+  t.equal(sha256(after.body), digest, 'a client after the commit reads the committed file')
   t.equal(after.headers.get('x-regmirror-cache'), 'hit')
   t.equal(fake.count({ server: 'cdn', method: 'GET' }), 1)
   t.match(await metric(mirror, 'regmirror_fills_started_total'), /regmirror_fills_started_total 1$/)
@@ -83,7 +80,7 @@ t.test('clients joining in the middle of a fill, whole and with a Range, read fr
   const up = await startGatedUpstream(bytes)
   t.teardown(() => up.stop())
   const mirror = await startMirror(t, { upstreams: [{ name: 'up.example', url: up.url }], defaultUpstream: 'up.example' })
-  const url = `${mirror.url}/v2/app/blobs/${sha(bytes)}`
+  const url = `${mirror.url}/v2/app/blobs/${sha256(bytes)}`
   const first = get(url)
   await up.waiting()
   // The fill has the first half on disk and waits for the rest.
@@ -94,34 +91,14 @@ t.test('clients joining in the middle of a fill, whole and with a Range, read fr
   await waitFor(async () => (await joinedCount(mirror)) === 3, 'three joined readers')
   up.open()
   const [a, b, c, d] = await Promise.all([first, mid, early, late])
-  t.equal(sha(a.body), sha(bytes))
-  t.equal(sha(b.body), sha(bytes), 'the mid-fill joiner gets the whole blob')
+  t.equal(sha256(a.body), sha256(bytes))
+  t.equal(sha256(b.body), sha256(bytes), 'the mid-fill joiner gets the whole blob')
   t.equal(c.status, 206)
   t.same(c.body, bytes.subarray(10, 100))
   t.equal(d.status, 206)
   t.same(d.body, bytes.subarray(up.half - 5, up.half + 100), 'a Range across the written edge follows the file')
   t.equal(up.blobGets, 1)
 })
-
-/** A GET whose response body the client does not read until `resume()` (a paused socket). */
-function pausedGet(url: string): Promise<{ res: IncomingMessage; body: () => Promise<Buffer> }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, (res) => {
-      res.pause()
-      const chunks: Buffer[] = []
-      const body = () =>
-        new Promise<Buffer>((res2, rej2) => {
-          res.on('data', (c: Buffer) => chunks.push(c))
-          res.on('end', () => res2(Buffer.concat(chunks)))
-          res.on('error', rej2)
-          res.resume()
-        })
-      resolve({ res, body })
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
 
 t.test('a reader that stops reading does not hold up the fill or the other readers', async (t) => {
   const fake = await startFakeRegistry()
@@ -135,10 +112,10 @@ t.test('a reader that stops reading does not hold up the fill or the other reade
   const finished = () => mirror.logs.filter((l) => l.includes('"msg":"request"') && l.includes(path)).length
   const paused = await pausedGet(url)
   const others = await Promise.all(Array.from({ length: 4 }, () => get(url)))
-  for (const r of others) t.equal(sha(r.body), digest, 'the other readers finish with verified bodies')
+  for (const r of others) t.equal(sha256(r.body), digest, 'the other readers finish with verified bodies')
   t.equal(mirror.app.services.index.sizeOf(digest), bytes.length, 'the fill committed while a reader was paused')
   t.equal(finished(), 4, 'the paused response is still being sent while the others are done')
-  t.equal(sha(await paused.body()), digest, 'the paused reader, resumed, still gets the right bytes')
+  t.equal(sha256(await paused.body()), digest, 'the paused reader, resumed, still gets the right bytes')
   await waitFor(() => finished() === 5, 'the paused response to finish')
   t.equal(fake.count({ server: 'cdn', method: 'GET' }), 1)
 })
@@ -148,17 +125,17 @@ t.test('a client that disconnects mid-fill releases only itself', async (t) => {
   const up = await startGatedUpstream(bytes)
   t.teardown(() => up.stop())
   const mirror = await startMirror(t, { upstreams: [{ name: 'up.example', url: up.url }], defaultUpstream: 'up.example' })
-  const url = `${mirror.url}/v2/app/blobs/${sha(bytes)}`
+  const url = `${mirror.url}/v2/app/blobs/${sha256(bytes)}`
   const quitter = await pausedGet(url)
   await up.waiting()
   const stayer = get(url)
   await waitFor(async () => (await joinedCount(mirror)) === 1, 'the second reader joined')
   quitter.res.destroy()
-  await new Promise((r) => setTimeout(r, 20))
+  await sleep(20)
   up.open()
   const r = await stayer
-  t.equal(sha(r.body), sha(bytes), 'the remaining reader completes')
-  await waitFor(() => mirror.app.services.index.has(sha(bytes)), 'the blob is cached')
+  t.equal(sha256(r.body), sha256(bytes), 'the remaining reader completes')
+  await waitFor(() => mirror.app.services.index.has(sha256(bytes)), 'the blob is cached')
   t.equal(up.blobGets, 1, 'the disconnect did not cancel or restart the download')
 })
 
@@ -167,7 +144,7 @@ t.test('a fill with wrong bytes breaks off every reader, caches nothing, and the
   const up = await startGatedUpstream(bytes)
   t.teardown(() => up.stop())
   const mirror = await startMirror(t, { upstreams: [{ name: 'up.example', url: up.url }], defaultUpstream: 'up.example' })
-  const url = `${mirror.url}/v2/app/blobs/${sha(bytes)}`
+  const url = `${mirror.url}/v2/app/blobs/${sha256(bytes)}`
   up.corrupt = true
   const readers = [get(url), get(url), get(url, { range: 'bytes=0-' }), get(url, { range: 'bytes=100-199' })]
   await up.waiting()
@@ -185,7 +162,7 @@ t.test('a fill with wrong bytes breaks off every reader, caches nothing, and the
   up.corrupt = false
   const ok = await get(url)
   t.equal(ok.status, 200, 'the next request starts a new fill')
-  t.equal(sha(ok.body), sha(bytes))
+  t.equal(sha256(ok.body), sha256(bytes))
   t.equal(up.blobGets, 2)
 })
 
@@ -195,16 +172,18 @@ t.test('100 concurrent requests for an uncached tag make one upstream manifest r
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }] })
   const img = fake.addImage('library/hot', 'latest', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
   fake.fault({ kind: 'delayHeaders', ms: 100, match: { server: 'registry', path: /manifests/ } })
-  const rs = await Promise.all(Array.from({ length: 100 }, () => get(`${mirror.url}/v2/hot/manifests/latest`, { accept: ACCEPT })))
+  const rs = await Promise.all(
+    Array.from({ length: 100 }, () => get(`${mirror.url}/v2/hot/manifests/latest`, { accept: ACCEPT_OCI_MANIFESTS })),
+  )
   for (const r of rs) t.equal(r.headers.get('docker-content-digest'), img.digest)
   t.ok(
-    rs.every((r) => r.status === 200 && sha(r.body) === img.digest),
+    rs.every((r) => r.status === 200 && sha256(r.body) === img.digest),
     'all 100 bodies verify',
   )
   t.equal(manifestGets(fake), 1, 'one upstream manifest GET')
 
   const byDigest = await Promise.all(Array.from({ length: 100 }, () => get(`${mirror.url}/v2/hot/blobs/${img.blobs[0]!.digest}`)))
-  t.ok(byDigest.every((r) => sha(r.body) === img.blobs[0]!.digest))
+  t.ok(byDigest.every((r) => sha256(r.body) === img.blobs[0]!.digest))
   t.equal(fake.count({ server: 'cdn', method: 'GET' }), 1, 'one upstream blob GET')
 })
 
@@ -214,7 +193,9 @@ t.test('concurrent requests for an uncached manifest digest make one upstream re
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }] })
   const img = fake.addImage('library/hotd', '1')
   fake.fault({ kind: 'delayHeaders', ms: 100, match: { server: 'registry', path: /manifests/ } })
-  const rs = await Promise.all(Array.from({ length: 100 }, () => get(`${mirror.url}/v2/hotd/manifests/${img.digest}`, { accept: ACCEPT })))
-  t.ok(rs.every((r) => r.status === 200 && sha(r.body) === img.digest))
+  const rs = await Promise.all(
+    Array.from({ length: 100 }, () => get(`${mirror.url}/v2/hotd/manifests/${img.digest}`, { accept: ACCEPT_OCI_MANIFESTS })),
+  )
+  t.ok(rs.every((r) => r.status === 200 && sha256(r.body) === img.digest))
   t.equal(manifestGets(fake), 1)
 })

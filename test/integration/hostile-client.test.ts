@@ -1,13 +1,10 @@
-import { createHash } from 'node:crypto'
 import { connect } from 'node:net'
 import type { Test } from 'tap'
 import t from 'tap'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
 import { statusOf } from '../helpers/raw-http.js'
-
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
-const code = (body: Buffer) => (JSON.parse(body.toString()) as { errors: { code: string }[] }).errors[0]?.code
+import { errorCode } from '../helpers/oci-http.js'
 
 async function setup(t: Test) {
   const hub = await startFakeRegistry()
@@ -25,7 +22,7 @@ t.test('If-Range: a Range is honoured only when If-Range names this blob, on a f
   for (const phase of ['fill', 'hit']) {
     const stale = await get(url, { range: 'bytes=100-199', 'if-range': '"sha256:0000"' })
     t.equal(stale.status, 200, `${phase}: another entity tag gets the whole blob`)
-    t.equal(sha(stale.body), layer.digest)
+    t.equal(sha256(stale.body), layer.digest)
     const dated = await get(url, { range: 'bytes=100-199', 'if-range': 'Wed, 21 Oct 2015 07:28:00 GMT' })
     t.equal(dated.status, 200, `${phase}: a date never matches (no Last-Modified)`)
     const same = await get(url, { range: 'bytes=100-199', 'if-range': `"${layer.digest}"` })
@@ -40,7 +37,7 @@ t.test('tags/list with a malformed n is a 400, and nothing is asked upstream', a
   for (const n of ['abc', '-1', '1e3', '9999999', '']) {
     const r = await get(`${mirror.url}/v2/app/tags/list?n=${n}`)
     t.equal(r.status, 400, `n=${n}`)
-    t.equal(code(r.body), 'PAGINATION_NUMBER_INVALID')
+    t.equal(errorCode(r.body), 'PAGINATION_NUMBER_INVALID')
   }
   t.equal(hub.count({ path: /tags/ }), 0)
   t.equal((await get(`${mirror.url}/v2/app/tags/list?n=1`)).status, 200)

@@ -1,19 +1,16 @@
-import { createHash } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
-import { MediaTypes, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry.js'
+import { MediaTypes, sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { nonLoopbackIPv4 } from '../helpers/local-address.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
+import { ACCEPT_ALL_MANIFESTS, errorCode } from '../helpers/oci-http.js'
 
-const ACCEPT = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerManifest, MediaTypes.dockerManifestList].join(', ')
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 const ONE = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [200_000] }
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const code = (body: Buffer) => (JSON.parse(body.toString()) as { errors: { code: string }[] }).errors[0]?.code
 
 interface Internal {
   url: string
@@ -107,7 +104,7 @@ t.test(
       hub.fault({ kind: 'redirect', location, match: { server: 'registry', path: /\/blobs\// }, times: 1 })
       const r = await get(`${mirror.url}/v2/app/blobs/${layer.digest}`)
       t.equal(r.status, 502, `blob redirect to ${location}: a gateway error`)
-      t.equal(code(r.body), 'UNAVAILABLE')
+      t.equal(errorCode(r.body), 'UNAVAILABLE')
     }
     hub.fault({
       kind: 'redirect',
@@ -115,7 +112,7 @@ t.test(
       match: { server: 'registry', path: /manifests\/1$/ },
       times: 1,
     })
-    const tag = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+    const tag = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(tag.status, 502, 'a tag redirected to loopback is refused')
     t.same(internal.seen, [], 'the internal server was never contacted')
     t.same(await cachedFiles(mirror), [], 'nothing cached')
@@ -126,10 +123,10 @@ t.test(
     )
 
     // The same pulls work once the redirects stop: the upstream was not marked broken for good.
-    const again = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+    const again = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(again.status, 200)
-    t.equal(sha(again.body), img.digest)
-    t.equal(sha((await get(`${mirror.url}/v2/app/blobs/${layer.digest}`)).body), layer.digest)
+    t.equal(sha256(again.body), img.digest)
+    t.equal(sha256((await get(`${mirror.url}/v2/app/blobs/${layer.digest}`)).body), layer.digest)
   },
 )
 
@@ -148,7 +145,7 @@ t.test(
     const allowed = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, allowedNetworks: ['127.0.0.0/8'] }] })
     const r = await get(`${allowed.url}/v2/app/blobs/${layer.digest}`)
     t.equal(r.status, 200)
-    t.equal(sha(r.body), layer.digest)
+    t.equal(sha256(r.body), layer.digest)
     t.equal(internal.seen.length, 1, 'the allowed network was used')
 
     // A loopback upstream may redirect to loopback (its own class): the fake registry's CDN is such a case.
@@ -156,7 +153,7 @@ t.test(
     const limg = local.addImage('library/app', '1', ONE)
     const own = await startMirror(t, { upstreams: [{ name: 'docker.io', url: local.url }] })
     const lb = limg.blobs.find((b) => b.size === 200_000)!
-    t.equal(sha((await get(`${own.url}/v2/app/blobs/${lb.digest}`)).body), lb.digest)
+    t.equal(sha256((await get(`${own.url}/v2/app/blobs/${lb.digest}`)).body), lb.digest)
     t.equal(local.count({ server: 'cdn' }), 1, 'the redirect to the CDN on loopback was followed')
   },
 )
@@ -172,7 +169,7 @@ t.test(
       upstreams: [{ name: 'docker.io', url: hub.url, realms: ['localhost'] }],
       retries: { attempts: 1 },
     })
-    const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+    const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(r.status, 502)
     t.same(internal.seen, [], 'the realm on loopback was never asked')
   },
@@ -194,7 +191,7 @@ t.test('a token response without end is cut off at a small bound, and one that d
   const hub = await fake(t, { realm: `${endless.url}/token` })
   hub.addImage('library/app', '1', ONE)
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }], retries: { attempts: 1 } })
-  const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+  const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
   t.equal(r.status, 502, 'the client gets a gateway error')
   for (let i = 0; i < 100 && endless.hungUp === 0; i++) await sleep(20)
   t.equal(endless.hungUp, 1, 'the mirror hung up on the endless token response')
@@ -216,9 +213,9 @@ t.test('a token response without end is cut off at a small bound, and one that d
     retries: { attempts: 1 },
     timeouts: { bodyIdle: '600ms' },
   })
-  const d = await get(`${m2.url}/v2/app/manifests/1`, { accept: ACCEPT })
+  const d = await get(`${m2.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
   t.equal(d.status, 503, 'a token that never finishes arriving times out')
-  t.equal(code(d.body), 'UNAVAILABLE')
+  t.equal(errorCode(d.body), 'UNAVAILABLE')
   for (let i = 0; i < 100 && drip.hungUp === 0; i++) await sleep(20)
   t.equal(drip.hungUp, 1, 'and the mirror hung up')
 })
@@ -238,16 +235,16 @@ t.test('an offline upstream whose probe is refused (401, bad redirect) comes bac
     ['a redirect to ftp://', { kind: 'redirect', location: 'ftp://example.invalid/x' }],
   ] as const) {
     hub.fault({ kind: 'status', status: 503, match: { server: 'registry' }, times: 1 })
-    t.equal((await get(`${mirror.url}/v2/app/manifests/never-pulled`, { accept: ACCEPT })).status, 502)
+    t.equal((await get(`${mirror.url}/v2/app/manifests/never-pulled`, { accept: ACCEPT_ALL_MANIFESTS })).status, 502)
     t.equal(await online(), '0', `${name}: offline after a failure`)
     await sleep(350)
     // The probe: a repository whose answer is a refusal, not a failure.
     hub.fault({ ...fault, match: { server: 'registry', path: /private/ }, times: 1 })
-    const probe = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
+    const probe = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.not(probe.status, 200, `${name}: the probe was refused (${probe.status})`)
-    const next = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+    const next = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(next.status, 200, `${name}: the next request reaches the upstream`)
-    t.equal(sha(next.body), img.digest)
+    t.equal(sha256(next.body), img.digest)
     t.equal(await online(), '1', `${name}: online again`)
   }
 })
@@ -256,14 +253,14 @@ t.test('a malformed Docker-Content-Digest on revalidation is the upstream failin
   const hub = await fake(t)
   const img = hub.addImage('library/app', '1', ONE)
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }], tagTtl: '10ms' })
-  t.equal((await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })).status, 200)
+  t.equal((await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })).status, 200)
   for (const bad of [`sha256:${'z'.repeat(64)}`, 'sha256:abc', 'md5:0', '../../etc']) {
     await sleep(20)
     hub.fault({ kind: 'header', name: 'docker-content-digest', value: bad, match: { method: 'HEAD', path: /manifests\/1$/ }, times: 1 })
-    const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
+    const r = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(r.status, 200, `${bad}: served`)
     t.equal(r.headers.get('x-regmirror-cache'), 'stale', `${bad}: stale`)
-    t.equal(sha(r.body), img.digest)
+    t.equal(sha256(r.body), img.digest)
   }
 })
 
@@ -289,7 +286,7 @@ t.test('what is not a manifest is never cached or served as one, whatever its Co
   ]
   for (const [name, headers, body] of bodies) {
     hub.fault({ kind: 'reply', status: 200, headers, body, match: { server: 'registry', path: /manifests\/other$/ }, times: 1 })
-    const r = await get(`${mirror.url}/v2/app/manifests/other`, { accept: ACCEPT })
+    const r = await get(`${mirror.url}/v2/app/manifests/other`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(r.status, 502, `${name}: refused`)
   }
   t.same(await cachedFiles(mirror), [], 'nothing cached')
@@ -300,10 +297,10 @@ t.test('what is not a manifest is never cached or served as one, whatever its Co
 
   // Content that is in the cache as a blob is not a manifest because someone asks for it as one.
   const config = img.manifests[0]!.config
-  t.equal(sha((await get(`${mirror.url}/v2/app/blobs/${config.digest}`)).body), config.digest)
-  const asManifest = await get(`${mirror.url}/v2/app/manifests/${config.digest}`, { accept: ACCEPT })
+  t.equal(sha256((await get(`${mirror.url}/v2/app/blobs/${config.digest}`)).body), config.digest)
+  const asManifest = await get(`${mirror.url}/v2/app/manifests/${config.digest}`, { accept: ACCEPT_ALL_MANIFESTS })
   t.equal(asManifest.status, 404, 'an image config is not served from /manifests/')
-  t.equal(code(asManifest.body), 'MANIFEST_UNKNOWN')
+  t.equal(errorCode(asManifest.body), 'MANIFEST_UNKNOWN')
 })
 
 t.test('a layer in the cache asked for as a manifest is never read into memory', async (t) => {
@@ -312,18 +309,18 @@ t.test('a layer in the cache asked for as a manifest is never read into memory',
   const img = hub.addImage('library/big', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [big] })
   const layer = img.blobs.find((b) => b.size === big)!
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }] })
-  t.equal(sha((await get(`${mirror.url}/v2/big/blobs/${layer.digest}`)).body), layer.digest)
+  t.equal(sha256((await get(`${mirror.url}/v2/big/blobs/${layer.digest}`)).body), layer.digest)
   hub.deleteBlob(layer.digest)
   const before = process.memoryUsage().arrayBuffers
   let peak = before
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().arrayBuffers)), 2)
   const answers = await Promise.all(
-    Array.from({ length: 8 }, () => get(`${mirror.url}/v2/big/manifests/${layer.digest}`, { accept: ACCEPT })),
+    Array.from({ length: 8 }, () => get(`${mirror.url}/v2/big/manifests/${layer.digest}`, { accept: ACCEPT_ALL_MANIFESTS })),
   )
   clearInterval(sampler)
   for (const a of answers) {
     t.equal(a.status, 404)
-    t.equal(code(a.body), 'MANIFEST_UNKNOWN')
+    t.equal(errorCode(a.body), 'MANIFEST_UNKNOWN')
   }
   t.ok(peak - before < 2 * big, `memory did not grow by the layer per request (${Math.round((peak - before) / 1048576)} MiB)`)
 })
@@ -339,7 +336,7 @@ t.test('an empty 200 for a blob that is not empty is a mismatch, never a complet
   t.same(await cachedFiles(mirror), [])
   t.match(await metrics(mirror), /regmirror_fills_failed_total\{cause="digest_mismatch"\} 1/)
   const ok = await get(`${mirror.url}/v2/app/blobs/${layer.digest}`)
-  t.equal(sha(ok.body), layer.digest, 'the next pull gets the real blob')
+  t.equal(sha256(ok.body), layer.digest, 'the next pull gets the real blob')
 })
 
 t.test('a manifest by digest answered with another, self-consistent manifest is refused', async (t) => {
@@ -354,12 +351,12 @@ t.test('a manifest by digest answered with another, self-consistent manifest is 
     match: { server: 'registry', path: `/v2/library/app/manifests/${a.digest}` },
     times: 1,
   })
-  const r = await get(`${mirror.url}/v2/app/manifests/${a.digest}`, { accept: ACCEPT })
+  const r = await get(`${mirror.url}/v2/app/manifests/${a.digest}`, { accept: ACCEPT_ALL_MANIFESTS })
   t.equal(r.status, 502)
   t.same(await cachedFiles(mirror), [], 'the other manifest was not cached')
   t.match(await metrics(mirror), /regmirror_digest_mismatches_total\{kind="manifest"\} 1/)
-  const ok = await get(`${mirror.url}/v2/app/manifests/${a.digest}`, { accept: ACCEPT })
-  t.equal(sha(ok.body), a.digest)
+  const ok = await get(`${mirror.url}/v2/app/manifests/${a.digest}`, { accept: ACCEPT_ALL_MANIFESTS })
+  t.equal(sha256(ok.body), a.digest)
 })
 
 t.test('a cached blob removed from disk under the running mirror is fetched again, for GET and HEAD', async (t) => {
@@ -369,7 +366,7 @@ t.test('a cached blob removed from disk under the running mirror is fetched agai
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }] })
   const url = `${mirror.url}/v2/app/blobs/${layer.digest}`
   const path = join(mirror.dataDir, 'blobs', 'sha256', layer.digest.slice(7, 9), layer.digest.slice(7))
-  t.equal(sha((await get(url)).body), layer.digest)
+  t.equal(sha256((await get(url)).body), layer.digest)
   const { unlink, truncate } = await import('node:fs/promises')
   await unlink(path)
   const head = await get(url, {}, 'HEAD')
@@ -377,13 +374,13 @@ t.test('a cached blob removed from disk under the running mirror is fetched agai
   t.equal(head.headers.get('x-regmirror-cache'), 'miss', 'HEAD does not claim a hit for a file that is gone')
   const r = await get(url)
   t.equal(r.status, 200)
-  t.equal(sha(r.body), layer.digest, 'GET gets every byte, from upstream')
+  t.equal(sha256(r.body), layer.digest, 'GET gets every byte, from upstream')
   t.equal(r.headers.get('x-regmirror-cache'), 'miss')
   t.equal((await stat(path)).size, layer.size, 'and the blob is cached again')
   t.equal((await get(url)).headers.get('x-regmirror-cache'), 'hit')
 
   await truncate(path, 1000)
   const cut = await get(url)
-  t.equal(sha(cut.body), layer.digest, 'a file cut short is not served either')
+  t.equal(sha256(cut.body), layer.digest, 'a file cut short is not served either')
   t.equal(cut.headers.get('x-regmirror-cache'), 'miss')
 })

@@ -1,12 +1,11 @@
 import { connect as netConnect } from 'node:net'
-import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
 import t from 'tap'
 import { MANIFEST_ACCEPT as ACCEPT } from '../../src/oci/media-types.js'
-import { startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry.js'
+import { sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, rawRequest, startMirror } from '../helpers/mirror.js'
-
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
+import { sleep } from '../helpers/sleep.js'
+import { errorCode } from '../helpers/oci-http.js'
 
 async function setup(t: Test, extra: Record<string, unknown> = {}) {
   const fake = await startFakeRegistry({ rateLimit: { limit: 100, remaining: 100 } })
@@ -19,17 +18,17 @@ async function setup(t: Test, extra: Record<string, unknown> = {}) {
 async function pull(t: Test, base: string, name: string, tag: string) {
   const idx = await get(`${base}/v2/${name}/manifests/${tag}`, { accept: ACCEPT })
   t.equal(idx.status, 200, 'tag resolves')
-  t.equal(idx.headers.get('docker-content-digest'), sha(idx.body), 'tag body matches its digest header')
+  t.equal(idx.headers.get('docker-content-digest'), sha256(idx.body), 'tag body matches its digest header')
   const doc = JSON.parse(idx.body.toString()) as { manifests: { digest: string }[] }
   for (const m of doc.manifests) {
     const man = await get(`${base}/v2/${name}/manifests/${m.digest}`, { accept: ACCEPT })
     t.equal(man.status, 200)
-    t.equal(sha(man.body), m.digest, 'manifest verified')
+    t.equal(sha256(man.body), m.digest, 'manifest verified')
     const mdoc = JSON.parse(man.body.toString()) as { config: { digest: string }; layers: { digest: string }[] }
     for (const b of [mdoc.config, ...mdoc.layers]) {
       const blob = await get(`${base}/v2/${name}/blobs/${b.digest}`)
       t.equal(blob.status, 200)
-      t.equal(sha(blob.body), b.digest, 'blob verified')
+      t.equal(sha256(blob.body), b.digest, 'blob verified')
       t.equal(Number(blob.headers.get('content-length')), blob.body.length)
       t.equal(blob.headers.get('docker-content-digest'), b.digest)
     }
@@ -83,7 +82,7 @@ t.test('base endpoint, health, and write methods', async (t) => {
   for (const method of ['PUT', 'POST', 'PATCH', 'DELETE']) {
     const r = await get(`${mirror.url}/v2/library/alpine/manifests/latest`, {}, method)
     t.equal(r.status, 405, `${method} is refused`)
-    t.equal((JSON.parse(r.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, 'UNSUPPORTED')
+    t.equal(errorCode(r.body), 'UNSUPPORTED')
   }
 })
 
@@ -105,7 +104,7 @@ t.test('malformed names, tags and digests are 400s with OCI codes', async (t) =>
   for (const [path, status, code] of cases) {
     const r = await rawRequest(mirror.url, path)
     t.equal(r.status, status, path)
-    t.equal((JSON.parse(r.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, code, path)
+    t.equal(errorCode(r.body), code, path)
   }
 })
 
@@ -113,10 +112,10 @@ t.test('unknown manifest and blob are 404 with the OCI code', async (t) => {
   const { mirror } = await setup(t)
   const m = await get(`${mirror.url}/v2/library/nope/manifests/latest`, { accept: ACCEPT })
   t.equal(m.status, 404)
-  t.equal((JSON.parse(m.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, 'MANIFEST_UNKNOWN')
+  t.equal(errorCode(m.body), 'MANIFEST_UNKNOWN')
   const b = await get(`${mirror.url}/v2/library/nope/blobs/sha256:${'0'.repeat(64)}`)
   t.equal(b.status, 404)
-  t.equal((JSON.parse(b.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, 'BLOB_UNKNOWN')
+  t.equal(errorCode(b.body), 'BLOB_UNKNOWN')
 })
 
 t.test('HEAD answers headers without a body, with digest and length', async (t) => {
@@ -176,16 +175,16 @@ t.test('tag revalidation after the TTL uses HEAD, and a moved tag is followed', 
   fake.reset()
   await get(`${mirror.url}/v2/app/manifests/latest`, { accept: ACCEPT })
   t.equal(fake.count({ server: 'registry' }), 0, 'within the TTL: no upstream request')
-  await new Promise((r) => setTimeout(r, 1600))
+  await sleep(1600)
   const r2 = await get(`${mirror.url}/v2/app/manifests/latest`, { accept: ACCEPT })
   t.equal(r2.headers.get('docker-content-digest'), a.digest)
   t.ok(fake.count({ server: 'registry', method: 'HEAD', path: '/v2/library/app/manifests/latest' }) >= 1, 'revalidated with HEAD')
   t.equal(fake.count({ server: 'registry', method: 'GET', path: /manifests/ }), 0, 'no manifest GET when the digest is unchanged')
   const b = fake.addImage('library/app', 'latest', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
-  await new Promise((r) => setTimeout(r, 1600))
+  await sleep(1600)
   const r3 = await get(`${mirror.url}/v2/app/manifests/latest`, { accept: ACCEPT })
   t.equal(r3.headers.get('docker-content-digest'), b.digest, 'the moved tag is seen after the TTL')
-  t.equal(sha(r3.body), b.digest)
+  t.equal(sha256(r3.body), b.digest)
 })
 
 t.test('wrong bytes from upstream: the response is broken off and nothing is cached', async (t) => {
@@ -197,7 +196,7 @@ t.test('wrong bytes from upstream: the response is broken off and nothing is cac
   await t.rejects(get(url), 'the client sees a broken response, not a complete wrong body')
   const again = await get(url)
   t.equal(again.status, 200, 'the next request starts a new fill')
-  t.equal(sha(again.body), layer.digest)
+  t.equal(sha256(again.body), layer.digest)
   t.equal(fake.count({ server: 'cdn', method: 'GET' }), 2, 'the bad download was not cached')
   const metrics = (await get(`${mirror.url}/metrics`)).body.toString()
   t.match(metrics, /regmirror_digest_mismatches_total\{kind="blob"\} 1/)
@@ -212,7 +211,7 @@ t.test('a manifest whose bytes do not match its digest is refused', async (t) =>
   fake.clearFaults()
   const ok = await get(`${mirror.url}/v2/mm/manifests/${img.digest}`, { accept: ACCEPT })
   t.equal(ok.status, 200)
-  t.equal(sha(ok.body), img.digest)
+  t.equal(sha256(ok.body), img.digest)
 })
 
 t.test('tags list is passed through with n and last', async (t) => {
@@ -253,11 +252,11 @@ t.test('Accept negotiation follows distribution', async (t) => {
   const amd64 = docker.manifests.find((m) => m.platform?.architecture === 'amd64')!
   t.equal(r.headers.get('docker-content-digest'), amd64.digest)
   t.equal(r.headers.get('content-type'), single)
-  t.equal(sha(r.body), amd64.digest)
+  t.equal(sha256(r.body), amd64.digest)
   // An OCI index the client cannot accept is MANIFEST_UNKNOWN, as distribution answers.
   const o = await get(`${mirror.url}/v2/oindex/manifests/1`, { accept: single })
   t.equal(o.status, 404)
-  t.equal((JSON.parse(o.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, 'MANIFEST_UNKNOWN')
+  t.equal(errorCode(o.body), 'MANIFEST_UNKNOWN')
   // No Accept header: the stored type, byte for byte.
   const n = await get(`${mirror.url}/v2/oindex/manifests/1`)
   t.equal(n.status, 200)

@@ -1,18 +1,17 @@
-import { createHash } from 'node:crypto'
 import t from 'tap'
 import { startBlackHole } from '../helpers/black-hole.js'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { startMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
+import { ACCEPT_IMAGE_MANIFESTS, errorCode } from '../helpers/oci-http.js'
 
 // An upstream behind a firewall that drops packets: the connect never completes, and only
 // timeouts.connect (default 10 s) ends the wait. The client here gives up after 8 s, well before
 // the OS would (about two minutes of SYN retries), so an answer at all means the timeout applied.
-const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 const CLIENT_PATIENCE_MS = 8000
 
 async function fetchBounded(url: string) {
-  const res = await fetch(url, { headers: { accept: ACCEPT }, signal: AbortSignal.timeout(CLIENT_PATIENCE_MS) })
+  const res = await fetch(url, { headers: { accept: ACCEPT_IMAGE_MANIFESTS }, signal: AbortSignal.timeout(CLIENT_PATIENCE_MS) })
   return { status: res.status, headers: res.headers, body: Buffer.from(await res.arrayBuffer()) }
 }
 
@@ -35,12 +34,12 @@ t.test('a connect that never completes: nothing cached gets UNAVAILABLE, a cache
   const first = await startMirror(t, config(fake.url))
   t.equal((await fetchBounded(`${first.url}/v2/app/manifests/1`)).status, 200)
   await first.close()
-  await new Promise((r) => setTimeout(r, 80))
+  await sleep(80)
   const mirror = await startMirror(t, config(hole.url), { dataDir: first.dataDir })
 
   const cold = await fetchBounded(`${mirror.url}/v2/other/manifests/1`)
   t.equal(cold.status, 503)
-  t.equal(JSON.parse(cold.body.toString()).errors[0].code, 'UNAVAILABLE', 'the OCI error code')
+  t.equal(errorCode(cold.body), 'UNAVAILABLE', 'the OCI error code')
   t.ok(
     mirror.logs.some((l) => l.includes('"code":"UPSTREAM_TIMEOUT"') && l.includes('Connect Timeout')),
     'the request log names the connect timeout',
@@ -49,5 +48,5 @@ t.test('a connect that never completes: nothing cached gets UNAVAILABLE, a cache
   const stale = await fetchBounded(`${mirror.url}/v2/app/manifests/1`)
   t.equal(stale.status, 200)
   t.equal(stale.headers.get('x-regmirror-cache'), 'stale', 'served stale when revalidation cannot connect')
-  t.equal(sha(stale.body), img.digest)
+  t.equal(sha256(stale.body), img.digest)
 })

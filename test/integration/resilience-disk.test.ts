@@ -1,12 +1,11 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { open, readdir, stat, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
 
 const ACCEPT = 'application/vnd.oci.image.manifest.v1+json'
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 const MiB = 1024 * 1024
 
 function enospc(): NodeJS.ErrnoException {
@@ -57,12 +56,12 @@ t.test('a cache dir that cannot be written: clients are served straight from ups
   }
   const man = await get(`${mirror.url}/v2/full/manifests/1`, { accept: ACCEPT })
   t.equal(man.status, 200, 'the tag is served')
-  t.equal(sha(man.body), img.digest)
+  t.equal(sha256(man.body), img.digest)
   const url = `${mirror.url}/v2/full/blobs/${layer.digest}`
   const [a, b] = await Promise.all([get(url), get(url)])
   for (const r of [a, b]) {
     t.equal(r.status, 200)
-    t.equal(sha(r.body), layer.digest, 'verified bytes, streamed from upstream')
+    t.equal(sha256(r.body), layer.digest, 'verified bytes, streamed from upstream')
   }
   t.notOk(await cached(mirror, layer.digest), 'nothing cached')
   t.same(await readdir(join(mirror.dataDir, 'tmp')), [])
@@ -76,7 +75,7 @@ t.test('a cache dir that cannot be written: clients are served straight from ups
   store.openTemp = real
   fake.reset()
   const again = await get(url)
-  t.equal(sha(again.body), layer.digest)
+  t.equal(sha256(again.body), layer.digest)
   t.equal(fake.count({ server: 'cdn', method: 'GET' }), 1, 'fetched again: it was not cached before')
   t.ok(await cached(mirror, layer.digest), 'caching resumed once the directory is writable')
   fake.reset()
@@ -98,7 +97,7 @@ t.test('the disk fills up in the middle of a download: the clients still get eve
   for (const r of [a, b]) {
     t.equal(r.status, 200)
     t.equal(r.body.length, bytes.length)
-    t.equal(sha(r.body), digest)
+    t.equal(sha256(r.body), digest)
   }
   t.notOk(await cached(mirror, digest), 'not cached')
   t.same(await readdir(join(mirror.dataDir, 'tmp')), [], 'the partial temp file is gone')
@@ -107,6 +106,6 @@ t.test('the disk fills up in the middle of a download: the clients still get eve
 
   store.openTemp = real
   const again = await get(url)
-  t.equal(sha(again.body), digest)
+  t.equal(sha256(again.body), digest)
   t.ok(await cached(mirror, digest), 'space is back: cached')
 })

@@ -1,27 +1,15 @@
-import { createHash } from 'node:crypto'
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { verifyDataDir } from '../../src/cache/verify.js'
-import { MediaTypes, startFakeRegistry, type Fault } from '../helpers/fake-registry.js'
+import { MediaTypes, sha256, startFakeRegistry, type Fault } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
-
-/** mulberry32: a small seeded PRNG, so a failure replays exactly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { prng } from '../helpers/prng.js'
+import { sleep } from '../helpers/sleep.js'
+import { ACCEPT_ALL_MANIFESTS } from '../helpers/oci-http.js'
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261130)
 const COUNT = Number(process.env.FUZZ_COUNT ?? 400)
-const ACCEPT = [MediaTypes.ociIndex, MediaTypes.ociManifest, MediaTypes.dockerManifest, MediaTypes.dockerManifestList].join(', ')
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
 /** A GET that gives up after 4 MiB: no blob here is larger, and a hostile body may never end. */
 async function boundedGet(
@@ -108,7 +96,7 @@ t.test(`hostile upstream fuzz: ${COUNT} requests under random faults (seed ${SEE
     const roll = r()
     let url: string
     let expect: string | undefined
-    const headers: Record<string, string> = { accept: ACCEPT }
+    const headers: Record<string, string> = { accept: ACCEPT_ALL_MANIFESTS }
     if (roll < 0.3) url = `${mirror.url}/v2/${name}/manifests/1`
     else if (roll < 0.5) {
       const m = pick(manifests)
@@ -131,7 +119,7 @@ t.test(`hostile upstream fuzz: ${COUNT} requests under random faults (seed ${SEE
     if (res.status >= 500 && res.status !== 502 && res.status !== 503) bad.push(`${res.status} ${method} ${url}`)
     if (res.status === 200 && method === 'GET') {
       const digest = res.headers.get('docker-content-digest')
-      if (digest !== sha(res.body)) bad.push(`200 with a body that is not ${digest}: ${url}`)
+      if (digest !== sha256(res.body)) bad.push(`200 with a body that is not ${digest}: ${url}`)
       if (expect !== undefined && digest !== expect && !url.includes('/manifests/')) bad.push(`200 for ${expect} carried ${digest}`)
     }
   }
@@ -143,19 +131,19 @@ t.test(`hostile upstream fuzz: ${COUNT} requests under random faults (seed ${SEE
   // Health recovered: with the faults gone, every image pulls whole.
   for (const img of all) {
     const name = img.repo.replace('library/', '')
-    const m = await get(`${mirror.url}/v2/${name}/manifests/1`, { accept: ACCEPT })
+    const m = await get(`${mirror.url}/v2/${name}/manifests/1`, { accept: ACCEPT_ALL_MANIFESTS })
     t.equal(m.status, 200, `${name}: tag`)
-    t.equal(sha(m.body), img.digest)
-    for (const b of img.blobs) t.equal(sha((await get(`${mirror.url}/v2/${name}/blobs/${b.digest}`)).body), b.digest)
+    t.equal(sha256(m.body), img.digest)
+    for (const b of img.blobs) t.equal(sha256((await get(`${mirror.url}/v2/${name}/blobs/${b.digest}`)).body), b.digest)
   }
-  for (let i = 0; i < 100 && mirror.app.services.blobs.activeFills().length > 0; i++) await new Promise((res) => setTimeout(res, 20))
+  for (let i = 0; i < 100 && mirror.app.services.blobs.activeFills().length > 0; i++) await sleep(20)
   await mirror.close()
 
   // Nothing unverified on disk: every cached file hashes to its name, no temp file is left.
   const root = join(mirror.dataDir, 'blobs', 'sha256')
   for (const p of await readdir(root)) {
     for (const n of await readdir(join(root, p)))
-      t.equal(sha(await readFile(join(root, p, n))), `sha256:${n}`, `cached ${n.slice(0, 12)} is what its name says`)
+      t.equal(sha256(await readFile(join(root, p, n))), `sha256:${n}`, `cached ${n.slice(0, 12)} is what its name says`)
   }
   t.same(await readdir(join(mirror.dataDir, 'tmp')), [], 'no temp file left')
   t.same((await verifyDataDir(mirror.dataDir)).problems, [], 'verify finds nothing wrong')

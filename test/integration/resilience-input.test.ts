@@ -1,11 +1,11 @@
-import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
 import t from 'tap'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, rawRequest, startMirror } from '../helpers/mirror.js'
 import { rawHttp, statusOf, stuckClient } from '../helpers/raw-http.js'
+import { sleep } from '../helpers/sleep.js'
+import { errorCode } from '../helpers/oci-http.js'
 
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 const ONE = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [4000] }
 const D = `sha256:${'0'.repeat(64)}`
 
@@ -43,7 +43,7 @@ t.test('paths that try to escape or smuggle are 400s and never reach the upstrea
   for (const [path, code] of cases) {
     const r = await rawRequest(mirror.url, path)
     t.ok(r.status === 400 || r.status === 404, `${path.slice(0, 80)}: ${r.status}`)
-    t.equal((JSON.parse(r.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, code, path.slice(0, 80))
+    t.equal(errorCode(r.body), code, path.slice(0, 80))
   }
   // A raw NUL or space cannot even be sent through node's client: the parser rejects it.
   for (const p of ['/v2/a\0b/manifests/latest', '/v2/a b/manifests/latest']) {
@@ -74,7 +74,7 @@ t.test('Range headers: malformed or multi-range are ignored, out of bounds is 41
     for (const range of ignored) {
       const r = await get(url, { range })
       t.equal(r.status, 200, `${phase} ${range}: ignored`)
-      t.equal(sha(r.body), layer.digest)
+      t.equal(sha256(r.body), layer.digest)
     }
     const unsatisfiable = ['bytes=4000-', 'bytes=-0', 'bytes=99999999999999999999-', 'bytes=5000-6000', 'bytes=10-5']
     for (const range of unsatisfiable) {
@@ -108,7 +108,7 @@ t.test('stuck clients: unfinished headers are cut off and do not block others; h
   const reader = await stuckClient(mirror.url, `GET /v2/s/blobs/${layer.digest} HTTP/1.1\r\nHost: x\r\n\r\n`)
   reader.socket.pause()
   const aborted = () => mirror.logs.some((l) => l.includes('"aborted":true') && l.includes(layer.digest))
-  for (let i = 0; i < 200 && !aborted(); i++) await new Promise((r) => setTimeout(r, 50))
+  for (let i = 0; i < 200 && !aborted(); i++) await sleep(50)
   t.ok(aborted(), 'the server gave up on the client that stopped reading')
   reader.socket.resume()
   const received = await reader.closed

@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { startMirrorProcess } from '../helpers/mirror-process.js'
-import { fetchBody, files, sha, tempDir, until } from '../helpers/crash-tools.js'
+import { fetchBody, files, tempDir, until } from '../helpers/crash-tools.js'
 
 t.test('kill -9 in the middle of many fills: after a restart tmp/ is clean, nothing partial is served, pulls succeed', async (t) => {
   const fake = await startFakeRegistry()
@@ -36,7 +36,7 @@ t.test('kill -9 in the middle of many fills: after a restart tmp/ is clean, noth
     const r = await fetchBody(`${m2.url}/v2/library/crash/blobs/${d}`)
     if (r instanceof Error) throw r
     t.equal(r.status, 200)
-    t.equal(sha(r.body), d, 'verified bytes')
+    t.equal(sha256(r.body), d, 'verified bytes')
     t.equal(r.body.length, blobs[i]!.length)
   }
   t.equal(fake.count({ server: 'cdn', method: 'GET' }), digests.length, 'every blob downloaded anew')

@@ -1,11 +1,10 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
 
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 const MiB = 1024 * 1024
 
 t.test('a 20 MiB blob arrives verified through an upstream that breaks every response after 1 MiB', async (t) => {
@@ -22,7 +21,7 @@ t.test('a 20 MiB blob arrives verified through an upstream that breaks every res
   for (const r of [a, b]) {
     t.equal(r.status, 200)
     t.equal(r.body.length, bytes.length)
-    t.equal(sha(r.body), digest, 'verified bytes')
+    t.equal(sha256(r.body), digest, 'verified bytes')
   }
   const ranged = fake.requests.filter((r) => r.server === 'cdn' && r.headers.range !== undefined)
   t.ok(ranged.length >= 19, `the fake saw ${ranged.length} Range requests`)
@@ -40,7 +39,7 @@ t.test('a 20 MiB blob arrives verified through an upstream that breaks every res
   fake.reset()
   const hit = await get(url)
   t.equal(hit.headers.get('x-regmirror-cache'), 'hit', 'the resumed blob was cached')
-  t.equal(sha(hit.body), digest)
+  t.equal(sha256(hit.body), digest)
   t.equal(fake.count({ server: 'cdn' }), 0)
   const metrics = (await get(`${mirror.url}/metrics`)).body.toString()
   t.match(metrics, /regmirror_fill_resumes_total \d+/)
@@ -67,7 +66,7 @@ t.test('an upstream that makes no progress fails the fill after resumeAttempts; 
   fake.reset()
   const ok = await get(url)
   t.equal(ok.status, 200)
-  t.equal(sha(ok.body), digest)
+  t.equal(sha256(ok.body), digest)
   t.equal(ok.headers.get('x-regmirror-cache'), 'miss', 'the failed download was not cached')
   t.equal(fake.count({ server: 'cdn', method: 'GET' }), 1)
 })

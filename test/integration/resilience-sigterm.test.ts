@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { startMirrorProcess } from '../helpers/mirror-process.js'
-import { fetchBody, files, sha, tempDir, until } from '../helpers/crash-tools.js'
+import { fetchBody, files, tempDir, until } from '../helpers/crash-tools.js'
 
 t.test('SIGTERM: in-flight responses finish, new connections are refused, exit 0', async (t) => {
   const fake = await startFakeRegistry()
@@ -25,7 +25,7 @@ t.test('SIGTERM: in-flight responses finish, new connections are refused, exit 0
   await until('the listener to close', async () => (await fetchBody(`${m.url}/v2/`)) instanceof Error)
   t.pass('new connections are refused while the response is still in flight')
   const body = Buffer.from(await res.arrayBuffer())
-  t.equal(sha(body), digest, 'the in-flight response finished with every byte')
+  t.equal(sha256(body), digest, 'the in-flight response finished with every byte')
   const exit = await m.program.exit
   t.equal(exit.code, 0, 'exit code 0')
   t.same(await readdir(join(data, 'tmp')), [])

@@ -1,12 +1,10 @@
-import { createHash } from 'node:crypto'
 import type { Test } from 'tap'
 import t from 'tap'
-import { startFakeRegistry, type Fault } from '../helpers/fake-registry.js'
+import { sha256, startFakeRegistry, type Fault } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
+import { sleep } from '../helpers/sleep.js'
+import { ACCEPT_IMAGE_MANIFESTS, errorCode } from '../helpers/oci-http.js'
 
-const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const ONE = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [100] }
 
 async function cachedTag(t: Test) {
@@ -21,7 +19,7 @@ async function cachedTag(t: Test) {
     offline: { failureThreshold: 100 },
   })
   const url = `${mirror.url}/v2/app/manifests/1`
-  const first = await get(url, { accept: ACCEPT })
+  const first = await get(url, { accept: ACCEPT_IMAGE_MANIFESTS })
   t.equal(first.status, 200)
   await sleep(80)
   return { fake, img, mirror, url }
@@ -39,12 +37,12 @@ for (const [name, fail] of failures) {
   t.test(`stale-if-error: a cached tag is served when the ${name}`, async (t) => {
     const { fake, img, mirror, url } = await cachedTag(t)
     await fail(fake)
-    const r = await get(url, { accept: ACCEPT })
+    const r = await get(url, { accept: ACCEPT_IMAGE_MANIFESTS })
     t.equal(r.status, 200)
     t.equal(r.headers.get('x-regmirror-cache'), 'stale')
     t.match(r.headers.get('warning') ?? '', /^110 /)
     t.equal(r.headers.get('docker-content-digest'), img.digest)
-    t.equal(sha(r.body), img.digest)
+    t.equal(sha256(r.body), img.digest)
     const metrics = (await get(`${mirror.url}/metrics`)).body.toString()
     t.match(metrics, /regmirror_stale_served_total\{upstream="docker.io"\} 1/)
     t.ok(
@@ -60,9 +58,9 @@ t.test('a 429 with nothing cached reaches the client as TOOMANYREQUESTS with the
   fake.addImage('library/rl', '1', ONE)
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }], retries: { attempts: 1 } })
   fake.fault({ kind: 'status', status: 429, retryAfter: '120', match: { server: 'registry', path: /manifests/ } })
-  const r = await get(`${mirror.url}/v2/rl/manifests/1`, { accept: ACCEPT })
+  const r = await get(`${mirror.url}/v2/rl/manifests/1`, { accept: ACCEPT_IMAGE_MANIFESTS })
   t.equal(r.status, 429)
   t.equal(r.headers.get('retry-after'), '120')
-  t.equal((JSON.parse(r.body.toString()) as { errors: { code: string }[] }).errors[0]?.code, 'TOOMANYREQUESTS')
+  t.equal(errorCode(r.body), 'TOOMANYREQUESTS')
   t.equal(r.headers.get('x-regmirror-cache'), null)
 })

@@ -1,13 +1,11 @@
-import { createHash } from 'node:crypto'
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import t from 'tap'
-import { MediaTypes, startFakeRegistry, type Fault } from '../helpers/fake-registry.js'
+import { MediaTypes, sha256, startFakeRegistry, type Fault } from '../helpers/fake-registry/index.js'
 import { get, startMirror, type TestMirror } from '../helpers/mirror.js'
+import { ACCEPT_IMAGE_MANIFESTS } from '../helpers/oci-http.js'
 
-const ACCEPT = 'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 const ONE = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [300_000] }
 
 async function setup(t: Test) {
@@ -86,7 +84,7 @@ for (const [name, fault, metric] of blobFaults) {
     fake.clearFaults()
     const ok = await get(url)
     t.equal(ok.status, 200)
-    t.equal(sha(ok.body), layer.digest)
+    t.equal(sha256(ok.body), layer.digest)
     t.equal(ok.headers.get('x-regmirror-cache'), 'miss', 'fetched again: the bad answer was never cached')
   })
 }
@@ -116,7 +114,7 @@ t.test('manifest answers that are wrong are refused, nothing cached, counted and
     fake.clearFaults()
     if (fault) fake.fault(fault)
     const before = mirror.logs.length
-    const r = await get(`${mirror.url}/v2/bad/manifests/${digest}`, { accept: ACCEPT })
+    const r = await get(`${mirror.url}/v2/bad/manifests/${digest}`, { accept: ACCEPT_IMAGE_MANIFESTS })
     t.equal(r.status, 502, `${name}: refused`)
     await assertNothingCached(t, mirror, digest)
     const metrics = (await get(`${mirror.url}/metrics`)).body.toString()
@@ -129,8 +127,8 @@ t.test('manifest answers that are wrong are refused, nothing cached, counted and
     t.ok(line?.includes('"upstream":"docker.io"') && line.includes(digest), `${name}: logged with upstream and digest`)
   }
   fake.clearFaults()
-  const ok = await get(`${mirror.url}/v2/bad/manifests/${img.digest}`, { accept: ACCEPT })
+  const ok = await get(`${mirror.url}/v2/bad/manifests/${img.digest}`, { accept: ACCEPT_IMAGE_MANIFESTS })
   t.equal(ok.status, 200)
-  t.equal(sha(ok.body), img.digest)
+  t.equal(sha256(ok.body), img.digest)
   t.equal(ok.headers.get('x-regmirror-cache'), 'miss')
 })

@@ -1,15 +1,13 @@
 import { execFile } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, readFile, readdir, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { verifyDataDir } from '../../src/cache/verify.js'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
+import { ACCEPT_OCI_MANIFESTS } from '../helpers/oci-http.js'
 
-const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 const blobPath = (dir: string, digest: string) => join(dir, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7))
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -33,7 +31,7 @@ t.test('regmirror verify finds corrupt and orphaned entries and --repair removes
   const b = fake.addImage('library/b', '1', one)
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }] })
   for (const img of [a, b]) {
-    t.equal((await get(`${mirror.url}/v2/${img.repo.replace('library/', '')}/manifests/1`, { accept: ACCEPT })).status, 200)
+    t.equal((await get(`${mirror.url}/v2/${img.repo.replace('library/', '')}/manifests/1`, { accept: ACCEPT_OCI_MANIFESTS })).status, 200)
     for (const blob of img.blobs)
       t.equal((await get(`${mirror.url}/v2/${img.repo.replace('library/', '')}/blobs/${blob.digest}`)).status, 200)
   }
@@ -82,11 +80,11 @@ t.test('regmirror verify finds corrupt and orphaned entries and --repair removes
   const m2 = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }] }, { dataDir: dir })
   fake.reset()
   const l = await get(`${m2.url}/v2/a/blobs/${layer.digest}`)
-  t.equal(sha(l.body), layer.digest)
+  t.equal(sha256(l.body), layer.digest)
   t.equal(l.headers.get('x-regmirror-cache'), 'miss', 'the corrupt copy was not served')
-  const tb = await get(`${m2.url}/v2/b/manifests/1`, { accept: ACCEPT })
+  const tb = await get(`${m2.url}/v2/b/manifests/1`, { accept: ACCEPT_OCI_MANIFESTS })
   t.equal(tb.status, 200)
-  t.equal(sha(tb.body), b.digest)
+  t.equal(sha256(tb.body), b.digest)
 })
 
 t.test('ordinary LRU eviction leaves nothing verify calls a problem', async (t) => {
@@ -97,7 +95,7 @@ t.test('ordinary LRU eviction leaves nothing verify calls a problem', async (t) 
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }], cache: { maxSize: '1MiB' } })
   for (const img of imgs) {
     const name = img.repo.replace('library/', '')
-    t.equal((await get(`${mirror.url}/v2/${name}/manifests/1`, { accept: ACCEPT })).status, 200)
+    t.equal((await get(`${mirror.url}/v2/${name}/manifests/1`, { accept: ACCEPT_OCI_MANIFESTS })).status, 200)
     for (const blob of img.blobs) t.equal((await get(`${mirror.url}/v2/${name}/blobs/${blob.digest}`)).status, 200)
   }
   t.match(
@@ -118,6 +116,6 @@ t.test('ordinary LRU eviction leaves nothing verify calls a problem', async (t) 
     { upstreams: [{ name: 'docker.io', url: fake.url }], cache: { maxSize: '1MiB' } },
     { dataDir: mirror.dataDir },
   )
-  const again = await get(`${m2.url}/v2/${evicted[0]!.repo.replace('library/', '')}/manifests/1`, { accept: ACCEPT })
-  t.equal(sha(again.body), evicted[0]!.digest)
+  const again = await get(`${m2.url}/v2/${evicted[0]!.repo.replace('library/', '')}/manifests/1`, { accept: ACCEPT_OCI_MANIFESTS })
+  t.equal(sha256(again.body), evicted[0]!.digest)
 })

@@ -1,12 +1,9 @@
-import { createHash } from 'node:crypto'
 import t from 'tap'
 import type { Test } from 'tap'
-import { startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry.js'
+import { sha256, startFakeRegistry, type FakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, rawRequest, startMirror } from '../helpers/mirror.js'
-
-const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json'
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
-const code = (b: Buffer) => (JSON.parse(b.toString()) as { errors: { code: string }[] }).errors[0]?.code
+import { sleep } from '../helpers/sleep.js'
+import { ACCEPT_OCI_MANIFESTS, errorCode } from '../helpers/oci-http.js'
 
 async function fake(t: Test, opts: Parameters<typeof startFakeRegistry>[0] = {}): Promise<FakeRegistry> {
   const f = await startFakeRegistry(opts)
@@ -41,15 +38,15 @@ t.test('four conventions reach the right upstream and nothing crosses between th
     downloads += hub.count({ server: 'cdn', method: 'GET' }) + ghcr.count({ server: 'cdn', method: 'GET' })
     hub.reset()
     ghcr.reset()
-    const r = await rawRequest(mirror.url, path, { accept: ACCEPT, ...headers })
+    const r = await rawRequest(mirror.url, path, { accept: ACCEPT_OCI_MANIFESTS, ...headers })
     t.equal(r.status, 200, what)
     t.equal(r.headers['docker-content-digest'], image.digest, `${what}: the right image`)
-    t.equal(sha(r.body), image.digest, `${what}: verified`)
+    t.equal(sha256(r.body), image.digest, `${what}: verified`)
     // Blobs and the tag list of the image, through the same convention.
     for (const blob of image.blobs) {
       const b = await rawRequest(mirror.url, path.replace(/manifests\/1/, `blobs/${blob.digest}`), headers)
       t.equal(b.status, 200, `${what}: blob`)
-      t.equal(sha(b.body), blob.digest, `${what}: blob verified`)
+      t.equal(sha256(b.body), blob.digest, `${what}: blob verified`)
     }
     const tags = await rawRequest(mirror.url, path.replace(/manifests\/1/, 'tags/list'), headers)
     t.equal(tags.status, 200, `${what}: tags/list`)
@@ -72,9 +69,9 @@ t.test('an unconfigured registry is refused by every convention, and never conta
     '/v2/localhost/app/manifests/1',
     '/v2/ghcr.io/app/manifests/1',
   ]) {
-    const r = await rawRequest(mirror.url, path, { accept: ACCEPT })
+    const r = await rawRequest(mirror.url, path, { accept: ACCEPT_OCI_MANIFESTS })
     t.equal(r.status, 404, path)
-    t.equal(code(r.body), 'NAME_UNKNOWN', path)
+    t.equal(errorCode(r.body), 'NAME_UNKNOWN', path)
     t.match(r.body.toString(), /not configured/, path)
   }
   t.equal(hub.count({}), 0, 'the default upstream was not used for them either')
@@ -92,12 +89,12 @@ t.test('a live registry that is not configured is never contacted, whatever the 
     `/v2/${strayHost}/library/app/manifests/1`,
     `/v2/${strayHost}/library/app/tags/list`,
   ]) {
-    const r = await rawRequest(mirror.url, path, { accept: ACCEPT })
+    const r = await rawRequest(mirror.url, path, { accept: ACCEPT_OCI_MANIFESTS })
     t.equal(r.status, 404, path)
-    t.equal(code(r.body), 'NAME_UNKNOWN', path)
+    t.equal(errorCode(r.body), 'NAME_UNKNOWN', path)
   }
   // A Host header is only ever looked up in the configured hosts: lists; anything else is the default upstream.
-  const byHost = await rawRequest(mirror.url, '/v2/library/app/manifests/1', { accept: ACCEPT, host: strayHost })
+  const byHost = await rawRequest(mirror.url, '/v2/library/app/manifests/1', { accept: ACCEPT_OCI_MANIFESTS, host: strayHost })
   t.equal(byHost.status, 200)
   t.ok(hub.count({ server: 'registry', path: '/v2/library/app/manifests/1' }) >= 1, 'the unmapped Host went to the default upstream')
   t.equal(stray.count({}), 0, 'the unconfigured registry received nothing')
@@ -115,16 +112,16 @@ t.test('blobs are shared across upstreams by digest; tags are not', async (t) =>
       { name: 'ghcr.io', url: ghcr.url },
     ],
   })
-  t.equal(sha((await get(`${mirror.url}/v2/library/app/blobs/${layer.digest}`)).body), layer.digest)
+  t.equal(sha256((await get(`${mirror.url}/v2/library/app/blobs/${layer.digest}`)).body), layer.digest)
   const viaGhcr = await get(`${mirror.url}/v2/ghcr.io/library/app/blobs/${layer.digest}`)
   t.equal(viaGhcr.status, 200)
-  t.equal(sha(viaGhcr.body), layer.digest)
+  t.equal(sha256(viaGhcr.body), layer.digest)
   t.equal(ghcr.count({}), 0, 'the same digest through another upstream is a cache hit')
   // The tag docker.io/library/app:1 is cached; ghcr.io has no such tag and must say so.
-  t.equal((await get(`${mirror.url}/v2/library/app/manifests/1`, { accept: ACCEPT })).status, 200)
-  const tag = await get(`${mirror.url}/v2/ghcr.io/library/app/manifests/1`, { accept: ACCEPT })
+  t.equal((await get(`${mirror.url}/v2/library/app/manifests/1`, { accept: ACCEPT_OCI_MANIFESTS })).status, 200)
+  const tag = await get(`${mirror.url}/v2/ghcr.io/library/app/manifests/1`, { accept: ACCEPT_OCI_MANIFESTS })
   t.equal(tag.status, 404)
-  t.equal(code(tag.body), 'MANIFEST_UNKNOWN')
+  t.equal(errorCode(tag.body), 'MANIFEST_UNKNOWN')
   t.ok(ghcr.count({ server: 'registry', path: '/v2/library/app/manifests/1' }) >= 1, 'ghcr.io was asked for its own tag')
 })
 
@@ -134,7 +131,7 @@ t.test('allow and deny lists', async (t) => {
   hub.addImage('other/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
   hub.addImage('myorg/secret', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, allow: ['myorg/**'], deny: ['myorg/secret'] }] })
-  t.equal((await get(`${mirror.url}/v2/myorg/app/manifests/1`, { accept: ACCEPT })).status, 200)
+  t.equal((await get(`${mirror.url}/v2/myorg/app/manifests/1`, { accept: ACCEPT_OCI_MANIFESTS })).status, 200)
   const denied = hub.addImage('myorg/secret', '2', { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [10] })
   for (const repo of ['other/app', 'myorg/secret']) {
     for (const path of [
@@ -144,9 +141,9 @@ t.test('allow and deny lists', async (t) => {
       `/v2/${repo}/tags/list`,
       `/v2/${repo}/blobs/${denied.blobs[0]!.digest}`,
     ]) {
-      const r = await get(`${mirror.url}${path}`, { accept: ACCEPT })
+      const r = await get(`${mirror.url}${path}`, { accept: ACCEPT_OCI_MANIFESTS })
       t.equal(r.status, 403, path)
-      t.equal(code(r.body), 'DENIED', path)
+      t.equal(errorCode(r.body), 'DENIED', path)
     }
   }
   t.equal(hub.count({ path: /other|secret/ }), 0, 'denied repositories are never requested upstream')
@@ -160,7 +157,7 @@ t.test('credentials go to the upstream realm only, and never into logs or respon
   const mirror = await startMirror(t, {
     upstreams: [{ name: 'docker.io', url: hub.url, credentials: creds, realms: [new URL(hub.authUrl).host] }],
   })
-  const r = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
+  const r = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT_OCI_MANIFESTS })
   t.equal(r.status, 200)
   t.equal(r.headers.get('docker-content-digest'), img.digest)
   const tokenReqs = hub.requests.filter((q) => q.server === 'auth')
@@ -172,7 +169,7 @@ t.test('credentials go to the upstream realm only, and never into logs or respon
   )
   const layer = img.blobs[img.blobs.length - 1]!
   const b = await get(`${mirror.url}/v2/private/app/blobs/${layer.digest}`)
-  t.equal(sha(b.body), layer.digest)
+  t.equal(sha256(b.body), layer.digest)
   t.equal(hub.requests.filter((q) => q.server === 'cdn' && q.headers.authorization).length, 0, 'no credentials to the CDN')
   // Nothing secret anywhere a client or an operator's log pipeline can see.
   const seen = [mirror.logs.join('\n'), JSON.stringify([...r.headers]), r.body.toString(), JSON.stringify([...b.headers])].join('\n')
@@ -193,7 +190,7 @@ t.test('a realm on another domain gets no credentials unless listed in realms', 
   const hub = await fake(t, { realm })
   hub.addImage('private/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
   const denied = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, credentials: creds }] })
-  const r = await get(`${denied.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
+  const r = await get(`${denied.url}/v2/private/app/manifests/1`, { accept: ACCEPT_OCI_MANIFESTS })
   t.equal(r.status, 502)
   t.equal(hostile.count({ server: 'auth' }), 0, 'the foreign realm was never contacted')
   t.ok(
@@ -203,7 +200,7 @@ t.test('a realm on another domain gets no credentials unless listed in realms', 
   t.notMatch(denied.logs.join('\n'), creds.password)
 
   const allowed = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url, credentials: creds, realms: ['localhost'] }] })
-  await get(`${allowed.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
+  await get(`${allowed.url}/v2/private/app/manifests/1`, { accept: ACCEPT_OCI_MANIFESTS })
   const got = hostile.requests.filter((q) => q.server === 'auth')
   t.ok(got.length >= 1, 'an explicitly allowed realm is used')
   t.match(String(got[0]?.headers.authorization), /^Basic /)
@@ -234,10 +231,10 @@ t.test('tag TTL rules: first matching rule, by tag, semver or repo:tag, else the
       },
     ],
   })
-  for (const [tag] of tags) t.equal((await get(`${mirror.url}/v2/ttl/manifests/${tag}`, { accept: ACCEPT })).status, 200, tag)
-  await new Promise((r) => setTimeout(r, 120))
+  for (const [tag] of tags) t.equal((await get(`${mirror.url}/v2/ttl/manifests/${tag}`, { accept: ACCEPT_OCI_MANIFESTS })).status, 200, tag)
+  await sleep(120)
   hub.reset()
-  for (const [tag] of tags) await get(`${mirror.url}/v2/ttl/manifests/${tag}`, { accept: ACCEPT })
+  for (const [tag] of tags) await get(`${mirror.url}/v2/ttl/manifests/${tag}`, { accept: ACCEPT_OCI_MANIFESTS })
   for (const [tag, revalidated] of tags) {
     t.equal(
       hub.count({ server: 'registry', path: `/v2/library/ttl/manifests/${tag}` }),
@@ -260,13 +257,13 @@ t.test('a token got with one upstream credentials is never sent to another upstr
       { name: 'other.example', url: other.url },
     ],
   })
-  t.equal((await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })).status, 200)
+  t.equal((await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT_OCI_MANIFESTS })).status, 200)
   const goodTokens = new Set(
     good.requests.filter((q) => q.server === 'registry' && q.headers.authorization).map((q) => String(q.headers.authorization)),
   )
   t.ok(goodTokens.size >= 1)
   good.reset()
-  const r = await get(`${mirror.url}/v2/private/app/manifests/1?ns=other.example`, { accept: ACCEPT })
+  const r = await get(`${mirror.url}/v2/private/app/manifests/1?ns=other.example`, { accept: ACCEPT_OCI_MANIFESTS })
   t.not(r.status, 200, 'the other upstream does not get in on the first one credentials')
   const sentToOther = other.requests.map((q) => q.headers.authorization).filter((a) => a !== undefined)
   t.same(
@@ -289,9 +286,9 @@ t.test('refused credentials: the client gets UNAUTHORIZED, and the secret appear
       { name: 'docker.io', url: hub.url, credentials: { username: 'robot', password: wrong }, realms: [new URL(hub.authUrl).host] },
     ],
   })
-  const r = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT })
+  const r = await get(`${mirror.url}/v2/private/app/manifests/1`, { accept: ACCEPT_OCI_MANIFESTS })
   t.equal(r.status, 401)
-  t.equal(code(r.body), 'UNAUTHORIZED')
+  t.equal(errorCode(r.body), 'UNAUTHORIZED')
   t.equal(hub.count({ server: 'registry', path: '/v2/private/app/manifests/1' }), 1, 'no retry loop against the registry')
   const encoded = Buffer.from(`robot:${wrong}`).toString('base64')
   const seen = [mirror.logs.join('\n'), JSON.stringify([...r.headers]), r.body.toString()].join('\n')

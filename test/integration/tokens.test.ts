@@ -1,9 +1,6 @@
-import { createHash } from 'node:crypto'
 import t from 'tap'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
-
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
 t.test('a cached token the upstream rejects is replaced, not sent again', async (t) => {
   const fake = await startFakeRegistry()
@@ -20,7 +17,7 @@ t.test('a cached token the upstream rejects is replaced, not sent again', async 
   const blob = img.blobs[0]!
   const res = await get(`${mirror.url}/v2/alpine/blobs/${blob.digest}`)
   t.equal(res.status, 200, 'the blob is served after a fresh token')
-  t.equal(sha(res.body), blob.digest)
+  t.equal(sha256(res.body), blob.digest)
   t.equal(fake.count({ server: 'auth' }), tokensBefore + 1, 'exactly one new token was fetched')
 })
 
@@ -30,7 +27,7 @@ t.test('concurrent cold requests for one repository share one token request', as
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: fake.url }] })
   const img = fake.addImage('library/many', '1')
   const all = await Promise.all(img.blobs.map((b) => get(`${mirror.url}/v2/many/blobs/${b.digest}`)))
-  for (const [i, r] of all.entries()) t.equal(sha(r.body), img.blobs[i]!.digest)
+  for (const [i, r] of all.entries()) t.equal(sha256(r.body), img.blobs[i]!.digest)
   t.ok(img.blobs.length >= 4)
   t.equal(fake.count({ server: 'auth' }), 1, `one token for ${img.blobs.length} concurrent blob requests`)
 })

@@ -4,7 +4,8 @@ import { resolveConfig } from '../../src/config/load.js'
 import { createLogger } from '../../src/log.js'
 import { Metrics } from '../../src/metrics.js'
 import { UpstreamClient } from '../../src/upstream/client.js'
-import { startFakeRegistry } from '../helpers/fake-registry.js'
+import { startFakeRegistry } from '../helpers/fake-registry/index.js'
+import { sleep } from '../helpers/sleep.js'
 
 // Regression: the byte-counting 'data' listener switched upstream bodies into flowing mode, so
 // bytes that arrived before the caller started reading (a fill awaiting eviction) were lost and
@@ -25,7 +26,7 @@ t.test('an upstream body read late is complete, and its bytes are counted', asyn
   t.teardown(() => client.close())
   const res = await client.request(config.upstreams[0]!, { method: 'GET', path: `/v2/x/blobs/${digest}`, repo: 'x' })
   t.equal(res.status, 200)
-  await new Promise((r) => setTimeout(r, 200))
+  await sleep(200)
   const chunks: Buffer[] = []
   for await (const c of res.body) chunks.push(c as Buffer)
   t.same(Buffer.concat(chunks), bytes, 'every byte is still there')

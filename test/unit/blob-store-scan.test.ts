@@ -1,9 +1,10 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { BlobStore } from '../../src/cache/blob-store.js'
+import { sha256 } from '../helpers/oci-fixtures.js'
 
 t.test('scan finds every committed blob with its size and mtime, and nothing else', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'rm-scan-'))
@@ -14,13 +15,14 @@ t.test('scan finds every committed blob with its size and mtime, and nothing els
   const expected = new Map<string, { size: number; mtimeMs: number }>()
   for (let i = 0; i < 40; i++) {
     const bytes = randomBytes(i * 7)
-    const hex = createHash('sha256').update(bytes).digest('hex')
+    const digest = sha256(bytes)
+    const hex = digest.slice('sha256:'.length)
     await mkdir(join(root, hex.slice(0, 2)), { recursive: true })
     const path = join(root, hex.slice(0, 2), hex)
     await writeFile(path, bytes)
     const when = new Date(1_700_000_000_000 + i * 1000)
     await utimes(path, when, when)
-    expected.set(`sha256:${hex}`, { size: bytes.length, mtimeMs: when.getTime() })
+    expected.set(digest, { size: bytes.length, mtimeMs: when.getTime() })
   }
   // Not content: a name in the wrong prefix dir, a temp-like name, a non-hex dir, a directory with a blob's name.
   const hex = 'ab'.repeat(32)

@@ -1,6 +1,8 @@
 // Self-test of the fake registry (test infrastructure that integration tests depend on).
 import t, { type Test } from 'tap'
-import { startFakeRegistry, sha256, type FakeRegistry } from '../helpers/fake-registry.js'
+import { startFakeRegistry, sha256, type FakeRegistry } from '../helpers/fake-registry/index.js'
+import { sleep } from '../helpers/sleep.js'
+import { errorCode } from '../helpers/oci-http.js'
 
 function challengeParams(h: string | null): Record<string, string> {
   const out: Record<string, string> = {}
@@ -34,7 +36,7 @@ t.test('bearer: 401 challenge, token, scoped access', async (t) => {
   const unauth = await fetch(`${fake.url}/v2/library/alpine/manifests/3.20`)
   t.equal(unauth.status, 401)
   t.equal(challengeParams(unauth.headers.get('www-authenticate')).scope, 'repository:library/alpine:pull')
-  t.equal(((await unauth.json()) as { errors: { code: string }[] }).errors[0]?.code, 'UNAUTHORIZED')
+  t.equal(errorCode(await unauth.text()), 'UNAUTHORIZED')
 
   const tok = await token(t, fake, 'library/alpine')
   const auth = { authorization: `Bearer ${tok}` }
@@ -62,7 +64,7 @@ t.test('bearer: 401 challenge, token, scoped access', async (t) => {
   t.equal(notAccepted.status, 404, 'stored type not in Accept')
   const unknown = await fetch(`${fake.url}/v2/library/alpine/manifests/nope`, { headers: auth })
   t.equal(unknown.status, 404)
-  t.equal(((await unknown.json()) as { errors: { code: string }[] }).errors[0]?.code, 'MANIFEST_UNKNOWN')
+  t.equal(errorCode(await unknown.text()), 'MANIFEST_UNKNOWN')
 
   const other = await fetch(`${fake.url}/v2/owner/app/manifests/v1`, { headers: auth })
   t.equal(other.status, 401, 'token for repo A is not valid for repo B')
@@ -140,7 +142,7 @@ t.test('blobs: HEAD direct, GET redirects to the CDN, CDN serves bytes and Range
 
   const missing = await fetch(`${fake.url}/v2/x/y/blobs/sha256:${'0'.repeat(64)}`)
   t.equal(missing.status, 404)
-  t.equal(((await missing.json()) as { errors: { code: string }[] }).errors[0]?.code, 'BLOB_UNKNOWN')
+  t.equal(errorCode(await missing.text()), 'BLOB_UNKNOWN')
 
   t.equal(fake.count({ server: 'cdn' }), 5)
   t.equal(fake.requests.filter((r) => r.server === 'cdn' && r.headers.authorization !== undefined).length, 0)
@@ -201,7 +203,7 @@ t.test('faults: drop, times, status, truncate, wrongBytes, extra, redirect', asy
   const limited = await fetch(blobUrl)
   t.equal(limited.status, 429)
   t.equal(limited.headers.get('retry-after'), '1')
-  t.equal(((await limited.json()) as { errors: { code: string }[] }).errors[0]?.code, 'TOOMANYREQUESTS')
+  t.equal(errorCode(await limited.text()), 'TOOMANYREQUESTS')
   t.equal((await fetch(blobUrl)).status, 200, 'times: 1 disarms')
   fake.fault({ kind: 'status', status: 503, times: 1 })
   t.equal((await fetch(blobUrl)).status, 503)
@@ -241,7 +243,7 @@ t.test('slow and stall bodies; close() ends them', async (t) => {
   const reading = stalled.arrayBuffer()
   fake.fault({ kind: 'delayHeaders', ms: 60_000 })
   const delayed = fetch(`${fake.url}/v2/`)
-  await new Promise((r) => setTimeout(r, 50))
+  await sleep(50)
   await fake.close()
   await t.rejects(reading, 'stalled body fails when the fake closes')
   await t.rejects(delayed, 'delayed request fails when the fake closes')

@@ -1,15 +1,16 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, open, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { Fill, type FillHooks, type FillSource } from '../../src/cache/fill/fill.js'
 import { parseDigest } from '../../src/oci/reference.js'
+import { sha256 } from '../helpers/oci-fixtures.js'
 
 // The end of a download: what decides whether the bytes are served, verified and kept.
 
 const MiB = 1024 * 1024
-const digestOf = (b: Buffer) => parseDigest(`sha256:${createHash('sha256').update(b).digest('hex')}`)
+const digestOf = (b: Buffer) => parseDigest(sha256(b))
 
 const hooks = (): FillHooks & { committed: number; failed: number } => {
   const h = {

@@ -1,10 +1,12 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { Fill, type FillHooks } from '../../src/cache/fill/fill.js'
 import { parseDigest } from '../../src/oci/reference.js'
+import { sha256 } from '../helpers/oci-fixtures.js'
+import { sleep } from '../helpers/sleep.js'
 
 const MiB = 1024 * 1024
 
@@ -52,7 +54,7 @@ t.test('an uncached fill holds at most its window while a reader lags, then deli
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   const chunks = Array.from({ length: 20 }, () => randomBytes(MiB))
   const all = Buffer.concat(chunks)
-  const d = parseDigest(`sha256:${createHash('sha256').update(all).digest('hex')}`)
+  const d = parseDigest(sha256(all))
   const src = source(chunks)
   const h = hooks()
   const fill = new Fill(d, join(dir, 'x.tmp'), src, h, 0, { openFile: noDisk, memoryWindow: 2 * MiB }).start()
@@ -62,7 +64,7 @@ t.test('an uncached fill holds at most its window while a reader lags, then deli
   t.equal(h.writeErrors, 1)
   const reader = fill.createReader(0, all.length - 1)
   reader.pause()
-  await new Promise((r) => setTimeout(r, 200))
+  await sleep(200)
   t.ok(src.state.pulled <= 4, `a reader that does not read holds the download back (${src.state.pulled} of 20 chunks pulled)`)
   const got: Buffer[] = []
   for await (const c of reader) got.push(c as Buffer)
@@ -77,7 +79,7 @@ t.test('an uncached fill stops downloading when its last reader leaves', async (
   const dir = await mkdtemp(join(tmpdir(), 'fill-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   const chunks = Array.from({ length: 20 }, () => randomBytes(MiB))
-  const d = parseDigest(`sha256:${createHash('sha256').update(Buffer.concat(chunks)).digest('hex')}`)
+  const d = parseDigest(sha256(Buffer.concat(chunks)))
   const src = source(chunks)
   const h = hooks()
   const fill = new Fill(d, join(dir, 'x.tmp'), src, h, 3, { openFile: noDisk, memoryWindow: 2 * MiB }).start()

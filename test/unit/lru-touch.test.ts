@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -8,12 +8,14 @@ import { LruIndex } from '../../src/cache/lru-index.js'
 import { createLogger } from '../../src/log.js'
 import { Metrics } from '../../src/metrics.js'
 import { parseDigest, type Digest } from '../../src/oci/reference.js'
+import { sha256 } from '../helpers/oci-fixtures.js'
+import { sleep } from '../helpers/sleep.js'
 
 // A disk that is slow to update access times: a shutdown right after a hit must still record it,
 // or the next start evicts the blob that was just used.
 class SlowTouchStore extends BlobStore {
   override async touch(d: Digest, when?: Date): Promise<void> {
-    await new Promise((r) => setTimeout(r, 150))
+    await sleep(150)
     await super.touch(d, when)
   }
 }
@@ -24,7 +26,7 @@ t.test('flush waits for access times still being written', async (t) => {
   const store = new SlowTouchStore(dir)
   await store.init()
   const bytes = randomBytes(1000)
-  const d = parseDigest(`sha256:${createHash('sha256').update(bytes).digest('hex')}`)
+  const d = parseDigest(sha256(bytes))
   const tmp = store.tmpPathFor(d)
   const fh = await store.openTemp(tmp)
   await fh.writeFile(bytes)
@@ -33,7 +35,7 @@ t.test('flush waits for access times still being written', async (t) => {
   const before = (await stat(store.pathFor(d))).mtimeMs
   const index = new LruIndex(store, 1 << 20, 0, new Metrics({ defaultMetrics: false }), createLogger('silent'))
   await index.load()
-  await new Promise((r) => setTimeout(r, 20))
+  await sleep(20)
   index.touch(d.value)
   await index.flush()
   const after = (await stat(store.pathFor(d))).mtimeMs

@@ -2,19 +2,10 @@
  * Checks on what a client wrote to disk after a pull through the mirror: every blob's bytes hash to its name,
  * and the digests are the ones the source layout had.
  */
-import { createHash } from 'node:crypto'
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { RequestRecord } from './counting-proxy.js'
-
-export const sha256 = (data: Buffer | string): string => `sha256:${createHash('sha256').update(data).digest('hex')}`
-
-export const MANIFEST_ACCEPT = [
-  'application/vnd.oci.image.index.v1+json',
-  'application/vnd.oci.image.manifest.v1+json',
-  'application/vnd.docker.distribution.manifest.list.v2+json',
-  'application/vnd.docker.distribution.manifest.v2+json',
-].join(', ')
+import { sha256 } from './oci-fixtures.js'
 
 export interface PulledOciLayout {
   /** The digest index.json points at for the tag. */

@@ -4,6 +4,7 @@
  * without stopping it (a crash, a timeout), an 'exit' hook SIGKILLs every group still alive.
  */
 import { spawn } from 'node:child_process'
+import { sleep } from './sleep.js'
 
 export interface ChildProgram {
   readonly name: string
@@ -138,7 +139,7 @@ export async function waitUntilReady(program: ChildProgram, ready: () => Promise
     if (Date.now() > deadline) {
       throw new Error(`${program.name} was not ready after ${timeoutMs} ms:\n${program.output()}`)
     }
-    await new Promise((resolve) => setTimeout(resolve, 50))
+    await sleep(50)
   }
 }
 

@@ -7,9 +7,10 @@
  * manifest. With more than one platform, an image index over the manifests is the tagged object; with one, the
  * manifest is. Every platform gets its own random layers, so no blob is shared between platforms.
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { sha256, type Platform } from './oci-fixtures.js'
 
 export const MEDIA_TYPE = {
   index: 'application/vnd.oci.image.index.v1+json',
@@ -17,12 +18,6 @@ export const MEDIA_TYPE = {
   config: 'application/vnd.oci.image.config.v1+json',
   layer: 'application/vnd.oci.image.layer.v1.tar',
 } as const
-
-export interface Platform {
-  os: string
-  architecture: string
-  variant?: string
-}
 
 /** The two platforms of the multi-arch test images: linux/amd64 (what this machine's clients pick) and linux/arm64. */
 export const AMD64_ARM64: readonly Platform[] = [
@@ -61,10 +56,6 @@ export interface OciLayout {
   images: PlatformImage[]
   /** Sum of the sizes of every object in blobs/ (index, manifests, configs, layers). */
   totalBytes: number
-}
-
-function sha256(data: Buffer): string {
-  return `sha256:${createHash('sha256').update(data).digest('hex')}`
 }
 
 function octal(value: number, width: number): string {

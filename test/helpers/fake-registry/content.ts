@@ -1,0 +1,80 @@
+// What the fake serves: blobs by digest, and per repository its manifests and tags. Memory only; the routes
+// decide who may see it and how it goes on the wire.
+import { buildImage, sha256, type FakeImage, type ImageOptions } from '../oci-fixtures.js'
+
+export interface StoredManifest {
+  body: Buffer
+  mediaType: string
+}
+
+interface Repo {
+  manifests: Map<string, StoredManifest>
+  tags: Map<string, string>
+}
+
+export class Content {
+  private readonly blobs = new Map<string, Buffer>()
+  private readonly repos = new Map<string, Repo>()
+
+  addBlob(bytes: Buffer): string {
+    const d = sha256(bytes)
+    this.blobs.set(d, bytes)
+    return d
+  }
+
+  deleteBlob(digest: string): void {
+    this.blobs.delete(digest)
+  }
+
+  blob(digest: string): Buffer | undefined {
+    return this.blobs.get(digest)
+  }
+
+  addManifest(name: string, body: Buffer, mediaType: string, tag?: string): string {
+    const d = sha256(body)
+    const r = this.repo(name)
+    r.manifests.set(d, { body, mediaType })
+    if (tag !== undefined) r.tags.set(tag, d)
+    return d
+  }
+
+  setTag(name: string, tag: string, digest: string): void {
+    this.repo(name).tags.set(tag, digest)
+  }
+
+  deleteTag(name: string, tag: string): void {
+    this.repos.get(name)?.tags.delete(tag)
+  }
+
+  addImage(name: string, tag: string, opts?: ImageOptions): FakeImage {
+    const img = buildImage(name, tag, opts)
+    for (const b of img.blobs) this.blobs.set(b.digest, b.bytes)
+    for (const m of img.manifests) this.addManifest(name, m.body, m.mediaType)
+    if (img.index) this.addManifest(name, img.index.body, img.index.mediaType)
+    this.setTag(name, tag, img.digest)
+    return img
+  }
+
+  /** the repository's tags in no particular order; undefined when the repository is unknown */
+  tagNames(name: string): string[] | undefined {
+    const r = this.repos.get(name)
+    return r ? [...r.tags.keys()] : undefined
+  }
+
+  tagTarget(name: string, tag: string): string | undefined {
+    return this.repos.get(name)?.tags.get(tag)
+  }
+
+  manifest(name: string, digest: string): StoredManifest | undefined {
+    return this.repos.get(name)?.manifests.get(digest)
+  }
+
+  private repo(name: string): Repo {
+    let r = this.repos.get(name)
+    if (!r) {
+      r = { manifests: new Map(), tags: new Map() }
+      this.repos.set(name, r)
+    }
+    return r
+  }
+}

@@ -1,0 +1,135 @@
+// The registry's /v2/ API, read-only: the base endpoint, manifests (with Accept negotiation and Docker Hub's
+// rate-limit headers), blobs (redirected to the CDN, or served here with Range support) and the paginated tags list.
+import type http from 'node:http'
+import type { Cdn } from './cdn.js'
+import type { Content } from './content.js'
+import { jsonReply, ociError, redirectReply, serveBytes, textReply, type Reply } from './reply.js'
+import type { FakeRegistryOptions } from './start.js'
+import type { TokenRealm } from './token-realm.js'
+
+const NAME_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/
+const DIGEST_RE = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/
+const TAG_RE = /^[\w][\w.-]{0,127}$/
+
+export type RegistryOptions = Pick<FakeRegistryOptions, 'redirectBlobs' | 'rateLimit'>
+
+function acceptable(accept: string | undefined, mediaType: string): boolean {
+  if (!accept) return true
+  const types = accept
+    .split(',')
+    .map((s) => (s.split(';')[0] ?? '').trim().toLowerCase())
+    .filter((s) => s !== '')
+  if (types.length === 0) return true
+  return types.includes('*/*') || types.includes(mediaType.toLowerCase())
+}
+
+export class RegistryRoutes {
+  /** a copy: the fake counts it down as it serves manifests */
+  private readonly rate: { limit: number; remaining: number } | undefined
+  private readonly redirectBlobs: boolean
+
+  constructor(
+    opts: RegistryOptions,
+    private readonly content: Content,
+    private readonly realm: TokenRealm,
+    private readonly cdn: Cdn,
+  ) {
+    this.rate = opts.rateLimit ? { ...opts.rateLimit } : undefined
+    this.redirectBlobs = opts.redirectBlobs ?? true
+  }
+
+  get rateLimitRemaining(): number | undefined {
+    return this.rate?.remaining
+  }
+
+  route(req: http.IncomingMessage, u: URL): Reply {
+    const method = req.method ?? 'GET'
+    const p = u.pathname
+    if (p === '/v2/' || p === '/v2') {
+      if (method !== 'GET' && method !== 'HEAD') return ociError(405, 'UNSUPPORTED', 'method not allowed')
+      return this.realm.authorize(req, undefined) ?? jsonReply(200, {})
+    }
+    if (!p.startsWith('/v2/')) return textReply(404, '404 page not found\n')
+    const rest = p.slice(4)
+    let m: RegExpExecArray | null
+    let kind: 'manifest' | 'blob' | 'tags'
+    if ((m = /^(.+)\/manifests\/([^/]+)$/.exec(rest))) kind = 'manifest'
+    else if ((m = /^(.+)\/blobs\/([^/]+)$/.exec(rest))) kind = 'blob'
+    else if ((m = /^(.+)\/tags\/list$/.exec(rest))) kind = 'tags'
+    else return textReply(404, '404 page not found\n')
+    const name = m[1]!
+    if (!NAME_RE.test(name)) return ociError(400, 'NAME_INVALID', 'invalid repository name', { name })
+    if (method !== 'GET' && method !== 'HEAD') return ociError(405, 'UNSUPPORTED', 'the operation is unsupported')
+    const denied = this.realm.authorize(req, name)
+    if (denied) return denied
+    const ref = m[2] === undefined ? '' : decodeURIComponent(m[2])
+    if (kind === 'tags') return this.tagsList(name, u.searchParams)
+    if (kind === 'manifest') return this.manifest(req, name, ref)
+    return this.blob(req, ref)
+  }
+
+  private tagsList(name: string, params: URLSearchParams): Reply {
+    const all = this.content.tagNames(name)
+    if (!all) return ociError(404, 'NAME_UNKNOWN', 'repository name not known to registry', { name })
+    let tags = all.sort()
+    const last = params.get('last')
+    if (last !== null) tags = tags.filter((t) => t > last)
+    const nParam = params.get('n')
+    const headers: Record<string, string> = {}
+    if (nParam !== null) {
+      const n = Number(nParam)
+      if (!Number.isInteger(n) || n < 0)
+        return ociError(400, 'PAGINATION_NUMBER_INVALID', 'invalid number of results requested', { n: nParam })
+      if (tags.length > n) {
+        tags = tags.slice(0, n)
+        const lastTag = tags[tags.length - 1]
+        if (lastTag !== undefined) {
+          headers['link'] = `</v2/${name}/tags/list?n=${n}&last=${encodeURIComponent(lastTag)}>; rel="next"`
+        }
+      }
+    }
+    return jsonReply(200, { name, tags }, headers)
+  }
+
+  /** Every manifest answer carries the rate-limit headers, as Docker Hub's do; only a GET served with 200 counts. */
+  private manifest(req: http.IncomingMessage, name: string, ref: string): Reply {
+    const method = req.method ?? 'GET'
+    const rate = this.rate
+    const rl = (): Record<string, string> =>
+      rate ? { 'ratelimit-limit': `${rate.limit};w=21600`, 'ratelimit-remaining': `${rate.remaining};w=21600` } : {}
+    const isDigest = ref.includes(':')
+    if (isDigest && !DIGEST_RE.test(ref)) {
+      return ociError(400, 'DIGEST_INVALID', 'provided digest did not match uploaded content', { digest: ref }, rl())
+    }
+    if (!isDigest && !TAG_RE.test(ref)) return ociError(400, 'TAG_INVALID', 'manifest tag did not match URI', { tag: ref }, rl())
+    if (rate && method === 'GET' && rate.remaining <= 0) {
+      return ociError(429, 'TOOMANYREQUESTS', 'You have reached your pull rate limit.', null, rl())
+    }
+    const digest = isDigest ? ref : this.content.tagTarget(name, ref)
+    const man = digest ? this.content.manifest(name, digest) : undefined
+    if (!digest || !man || !acceptable(req.headers.accept, man.mediaType)) {
+      return ociError(404, 'MANIFEST_UNKNOWN', 'manifest unknown', { name, reference: ref }, rl())
+    }
+    if (rate && method === 'GET') rate.remaining--
+    return {
+      status: 200,
+      headers: { 'content-type': man.mediaType, 'docker-content-digest': digest, etag: `"${digest}"`, ...rl() },
+      body: man.body,
+    }
+  }
+
+  private blob(req: http.IncomingMessage, ref: string): Reply {
+    if (!DIGEST_RE.test(ref)) return ociError(400, 'DIGEST_INVALID', 'invalid digest', { digest: ref })
+    const bytes = this.content.blob(ref)
+    if (!bytes) return ociError(404, 'BLOB_UNKNOWN', 'blob unknown to registry', { digest: ref })
+    if (req.method === 'HEAD') {
+      return {
+        status: 200,
+        headers: { 'content-type': 'application/octet-stream', 'docker-content-digest': ref, 'accept-ranges': 'bytes' },
+        body: bytes,
+      }
+    }
+    if (this.redirectBlobs) return redirectReply(this.cdn.signedUrl(ref))
+    return serveBytes(bytes, req.headers.range, { 'docker-content-digest': ref, etag: `"${ref}"` })
+  }
+}
