@@ -1,6 +1,6 @@
 /**
  * Build against build: N concurrent clients GET the same cold blobs through two (or more) regmirror builds in turn,
- * from one fake upstream (test/helpers/fake-registry.ts, in memory, no auth), a fresh data dir and fresh blobs per
+ * from one fake upstream (test/helpers/fake-registry/, in memory, no auth), a fresh data dir and fresh blobs per
  * run, builds alternating round by round so a change in the machine's load hits each alike. Prints wall times and
  * VmHWM per build. For telling a change from noise, which one full `npm run bench` cannot.
  *
