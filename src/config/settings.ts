@@ -9,7 +9,8 @@
  *   - the environment (`env`: empty counts as unset) and the flags (`flag` + `arg`: `CliFlags`, `--help`),
  *     with flags > environment > file > default,
  *   - `config check` (the value type's format, its secrets redacted by `redactConfig`),
- *   - the tables of docs/configuration.md (`npm run docs` writes them; a test fails while they differ).
+ *   - the tables of docs/configuration.md (`npm run docs` writes them; a test fails while they differ;
+ *     a new section of several settings gets a table of its own, and the script says where it is missing).
  * TYPE is a value type from values.ts (duration, size, listenAddress, httpUrl, boolean, integer(min),
  * listOf(…), …); a new kind of value is added there. The path's dots make the sections of the file.
  *
