@@ -1,48 +1,48 @@
-/** Command-line flags shared by the subcommands (`serve`, `config check`, ...). */
-import { parseArgs } from 'node:util'
+/** Command-line flags shared by the subcommands (`serve`, `config check`, ...), derived from the settings' declarations. */
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { entries, isList, type Declaration } from './declare.js'
 import { ConfigError } from './errors.js'
+import { CONFIG_FILE, SETTINGS } from './settings.js'
+import type { ValueType } from './values.js'
 
-export interface CliFlags {
-  config?: string
-  listen?: string
-  data?: string
-  upstream?: string[]
-  defaultUpstream?: string
-  maxSize?: string
-  tagTtl?: string
-  redis?: string
-  logLevel?: string
-  pin?: string[]
-  help?: boolean
+type Camel<S extends string> = S extends `${infer A}-${infer B}` ? `${A}${Capitalize<Camel<B>>}` : S
+type Given<D> = D extends { overlay: ValueType<infer T> } ? T : D extends { type: ValueType<infer T> } ? T : never
+type FlagsOf<Tb> = {
+  -readonly [P in keyof Tb as Tb[P] extends { flag: infer F extends string } ? Camel<F> : never]?: NonNullable<
+    Given<Tb[P]>
+  > extends readonly unknown[]
+    ? string[]
+    : string
 }
 
-const OPTIONS = {
-  config: { type: 'string' },
-  listen: { type: 'string' },
-  data: { type: 'string' },
-  upstream: { type: 'string', multiple: true },
-  'default-upstream': { type: 'string' },
-  'max-size': { type: 'string' },
-  'tag-ttl': { type: 'string' },
-  redis: { type: 'string' },
-  'log-level': { type: 'string' },
-  pin: { type: 'string', multiple: true },
-  help: { type: 'boolean', short: 'h' },
-} as const
+/** The flags as given (strings, not yet validated), keyed by the camel-cased flag name: `--max-size` is `maxSize`. */
+export type CliFlags = FlagsOf<typeof SETTINGS & { config: typeof CONFIG_FILE }> & { help?: boolean }
 
-export const FLAGS_HELP = `Options:
-  --config FILE             YAML configuration file (env REGMIRROR_CONFIG)
-  --listen HOST:PORT        address to listen on, e.g. 0.0.0.0:5000, [::]:5000, :5000 (env REGMIRROR_LISTEN)
-  --data DIR                data directory for the cache (env REGMIRROR_DATA)
-  --upstream NAME=URL       add an upstream or override its URL; repeatable (env REGMIRROR_UPSTREAMS=N=U,N=U)
-  --default-upstream NAME   upstream used when a request names none (env REGMIRROR_DEFAULT_UPSTREAM)
-  --max-size SIZE           cache size bound, e.g. 50GiB, or auto (env REGMIRROR_MAX_SIZE)
-  --tag-ttl DURATION        default tag freshness, e.g. 5m (env REGMIRROR_TAG_TTL)
-  --redis URL               redis:// URL of a shared metadata store (env REGMIRROR_REDIS)
-  --log-level LEVEL         fatal, error, warn, info, debug, trace or silent (env REGMIRROR_LOG_LEVEL)
-  --pin REF                 keep this image in the cache (UPSTREAM/REPO:TAG or @sha256:...); repeatable
-  -h, --help                show this help
-Precedence: flags > environment > configuration file > defaults.`
+/** `--max-size` → `maxSize`, its key in CliFlags. */
+export function flagKey(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
+}
+
+const FLAGGED: Declaration[] = [CONFIG_FILE, ...entries(SETTINGS).map(([, d]) => d)].filter((d) => d.flag !== undefined)
+
+const OPTIONS: NonNullable<ParseArgsConfig['options']> = {
+  ...Object.fromEntries(FLAGGED.map((d) => [d.flag!, isList(d) ? { type: 'string', multiple: true } : { type: 'string' }])),
+  help: { type: 'boolean', short: 'h' },
+}
+
+function helpLine(left: string, text: string): string {
+  return `  ${left.padEnd(25)} ${text}`
+}
+
+export const FLAGS_HELP = [
+  'Options:',
+  ...FLAGGED.map((d) => {
+    const env = d.env === undefined ? '' : ` (env ${d.env}${isList(d) ? ', comma-separated' : ''})`
+    return helpLine(`--${d.flag} ${d.arg}`, `${d.help ?? d.doc}${isList(d) ? '; repeatable' : ''}${env}`)
+  }),
+  helpLine('-h, --help', 'show this help'),
+  'Precedence: flags > environment > configuration file > defaults.',
+].join('\n')
 
 /** Parses argv (without node and script). Throws ConfigError on an unknown flag or a missing value. */
 export function parseFlags(argv: string[]): { flags: CliFlags; positionals: string[] } {
@@ -57,18 +57,8 @@ export function parseFlags(argv: string[]): { flags: CliFlags; positionals: stri
     else if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') msg = msg.replace(/\.$/, '')
     throw new ConfigError([msg], { cause: e })
   }
-  const v = parsed.values
-  const flags: CliFlags = {}
-  if (v.config !== undefined) flags.config = v.config
-  if (v.listen !== undefined) flags.listen = v.listen
-  if (v.data !== undefined) flags.data = v.data
-  if (v.upstream !== undefined) flags.upstream = v.upstream
-  if (v['default-upstream'] !== undefined) flags.defaultUpstream = v['default-upstream']
-  if (v['max-size'] !== undefined) flags.maxSize = v['max-size']
-  if (v['tag-ttl'] !== undefined) flags.tagTtl = v['tag-ttl']
-  if (v.redis !== undefined) flags.redis = v.redis
-  if (v['log-level'] !== undefined) flags.logLevel = v['log-level']
-  if (v.pin !== undefined) flags.pin = v.pin
-  if (v.help !== undefined) flags.help = v.help
-  return { flags, positionals: parsed.positionals }
+  const flags: Record<string, unknown> = {}
+  for (const d of FLAGGED) if (parsed.values[d.flag!] !== undefined) flags[flagKey(d.flag!)] = parsed.values[d.flag!]
+  if (parsed.values.help !== undefined) flags.help = parsed.values.help
+  return { flags: flags as CliFlags, positionals: parsed.positionals }
 }

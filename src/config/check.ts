@@ -1,55 +1,27 @@
 /** `regmirror config check`: validate the configuration and print the effective result with secrets redacted. */
 import { stringify } from 'yaml'
 import { FLAGS_HELP, parseFlags } from './args.js'
-import { formatDuration, formatSize } from './durations.js'
+import { entries, getPath, setPath } from './declare.js'
 import { ConfigError } from './errors.js'
 import { loadConfig, redactConfig } from './load.js'
-import type { Config } from './schema.js'
+import { SETTINGS, type Config } from './settings.js'
 
 /**
- * The effective config in the configuration-file format (durations as `5m`, sizes as `50GiB`, every upstream
- * listed, wellKnownUpstreams: false), so that the output, secrets aside, loads back to the same Config.
+ * The effective config in the configuration-file format (each value as its type writes it: durations as `5m`,
+ * sizes as `50GiB`; every upstream listed, wellKnownUpstreams: false), so that the output, secrets aside,
+ * loads back to the same Config.
  */
 export function toFileShape(c: Config): Record<string, unknown> {
-  const d = formatDuration
-  const listenHost = c.listen.host.includes(':') ? `[${c.listen.host}]` : c.listen.host
-  return {
-    listen: `${listenHost}:${c.listen.port}`,
-    dataDir: c.dataDir,
-    log: { level: c.log.level },
-    defaultUpstream: c.defaultUpstream,
-    wellKnownUpstreams: false,
-    upstreams: c.upstreams.map((u) => ({
-      name: u.name,
-      url: u.url,
-      ...(u.hosts.length ? { hosts: u.hosts } : {}),
-      libraryPrefix: u.libraryPrefix,
-      ...(u.credentials ? { credentials: u.credentials } : {}),
-      tagTtl: d(u.tagTtl),
-      ...(u.tagTtlRules.length ? { tagTtlRules: u.tagTtlRules.map((r) => ({ pattern: r.pattern, ttl: d(r.ttl) })) } : {}),
-      ...(u.allow.length ? { allow: u.allow } : {}),
-      ...(u.deny.length ? { deny: u.deny } : {}),
-      ...(u.realms.length ? { realms: u.realms } : {}),
-      ...(u.allowedNetworks.length ? { allowedNetworks: u.allowedNetworks } : {}),
-    })),
-    cache: { maxSize: formatSize(c.cache.maxSize), pins: c.cache.pins, touchInterval: d(c.cache.touchInterval) },
-    metadata: c.metadata,
-    timeouts: {
-      connect: d(c.timeouts.connect),
-      headers: d(c.timeouts.headers),
-      bodyIdle: d(c.timeouts.bodyIdle),
-      shutdown: d(c.timeouts.shutdown),
-    },
-    retries: { attempts: c.retries.attempts, resumeAttempts: c.retries.resumeAttempts, backoff: d(c.retries.backoff) },
-    offline: { failureThreshold: c.offline.failureThreshold, coolDown: d(c.offline.coolDown) },
-    server: {
-      headersTimeout: d(c.server.headersTimeout),
-      requestTimeout: d(c.server.requestTimeout),
-      keepAliveTimeout: d(c.server.keepAliveTimeout),
-      idleTimeout: d(c.server.idleTimeout),
-      maxHeaderSize: c.server.maxHeaderSize,
-    },
+  const out: Record<string, unknown> = {}
+  for (const [path, d] of entries(SETTINGS)) {
+    if (d.resolvedInto !== undefined) {
+      if (d.shownAs !== undefined) setPath(out, path, d.shownAs)
+      continue
+    }
+    const v = getPath(c, path)
+    if (v !== undefined) setPath(out, path, d.type.format(v))
   }
+  return out
 }
 
 /**
