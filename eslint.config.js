@@ -35,10 +35,22 @@ export default tseslint.config(
     ['config', 'kv.js', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js'],
     'the foundation (errors, log, metrics, oci grammar) imports nothing above it',
   ),
-  layer(['src/config/**'], ['kv.js', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js'], 'config is read by everything and reads only the foundation'),
+  layer(
+    ['src/config/**'],
+    ['kv.js', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js'],
+    'config is read by everything and reads only the foundation',
+  ),
   layer(['src/kv.ts'], ['config', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js'], 'the key-value store knows no caller'),
-  layer(['src/cache/**'], ['upstream', 'proxy', 'http', 'app.js', 'app-types.js'], 'cache/ persists; it never talks to upstreams or clients'),
-  layer(['src/upstream/**'], ['cache', 'proxy', 'http', 'app.js', 'app-types.js'], 'upstream/ talks to registries; it keeps nothing on disk'),
+  layer(
+    ['src/cache/**'],
+    ['upstream', 'proxy', 'http', 'app.js', 'app-types.js'],
+    'cache/ persists; it never talks to upstreams or clients',
+  ),
+  layer(
+    ['src/upstream/**'],
+    ['cache', 'proxy', 'http', 'app.js', 'app-types.js'],
+    'upstream/ talks to registries; it keeps nothing on disk',
+  ),
   layer(['src/proxy/**'], ['http', 'app.js', 'app-types.js'], 'services decide local vs upstream; they know nothing of HTTP requests'),
   layer(['src/http/**'], ['cache', 'upstream', 'app.js'], 'handlers are HTTP glue over the services (app-types.ts)'),
   {
