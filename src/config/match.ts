@@ -4,7 +4,6 @@
  * Glob syntax: `*` matches any run of characters except `/`, `**` matches anything (including `/`),
  * `?` matches one character except `/`; everything else is literal. Matching is case-sensitive and anchored.
  */
-import type { UpstreamConfig } from './schema.js'
 
 /** Tags that look like versions: `1`, `1.2`, `v1.2.3`, `1.2.3-alpine`, `v2.0.0-rc.1`. */
 export const SEMVER_TAG = /^v?\d+(\.\d+){0,2}(-[0-9A-Za-z][0-9A-Za-z._-]*)?$/
@@ -54,7 +53,11 @@ export function ttlPatternMatches(pattern: string, repo: string, tag: string): b
  * The freshness lifetime (ms) of a tag in `repo` (the upstream-side name, e.g. `library/nginx` on docker.io):
  * the first matching `tagTtlRules` entry wins, else the upstream's `tagTtl`.
  */
-export function ttlFor(upstream: Pick<UpstreamConfig, 'tagTtl' | 'tagTtlRules'>, repo: string, tag: string): number {
+export function ttlFor(
+  upstream: { tagTtl: number; tagTtlRules: readonly { pattern: string; ttl: number }[] },
+  repo: string,
+  tag: string,
+): number {
   for (const rule of upstream.tagTtlRules) {
     if (ttlPatternMatches(rule.pattern, repo, tag)) return rule.ttl
   }
@@ -65,7 +68,7 @@ export function ttlFor(upstream: Pick<UpstreamConfig, 'tagTtl' | 'tagTtlRules'>,
  * Whether `repo` (upstream-side name, e.g. `library/nginx`) may be pulled through this upstream:
  * denied if any `deny` glob matches; otherwise allowed if `allow` is empty or any `allow` glob matches.
  */
-export function repoAllowed(upstream: Pick<UpstreamConfig, 'allow' | 'deny'>, repo: string): boolean {
+export function repoAllowed(upstream: { allow: readonly string[]; deny: readonly string[] }, repo: string): boolean {
   if (upstream.deny.some((g) => globMatch(g, repo))) return false
   return upstream.allow.length === 0 || upstream.allow.some((g) => globMatch(g, repo))
 }
