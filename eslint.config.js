@@ -51,7 +51,16 @@ export default tseslint.config(
     ['cache', 'proxy', 'http', 'app.js', 'app-types.js'],
     'upstream/ talks to registries; it keeps nothing on disk',
   ),
-  layer(['src/proxy/**'], ['http', 'app.js', 'app-types.js'], 'services decide local vs upstream; they know nothing of HTTP requests'),
+  layer(
+    ['src/proxy/**'],
+    ['access', 'http', 'app.js', 'app-types.js'],
+    'services decide local vs upstream; they know nothing of HTTP requests',
+  ),
+  layer(
+    ['src/access/**'],
+    ['proxy', 'http', 'app.js', 'app-types.js'],
+    'access is decided before the services, from config, cache and upstream',
+  ),
   layer(['src/http/**'], ['cache', 'upstream', 'app.js'], 'handlers are HTTP glue over the services (app-types.ts)'),
   {
     files: ['**/*.js', '**/*.mjs'],

@@ -1,3 +1,5 @@
+import type { Access } from './access/access.js'
+import type { Visibility } from './access/visibility.js'
 import type { Config } from './config/schema.js'
 import type { Registries } from './config/registries.js'
 import type { Logger } from './log.js'
@@ -13,6 +15,10 @@ export interface Services {
   log: Logger
   metrics: Metrics
   registries: Registries
+  /** Who may pull what (checked before any service is asked). */
+  access: Access
+  /** Private content stays with the upstream and repository that confirmed it. */
+  visibility: Visibility
   manifests: ManifestService
   tags: TagService
   tagLists: TagListService

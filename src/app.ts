@@ -1,14 +1,17 @@
-import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { Access } from './access/access.js'
+import { Visibility } from './access/visibility.js'
 import type { Services } from './app-types.js'
 import { BlobStore } from './cache/blob-store.js'
 import { Fills } from './cache/fills.js'
 import { Hits } from './cache/hits.js'
+import { ContentLinks } from './cache/links.js'
 import { LruIndex } from './cache/lru-index.js'
 import { MetadataStore } from './cache/metadata-store.js'
-import { Registries } from './config/registries.js'
+import { Registries, isPrivate } from './config/registries.js'
 import type { Config } from './config/schema.js'
-import { createHttpServer } from './http/server.js'
+import { closeNow, drain, listenAll, urlOf } from './http/lifecycle.js'
+import { createListeners, type Listeners } from './http/server.js'
 import { Kv } from './kv.js'
 import { createLogger, type Logger } from './log.js'
 import { Metrics } from './metrics.js'
@@ -33,11 +36,16 @@ export interface AppParts extends Services {
 
 export interface App {
   services: AppParts
-  server: Server
-  /** Starts listening on the configured address (port 0 picks a free one). */
+  listeners: Listeners
+  /** Starts the listeners (port 0 picks a free one); resolves with the plain listener's address. */
   listen(): Promise<AddressInfo>
-  /** Base URL once listening, e.g. http://127.0.0.1:5000 */
+  /** Base URL of the plain listener once listening, e.g. http://127.0.0.1:5000 */
   url(): string
+  /** Base URL of the TLS listener, when there is one: https://127.0.0.1:5443 */
+  tlsUrl(): string | undefined
+  /** A graceful stop (SIGTERM): responses in flight may finish within `deadlineMs`, then close(). */
+  shutdown(deadlineMs: number): Promise<void>
+  /** Closes everything now; downloads nobody waits for are given up, leaving nothing behind. */
   close(): Promise<void>
 }
 
@@ -52,39 +60,38 @@ export interface AppOptions {
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
   const parts = await buildParts(config, opts.logger ?? createLogger(config.log.level))
   const { log, index, blobs, upstream, metadata } = parts
-  const server = createHttpServer(parts)
+  const listeners = createListeners(parts)
+  let addrs: { plain: AddressInfo; tls?: AddressInfo } | undefined
+  const release = async () => {
+    // Downloads no response is waiting for any more are given up, leaving nothing behind;
+    // waiting for them could hold a shutdown for as long as the slowest upstream.
+    const fills = blobs.activeFills()
+    for (const f of fills) f.cancel()
+    await Promise.allSettled(fills.map((f) => f.finished))
+    parts.access.stop()
+    await index.flush()
+    await upstream.close()
+    await metadata.close()
+  }
   return {
     services: parts,
-    server,
-    listen: () =>
-      new Promise((resolve, reject) => {
-        server.once('error', reject)
-        server.listen(config.listen.port, config.listen.host, () => {
-          server.off('error', reject)
-          const addr = server.address() as AddressInfo
-          const upstreams = config.upstreams.map((u) => u.name)
-          log.info({ address: addr.address, port: addr.port, dataDir: config.dataDir, upstreams }, 'regmirror listening')
-          resolve(addr)
-        })
-      }),
-    url: () => {
-      const addr = server.address() as AddressInfo
-      const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
-      return `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${addr.port}`
+    listeners,
+    listen: async () => {
+      addrs = await listenAll(listeners, config.listen, config.server.tls.listen, config.server.tls.reloadInterval)
+      const at = (a: AddressInfo | undefined) => a && { address: a.address, port: a.port }
+      const upstreams = config.upstreams.map((u) => u.name)
+      log.info({ ...at(addrs.plain), tls: at(addrs.tls), dataDir: config.dataDir, upstreams }, 'regmirror listening')
+      return addrs.plain
+    },
+    url: () => urlOf('http', addrs?.plain ?? (listeners.plain.address() as AddressInfo)),
+    tlsUrl: () => (addrs?.tls ? urlOf('https', addrs.tls) : undefined),
+    shutdown: async (deadlineMs) => {
+      await drain(listeners, deadlineMs, log)
+      await release()
     },
     close: async () => {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve())
-        server.closeAllConnections()
-      })
-      // Downloads no response is waiting for any more are given up, leaving nothing behind;
-      // waiting for them could hold a shutdown for as long as the slowest upstream.
-      const fills = blobs.activeFills()
-      for (const f of fills) f.cancel()
-      await Promise.allSettled(fills.map((f) => f.finished))
-      await index.flush()
-      await upstream.close()
-      await metadata.close()
+      await closeNow(listeners)
+      await release()
     },
   }
 }
@@ -108,15 +115,13 @@ async function buildParts(config: Config, log: Logger): Promise<AppParts> {
   // Only a shared store is worth a second lookup: in memory it would just be a copy of the client's own.
   const upstream = new UpstreamClient(config, log, metrics, kv.shared ? { sharedTokens: new KvTokens(kv) } : {})
   const report = new Reporter(metrics, log)
-  const manifests = new ManifestService(store, index, metadata, upstream, metrics, report, pins)
-  const tags = new TagService(metadata, manifests, upstream, metrics, report, pins)
-  const blobs = new BlobService(
-    new Hits(store, index, log),
-    new Fills(store, index, log, config.retries.resumeAttempts),
-    upstream,
-    metrics,
-    report,
-  )
+  const links = await ContentLinks.open(store.layout, config.upstreams.some(isPrivate))
+  const fills = new Fills(store, index, log, config.retries.resumeAttempts)
+  const manifests = new ManifestService(store, index, metadata, upstream, metrics, report, links, pins)
+  const tags = new TagService(metadata, manifests, upstream, metrics, report, links, pins)
+  const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links)
   const tagLists = new TagListService(upstream)
-  return { config, log, metrics, registries, store, index, metadata, pins, upstream, manifests, tags, tagLists, blobs }
+  const access = new Access(config, log)
+  const visibility = new Visibility(links, index, fills, upstream)
+  return { config, log, metrics, registries, access, visibility, store, index, metadata, pins, upstream, manifests, tags, tagLists, blobs }
 }

@@ -46,30 +46,12 @@ async function main(argv: string[]): Promise<number> {
   await new Promise<void>((resolve) => {
     let stopping = false
     const stop = (signal: string) => {
-      if (stopping) {
-        // A second signal means "now".
-        process.exit(1)
-      }
+      // A second signal means "now".
+      if (stopping) process.exit(1)
       stopping = true
-      app.services.log.info(
-        { signal, deadlineMs: config.timeouts.shutdown },
-        'shutting down: no new connections, finishing responses in flight',
-      )
-      const deadline = setTimeout(() => {
-        app.services.log.warn('shutdown deadline passed; closing remaining connections')
-        app.server.closeAllConnections()
-      }, config.timeouts.shutdown)
-      deadline.unref()
-      app.server.close()
-      // close() only drops the connections idle at this instant; keep-alive connections
-      // whose response finishes later would hold the server open until the deadline.
-      const sweep = setInterval(() => app.server.closeIdleConnections(), 100)
-      sweep.unref()
-      app.server.closeIdleConnections()
-      app.server.once('close', () => {
-        clearInterval(sweep)
-        void app.close().finally(resolve)
-      })
+      const deadlineMs = config.timeouts.shutdown
+      app.services.log.info({ signal, deadlineMs }, 'shutting down: no new connections, finishing responses in flight')
+      void app.shutdown(deadlineMs).finally(resolve)
     }
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))

@@ -64,13 +64,16 @@ export class RegmirrorError extends Error {
   readonly detail?: unknown
   /** For TOOMANYREQUESTS: the upstream's Retry-After, passed on to the client. */
   readonly retryAfter?: string
+  /** For this mirror's own UNAUTHORIZED: the WWW-Authenticate challenge the client gets. */
+  readonly challenge?: string
 
-  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; detail?: unknown; retryAfter?: string } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; detail?: unknown; retryAfter?: string; challenge?: string } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause })
     this.name = 'RegmirrorError'
     this.code = code
     this.detail = opts.detail
     this.retryAfter = opts.retryAfter
+    this.challenge = opts.challenge
   }
 
   get class(): ErrorClass {
@@ -101,8 +104,8 @@ export function isUpstreamFailure(err: unknown): err is RegmirrorError {
   return c === 'upstream' || c === 'refusal'
 }
 
-/** Status, body and Retry-After of the OCI error answer for any error. */
-export function toWire(err: unknown): { status: number; body: string; retryAfter?: string } {
+/** Status, body, Retry-After and challenge of the OCI error answer for any error. */
+export function toWire(err: unknown): { status: number; body: string; retryAfter?: string; challenge?: string } {
   const e = err instanceof RegmirrorError ? err : new RegmirrorError('INTERNAL', 'internal error')
   const spec: ErrorSpec = ERRORS[e.code]
   // Internal errors say nothing about their cause on the wire; the log has it.
@@ -110,7 +113,7 @@ export function toWire(err: unknown): { status: number; body: string; retryAfter
   const body = JSON.stringify({
     errors: [{ code: spec.wire, message: internal ? 'internal error' : e.message, detail: internal ? null : (e.detail ?? null) }],
   })
-  return { status: spec.status, body, retryAfter: e.retryAfter }
+  return { status: spec.status, body, retryAfter: e.retryAfter, challenge: e.challenge }
 }
 
 // Failures of the cache disk, as opposed to the upstream: the content can still be served, uncached.

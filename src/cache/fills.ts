@@ -33,15 +33,19 @@ export class Fills {
     return fill && fill.state !== 'failed' && fill.joinable() ? fill : undefined
   }
 
-  /** Starts a fill of `d` from `source`; it replaces any fill of `d` that can no longer be joined. */
-  start(d: Digest, source: FillSource, events: FillEvents): Fill {
+  /**
+   * Starts a fill of `d` from `source`; it replaces any fill of `d` that can no longer be joined.
+   * With `keep: false` the blob is streamed to its readers and not kept.
+   */
+  start(d: Digest, source: FillSource, events: FillEvents, opts: { keep?: boolean } = {}): Fill {
     const admission = new Admission(this.store, this.index, d, this.log)
+    const keep = opts.keep ?? true
     const fill = new Fill(
       d,
       this.store.tmpPathFor(d),
       source,
       {
-        admit: (size) => admission.admit(size),
+        admit: async (size) => keep && (await admission.admit(size)),
         reserveMore: (bytes) => admission.reserveMore(bytes),
         commit: (path, size) => admission.commit(path, size),
         abandon: () => admission.abandon(),

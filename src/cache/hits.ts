@@ -13,6 +13,8 @@ export interface BlobHandle {
   joined: boolean
   /** Bytes [start, end], inclusive. */
   open(start: number, end: number): Readable
+  /** A cache hit's open file, for a sender that reads it itself (HTTP/2 respondWithFD); closed by release() unless open() took it. */
+  readonly fd?: number
   /** Call once the response is over, so the blob may be evicted again. */
   release(): void
 }
@@ -52,6 +54,7 @@ export class Hits {
       size,
       source: 'cache',
       joined: false,
+      fd,
       open: (start, end) => {
         opened = true
         return this.store.readStream(fd, start, end)

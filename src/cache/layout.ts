@@ -12,6 +12,9 @@ import type { Digest } from '../oci/reference.js'
  *   tmp/<64 hex>.<12 hex>.tmp            downloads in progress; cleared at start-up, never content
  *   repositories/<upstream>/<repo…>/_tags/<tag>
  *                                        tag link: the TagRecord (digest, media type, size, checkedAt) as JSON
+ *   repositories/<upstream>/<repo…>/_content/<64 hex>
+ *                                        (empty) this private upstream confirmed this repository holds the digest
+ *   restricted/<ab>/<ab…64 hex>          (empty) only private upstreams brought the digest: a public one must confirm it
  *   manifest-types/<ab>/<ab…64 hex>      {mediaType, size} of a stored manifest; eviction removes it first,
  *                                        so a tag link with neither content nor this record was evicted
  * ```
@@ -26,12 +29,14 @@ export class Layout {
   readonly tmpDir: string
   readonly repositoriesDir: string
   readonly manifestTypesDir: string
+  readonly restrictedDir: string
 
   constructor(readonly dataDir: string) {
     this.blobsDir = join(dataDir, 'blobs', 'sha256')
     this.tmpDir = join(dataDir, 'tmp')
     this.repositoriesDir = join(dataDir, 'repositories')
     this.manifestTypesDir = join(dataDir, 'manifest-types')
+    this.restrictedDir = join(dataDir, 'restricted')
   }
 
   blob(d: Digest): string {
@@ -49,6 +54,16 @@ export class Layout {
 
   tagLink(upstream: string, repo: string, tag: string): string {
     return join(this.repositoriesDir, upstream, repo, '_tags', tag)
+  }
+
+  /** The record that `upstream` confirmed `repo` holds `d` (private content, links.ts). */
+  contentLink(upstream: string, repo: string, d: Digest): string {
+    return join(this.repositoriesDir, upstream, repo, '_content', d.hex)
+  }
+
+  /** The record that only private upstreams brought `d`. */
+  restrictedMark(d: Digest): string {
+    return join(this.restrictedDir, d.hex.slice(0, 2), d.hex)
   }
 
   manifestType(d: Digest): string {

@@ -85,7 +85,15 @@ export function resolveConfig(raw: unknown, opts: ResolveOptions = {}): Config {
   const fl = flagLayer(opts.flags ?? {}, problems)
   crossChecks(raw, el, fl, problems)
   if (problems.length > 0) throw new ConfigError([...new Set(problems)])
-  return resolveLayers(file, el, fl, cwd)
+  const config = resolveLayers(file, el, fl, cwd)
+  const tls = config.server.tls
+  // One without the other, from whichever layer: the listener could not start.
+  if ((tls.cert === undefined) !== (tls.key === undefined)) {
+    throw new ConfigError([
+      tls.cert === undefined ? 'server.tls.cert: required with server.tls.key' : 'server.tls.key: required with server.tls.cert',
+    ])
+  }
+  return config
 }
 
 /** Parses YAML text; syntax errors become problems `FILE:LINE:COL: message`. */

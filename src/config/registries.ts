@@ -53,3 +53,8 @@ export class Registries {
     }
   }
 }
+
+/** Whether content fetched through `up` is its own (docs/configuration.md, "Private content"): `private`, else whether it has credentials. */
+export function isPrivate(up: UpstreamConfig): boolean {
+  return up.private ?? up.credentials !== undefined
+}

@@ -21,6 +21,7 @@
 import { resolve as resolvePath } from 'node:path'
 import { autoMaxSizeFor } from './auto-size.js'
 import { setting, type Resolved } from './declare.js'
+import { accessRule } from './access-rules.js'
 import { resolveUpstreams, upstreamAssignments, upstreamEntries } from './upstreams.js'
 import * as v from './values.js'
 
@@ -170,6 +171,71 @@ export const SETTINGS = {
       '`0` disables',
   }),
   'server.maxHeaderSize': setting(v.size, { default: 16384, doc: 'largest request header block in bytes' }),
+  'server.tls.cert': setting(v.path, {
+    optional: true,
+    docDefault: 'none (no TLS listener)',
+    env: 'REGMIRROR_TLS_CERT',
+    flag: 'tls-cert',
+    arg: 'FILE',
+    help: 'TLS certificate (PEM, chain included): serve HTTPS with HTTP/2 too',
+    doc:
+      'certificate chain (PEM) of a second listener that speaks TLS 1.2+ with HTTP/2 and HTTP/1.1 (ALPN); needs `server.tls.key`. ' +
+      'Both files are read again when they change (cert-manager, certbot), without dropping connections; a new pair that does ' +
+      'not load keeps the old one and says why in the log',
+    resolve: (p: string | undefined, ctx): string | undefined => (p === undefined ? undefined : resolvePath(ctx.cwd, p)),
+  }),
+  'server.tls.key': setting(v.path, {
+    optional: true,
+    docDefault: 'none',
+    env: 'REGMIRROR_TLS_KEY',
+    flag: 'tls-key',
+    arg: 'FILE',
+    help: 'private key (PEM) of --tls-cert',
+    doc: 'private key (PEM) of `server.tls.cert`',
+    resolve: (p: string | undefined, ctx): string | undefined => (p === undefined ? undefined : resolvePath(ctx.cwd, p)),
+  }),
+  'server.tls.listen': setting(v.listenAddress, {
+    default: '0.0.0.0:5443',
+    env: 'REGMIRROR_TLS_LISTEN',
+    flag: 'tls-listen',
+    arg: 'HOST:PORT',
+    help: 'address of the TLS listener',
+    doc: 'address of the TLS listener (when a certificate is given); the plain listener (`listen`) stays',
+  }),
+  'server.tls.reloadInterval': setting(v.duration, {
+    default: '10s',
+    doc: 'how often the certificate and key files are checked for a change',
+  }),
+  'server.http2.maxConcurrentStreams': setting(v.integer(1), {
+    default: 250,
+    doc:
+      'streams one HTTP/2 connection may have open at once; together with the stream-reset, SETTINGS and PING limits of Node ' +
+      "(nghttp2) it keeps one client's flood from starving the others",
+  }),
+  'auth.htpasswd': setting(v.path, {
+    optional: true,
+    docDefault: 'none (no authentication)',
+    env: 'REGMIRROR_HTPASSWD',
+    flag: 'htpasswd',
+    arg: 'FILE',
+    help: 'require credentials from this htpasswd file (bcrypt entries)',
+    doc:
+      'clients must authenticate with HTTP Basic against this file (`htpasswd -B`: bcrypt entries, as CNCF distribution and ' +
+      'nginx use); read again when it changes. Networks in `auth.anonymous.cidrs` need no credentials',
+    resolve: (p: string | undefined, ctx): string | undefined => (p === undefined ? undefined : resolvePath(ctx.cwd, p)),
+  }),
+  'auth.realm': setting(v.string, { default: 'regmirror', doc: 'the realm of the `WWW-Authenticate: Basic` challenge' }),
+  'auth.anonymous.cidrs': setting(v.listOf(v.network), {
+    default: [],
+    env: 'REGMIRROR_ANONYMOUS_CIDRS',
+    doc:
+      'client networks allowed without credentials (the Docker daemon never sends credentials to a `registry-mirrors` entry); ' +
+      'access rules still apply',
+  }),
+  'auth.rules': setting(v.listOf(accessRule), {
+    default: [],
+    doc: 'who may pull what: see [Access rules](#access-rules)',
+  }),
 } as const
 
 /** Not a setting of the file: where the file is. */

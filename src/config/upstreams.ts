@@ -58,6 +58,13 @@ export const UPSTREAM_FIELDS = {
     doc: "one-component repository names get `library/` (Docker Hub's official images)",
   }),
   credentials: setting(credentials, { optional: true, docDefault: 'none', doc: 'see [Credentials](#credentials)' }),
+  private: setting(v.boolean, {
+    optional: true,
+    docDefault: '`true` with `credentials`, else `false`',
+    doc:
+      'content fetched through this upstream is served from the cache only through it, and only for a repository it confirmed ' +
+      'holds it; see [Private content](#private-content)',
+  }),
   tagTtl: setting(v.duration, {
     inherits: 'tagTtl',
     doc: "how long a tag's manifest is served from cache before it is revalidated upstream",

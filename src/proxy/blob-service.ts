@@ -1,6 +1,8 @@
 import type { UpstreamConfig } from '../config/schema.js'
 import type { Fills } from '../cache/fills.js'
 import type { BlobHandle, Hits } from '../cache/hits.js'
+import type { ContentLinks } from '../cache/links.js'
+import { isPrivate } from '../config/registries.js'
 import { RegmirrorError } from '../errors.js'
 import type { Metrics } from '../metrics.js'
 import type { Digest } from '../oci/reference.js'
@@ -21,6 +23,7 @@ export class BlobService {
     private readonly upstream: UpstreamClient,
     private readonly metrics: Metrics,
     private readonly report: Reporter,
+    private readonly links: ContentLinks,
   ) {}
 
   /** Fills in progress (for shutdown and tests). */
@@ -34,7 +37,7 @@ export class BlobService {
     let fill = this.fills.joinable(d)
     const joined = fill !== undefined
     if (fill) this.metrics.fillReadersJoined.inc()
-    else fill = this.startFill(up, repo, d)
+    else fill = await this.startFill(up, repo, d)
     // Holds the fill's file (or memory window) for this request even if the download ends before it reads.
     const hold = fill.attach()
     let size: number | undefined
@@ -83,24 +86,37 @@ export class BlobService {
     return { size: len, cache: 'miss' }
   }
 
-  private startFill(up: UpstreamConfig, repo: string, d: Digest) {
+  private async startFill(up: UpstreamConfig, repo: string, d: Digest) {
     const at = { upstream: up.name, digest: d.value }
+    // A private upstream's blob is marked before it can be kept; if the mark fails it is not kept.
+    const priv = isPrivate(up)
+    const keep = !priv || (await this.links.markRestricted(d))
     this.metrics.fillsStarted.inc()
-    return this.fills.start(d, new UpstreamBlobSource(this.upstream, up, repo, d), {
-      onResume: (offset, attempt, err) => {
-        this.metrics.fillResumes.inc()
-        this.report.log.warn(
-          { ...at, offset, attempt, err: err instanceof Error ? err.message : String(err) },
-          'upstream blob download broke off; resuming with Range',
-        )
+    const fill = this.fills.start(
+      d,
+      new UpstreamBlobSource(this.upstream, up, repo, d),
+      {
+        onResume: (offset, attempt, err) => {
+          this.metrics.fillResumes.inc()
+          this.report.log.warn(
+            { ...at, offset, attempt, err: err instanceof Error ? err.message : String(err) },
+            'upstream blob download broke off; resuming with Range',
+          )
+        },
+        onWriteError: (err, offset) =>
+          this.report.writeError(
+            err,
+            { ...at, offset },
+            'cannot write to the cache; streaming the blob straight from upstream without caching it',
+          ),
+        onFailed: (err) => this.report.fillFailed(up.name, err, { repository: repo, digest: d.value }),
       },
-      onWriteError: (err, offset) =>
-        this.report.writeError(
-          err,
-          { ...at, offset },
-          'cannot write to the cache; streaming the blob straight from upstream without caching it',
-        ),
-      onFailed: (err) => this.report.fillFailed(up.name, err, { repository: repo, digest: d.value }),
-    })
+      { keep },
+    )
+    fill.finished.then(
+      () => (fill.kept ? this.links.record(up.name, repo, d, priv) : undefined),
+      () => {},
+    )
+    return fill
   }
 }

@@ -3,7 +3,9 @@ import { LRUCache } from 'lru-cache'
 import type { UpstreamConfig } from '../config/schema.js'
 import type { BlobStore } from '../cache/blob-store.js'
 import type { LruIndex } from '../cache/lru-index.js'
+import type { ContentLinks } from '../cache/links.js'
 import type { MetadataStore } from '../cache/metadata-store.js'
+import { isPrivate } from '../config/registries.js'
 import { RegmirrorError, isWriteError } from '../errors.js'
 import type { Metrics } from '../metrics.js'
 import { checkManifest } from '../oci/manifest.js'
@@ -40,6 +42,7 @@ export class ManifestService {
     private readonly upstream: UpstreamClient,
     private readonly metrics: Metrics,
     private readonly report: Reporter,
+    private readonly links: ContentLinks,
     private readonly pins?: Pins,
   ) {}
 
@@ -148,6 +151,9 @@ export class ManifestService {
     const mediaType = check.mediaType
     const d = parseDigest(digest)
     const m: Manifest = { digest, mediaType, body }
+    // A private upstream's manifest is marked before it is kept; if the mark fails it is not kept.
+    const priv = isPrivate(up)
+    if (priv && !(await this.links.markRestricted(d))) return m
     try {
       await this.store.writeVerified(d, body)
       await this.metadata.setManifestInfo(d, { mediaType, size: body.length })
@@ -158,6 +164,7 @@ export class ManifestService {
       return m
     }
     await this.index.add(digest, body.length)
+    await this.links.record(up.name, repo, d, priv)
     this.pins?.onManifest(digest, body)
     this.memory.set(digest, m)
     return m

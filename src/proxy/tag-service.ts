@@ -1,5 +1,7 @@
 import { ttlFor, type UpstreamConfig } from '../config/schema.js'
+import type { ContentLinks } from '../cache/links.js'
 import type { MetadataStore, TagRecord } from '../cache/metadata-store.js'
+import { isPrivate } from '../config/registries.js'
 import { RegmirrorError, isRegmirrorError, isUpstreamFailure, isWriteError } from '../errors.js'
 import type { Metrics } from '../metrics.js'
 import { MANIFEST_ACCEPT } from '../oci/media-types.js'
@@ -32,6 +34,7 @@ export class TagService {
     private readonly upstream: UpstreamClient,
     private readonly metrics: Metrics,
     private readonly report: Reporter,
+    private readonly links: ContentLinks,
     private readonly pins?: Pins,
   ) {}
 
@@ -122,6 +125,7 @@ export class TagService {
       // The answer is right; only remembering it failed (full or read-only disk).
       this.report.writeError(err, { upstream: up.name, repository: repo, tag }, 'cannot write the tag link to the cache')
     }
+    await this.links.record(up.name, repo, parseDigest(m.digest), isPrivate(up))
     await this.pins?.onTag(up.name, repo, tag, m.digest)
   }
 }

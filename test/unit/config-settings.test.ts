@@ -56,12 +56,17 @@ t.test('every declaration is complete and consistent', async (t) => {
 
 /** The paths of the leaves of a resolved object (lists and listen addresses are leaves). */
 function leaves(o: unknown, prefix = ''): string[] {
-  if (typeof o !== 'object' || o === null || Array.isArray(o) || prefix === 'listen') return [prefix]
+  if (typeof o !== 'object' || o === null || Array.isArray(o) || prefix === 'listen' || prefix.endsWith('.listen')) return [prefix]
   return Object.entries(o).flatMap(([k, v]) => leaves(v, prefix ? `${prefix}.${k}` : k))
 }
 
 t.test('the resolved Config holds exactly the declared settings', async (t) => {
-  const raw = { metadata: { redis: 'redis://r:6379' }, upstreams: [{ name: 'ghcr.io', credentials: { token: 't' } }] }
+  const raw = {
+    metadata: { redis: 'redis://r:6379' },
+    server: { tls: { cert: 'c.pem', key: 'k.pem' } },
+    auth: { htpasswd: 'htpasswd' },
+    upstreams: [{ name: 'ghcr.io', credentials: { token: 't' }, private: true }],
+  }
   const c = resolveConfig(raw, { cwd: t.testdir({}) })
   const declared = (table: Record<string, Declaration>) =>
     entries(table)
@@ -98,7 +103,12 @@ t.test('config check prints every setting in the file format, and it loads back 
         allowedNetworks: ['10.0.0.0/8'],
       },
     ],
-    server: { maxHeaderSize: '32KiB', requestTimeout: '250ms' },
+    server: { maxHeaderSize: '32KiB', requestTimeout: '250ms', tls: { cert: 'c.pem', key: 'k.pem' } },
+    auth: {
+      htpasswd: 'users',
+      anonymous: { cidrs: ['10.0.0.0/8'] },
+      rules: [{ repositories: ['ghcr.io/o/**'], users: ['alice'], networks: ['192.168.0.0/16'] }],
+    },
   }
   const c = resolveConfig(raw, { cwd })
   const shape = toFileShape(c)

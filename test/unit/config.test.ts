@@ -139,7 +139,16 @@ t.test('defaults', async (t) => {
   t.same(c.timeouts, { connect: 10_000, headers: 30_000, bodyIdle: 30_000, shutdown: 30_000 })
   t.same(c.retries, { attempts: 3, resumeAttempts: 5, backoff: 200 })
   t.same(c.offline, { failureThreshold: 5, coolDown: 30_000 })
-  t.same(c.server, { headersTimeout: 20_000, requestTimeout: 0, keepAliveTimeout: 65_000, idleTimeout: 300_000, maxHeaderSize: 16_384 })
+  t.same(c.server, {
+    headersTimeout: 20_000,
+    requestTimeout: 0,
+    keepAliveTimeout: 65_000,
+    idleTimeout: 300_000,
+    maxHeaderSize: 16_384,
+    tls: { listen: { host: '0.0.0.0', port: 5443 }, reloadInterval: 10_000 },
+    http2: { maxConcurrentStreams: 250 },
+  })
+  t.same(c.auth, { realm: 'regmirror', anonymous: { cidrs: [] }, rules: [] })
   t.same(resolveConfig(null, { cwd }), c, 'an empty YAML document means defaults')
 })
 

@@ -1,3 +1,4 @@
+import { constants, type Http2ServerResponse } from 'node:http2'
 import { pipeline } from 'node:stream/promises'
 import type { Services } from '../../app-types.js'
 import { RegmirrorError } from '../../errors.js'
@@ -47,6 +48,10 @@ export async function handleBlob(ctx: RequestContext, route: Extract<Route, { ki
       }
       base['content-length'] = end - start + 1
     }
+    if (blob.fd !== undefined && size !== undefined && size > 0 && 'stream' in ctx.res) {
+      await sendFromFile(ctx, blob.fd, status, base, start, end - start + 1, s)
+      return
+    }
     ctx.res.writeHead(status, base)
     if (size === 0 || (size !== undefined && end < start)) {
       ctx.res.end()
@@ -62,6 +67,32 @@ export async function handleBlob(ctx: RequestContext, route: Extract<Route, { ki
   } finally {
     blob.release()
   }
+}
+
+/**
+ * A cache hit over HTTP/2: the kernel sends the file's bytes from the descriptor (no copy through
+ * JavaScript), the Range as an offset and a length. The response's own headers are bypassed, so
+ * the request id is sent here too.
+ */
+async function sendFromFile(
+  ctx: RequestContext,
+  fd: number,
+  status: number,
+  headers: Record<string, string | number>,
+  offset: number,
+  length: number,
+  s: Services,
+): Promise<void> {
+  const stream = (ctx.res as Http2ServerResponse).stream
+  ctx.res.statusCode = status
+  await new Promise<void>((resolve) => {
+    stream.once('close', resolve)
+    stream.respondWithFD(fd, { ...headers, ':status': status, 'x-request-id': ctx.id }, { offset, length })
+  })
+  if (stream.rstCode !== constants.NGHTTP2_NO_ERROR) return
+  ctx.sent = true
+  ctx.bytes = length
+  s.metrics.servedBytes.inc({ source: 'cache' }, length)
 }
 
 function header(v: string | string[] | undefined): string | undefined {

@@ -1,5 +1,6 @@
 import type { Services } from '../../app-types.js'
 import type { Route } from '../router.js'
+import { finish } from '../respond.js'
 import type { RequestContext } from './context.js'
 
 /** `GET /v2/<name>/tags/list`: the page from the tag list service, its next-page link pointed back at this mirror. */
@@ -21,5 +22,5 @@ export async function handleTags(ctx: RequestContext, route: Extract<Route, { ki
   }
   ctx.res.writeHead(200, headers)
   ctx.bytes = page.body.length
-  ctx.res.end(ctx.req.method === 'HEAD' ? undefined : page.body)
+  finish(ctx.res, ctx.req.method === 'HEAD' ? undefined : page.body)
 }

@@ -1,0 +1,115 @@
+import { randomBytes } from 'node:crypto'
+import type { AccessRequest } from '../access/access.js'
+import type { Services } from '../app-types.js'
+import { RegmirrorError, isRegmirrorError, toWire } from '../errors.js'
+import { handleBlob } from './handlers/blob.js'
+import type { Req, RequestContext, Res } from './handlers/context.js'
+import { handleManifest } from './handlers/manifest.js'
+import { handleTags } from './handlers/tags.js'
+import { closeAfter, finish, sendError } from './respond.js'
+import { route, type Route } from './router.js'
+
+// A random per-process prefix and a counter: unique across replicas' logs without drawing
+// random bytes on every request.
+const ID_PREFIX = randomBytes(4).toString('hex')
+let requestCounter = 0
+function nextRequestId(): string {
+  requestCounter = (requestCounter + 1) % Number.MAX_SAFE_INTEGER
+  return `${ID_PREFIX}-${requestCounter.toString(36)}`
+}
+
+/** One request, over HTTP/1.1 or HTTP/2 alike: route, dispatch, answer errors, log. */
+export async function handle(req: Req, res: Res, s: Services): Promise<void> {
+  const started = process.hrtime.bigint()
+  const ctx: RequestContext = { req, res, id: nextRequestId(), bytes: 0 }
+  res.setHeader('x-request-id', ctx.id)
+  // No request body is ever read. One that was sent (a push, a GET with a body) is not drained
+  // after the answer either: the connection closes, so a client cannot stream into it forever.
+  const cl = req.headers['content-length']
+  if ((cl !== undefined && cl !== '0') || req.headers['transfer-encoding'] !== undefined) closeAfter(res)
+  let error: unknown
+  res.once('close', () => logRequest(ctx, s, started, error))
+  try {
+    const r = route(req.method ?? 'GET', req.url ?? '/', req.headers.host, s.registries)
+    switch (r.kind) {
+      case 'healthz':
+        ctx.kind = 'other'
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end('{"status":"ok"}')
+        return
+      case 'metrics': {
+        ctx.kind = 'other'
+        const body = await s.metrics.registry.metrics()
+        res.writeHead(200, { 'content-type': s.metrics.registry.contentType })
+        res.end(body)
+        return
+      }
+      case 'base':
+        ctx.kind = 'base'
+        // `docker login` asks here: with authentication on, this is where credentials are checked.
+        await s.access.identify(accessRequest(req))
+        res.writeHead(200, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0', 'content-length': 2 })
+        finish(res, req.method === 'HEAD' ? undefined : '{}')
+        return
+      case 'manifest':
+      case 'blob':
+      case 'tags':
+        ctx.kind = r.kind
+        ctx.upstream = r.up.name
+        ctx.repository = r.repo
+        await admit(req, r, s)
+        if (r.kind === 'manifest') await handleManifest(ctx, r, s)
+        else if (r.kind === 'blob') await handleBlob(ctx, r, s)
+        else await handleTags(ctx, r, s)
+        return
+    }
+  } catch (err) {
+    error = err
+    if (ctx.kind === 'manifest' || ctx.kind === 'blob') ctx.cache = 'error'
+    sendError(res, err)
+  }
+}
+
+/**
+ * The access layer, before any service: who is asking, whether they may pull from this repository,
+ * and, for content by digest, whether this upstream and repository may see what the cache holds.
+ */
+async function admit(req: Req, r: Exclude<Route, { kind: 'base' | 'healthz' | 'metrics' }>, s: Services): Promise<void> {
+  const who = await s.access.identify(accessRequest(req))
+  s.access.authorize(who, r.up.name, r.repo)
+  if (r.kind === 'blob') await s.visibility.check(r.up, r.repo, r.digest, 'blob')
+  else if (r.kind === 'manifest' && r.ref.kind === 'digest') await s.visibility.check(r.up, r.repo, r.ref.digest, 'manifest')
+}
+
+function accessRequest(req: Req): AccessRequest {
+  const h = req.headers.authorization
+  return { authorization: Array.isArray(h) ? h[0] : h, address: req.socket.remoteAddress ?? '' }
+}
+
+function logRequest(ctx: RequestContext, s: Services, started: bigint, error: unknown): void {
+  const durationMs = Number(process.hrtime.bigint() - started) / 1e6
+  const status = ctx.res.headersSent ? ctx.res.statusCode : 0
+  const aborted = !(ctx.sent ?? ctx.res.writableFinished)
+  if ((ctx.kind === 'manifest' || ctx.kind === 'blob') && ctx.cache) {
+    const result = ctx.cache === 'joined' ? 'miss' : ctx.cache
+    s.metrics.requests.inc({ kind: ctx.kind, result })
+  }
+  const fields = {
+    reqId: ctx.id,
+    method: ctx.req.method,
+    path: ctx.req.url?.slice(0, 512),
+    upstream: ctx.upstream,
+    repository: ctx.repository,
+    cache: ctx.cache,
+    status,
+    bytes: ctx.bytes,
+    durationMs: Math.round(durationMs * 10) / 10,
+    aborted: aborted || undefined,
+    code: isRegmirrorError(error) ? error.code : error ? 'INTERNAL' : undefined,
+    err: error && !(error instanceof RegmirrorError) ? error : undefined,
+    cause: isRegmirrorError(error) && error.cause instanceof Error ? error.cause.message : undefined,
+  }
+  const wireStatus = error ? toWire(error).status : status
+  if (wireStatus >= 500) s.log.error(fields, 'request')
+  else s.log.info(fields, 'request')
+}
