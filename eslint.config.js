@@ -31,7 +31,7 @@ export default tseslint.config(
     },
   },
   layer(
-    ['src/errors.ts', 'src/log.ts', 'src/metrics.ts', 'src/single-flight.ts', 'src/cidr.ts', 'src/oci/**'],
+    ['src/errors.ts', 'src/log.ts', 'src/metrics.ts', 'src/single-flight.ts', 'src/cidr.ts', 'src/file-watch.ts', 'src/oci/**'],
     ['config', 'kv.js', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js'],
     'the foundation (errors, log, metrics, oci grammar) imports nothing above it',
   ),

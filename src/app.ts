@@ -77,7 +77,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     services: parts,
     listeners,
     listen: async () => {
-      addrs = await listenAll(listeners, config.listen, config.server.tls.listen, config.server.tls.reloadInterval)
+      addrs = await listenAll(listeners, config.listen, config.server.tls.listen, config.server.reloadInterval)
       const at = (a: AddressInfo | undefined) => a && { address: a.address, port: a.port }
       const upstreams = config.upstreams.map((u) => u.name)
       log.info({ ...at(addrs.plain), tls: at(addrs.tls), dataDir: config.dataDir, upstreams }, 'regmirror listening')

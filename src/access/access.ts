@@ -35,7 +35,7 @@ export class Access {
     this.challenge = `Basic realm="${config.auth.realm.replace(/["\\]/g, '')}"`
     if (file !== undefined && this.htpasswd) {
       const h = this.htpasswd
-      this.watcher = watchFiles([file], config.server.tls.reloadInterval, () => {
+      this.watcher = watchFiles([file], config.server.reloadInterval, () => {
         try {
           h.reload()
           log.info({ file, users: h.size }, 'htpasswd file reloaded')

@@ -35,9 +35,10 @@ export class Fills {
 
   /**
    * Starts a fill of `d` from `source`; it replaces any fill of `d` that can no longer be joined.
-   * With `keep: false` the blob is streamed to its readers and not kept.
+   * With `keep: false` the blob is streamed to its readers and not kept; `onKept` runs once it is in
+   * the cache, before its readers get their last byte.
    */
-  start(d: Digest, source: FillSource, events: FillEvents, opts: { keep?: boolean } = {}): Fill {
+  start(d: Digest, source: FillSource, events: FillEvents, opts: { keep?: boolean; onKept?: () => Promise<void> } = {}): Fill {
     const admission = new Admission(this.store, this.index, d, this.log)
     const keep = opts.keep ?? true
     const fill = new Fill(
@@ -47,7 +48,10 @@ export class Fills {
       {
         admit: async (size) => keep && (await admission.admit(size)),
         reserveMore: (bytes) => admission.reserveMore(bytes),
-        commit: (path, size) => admission.commit(path, size),
+        commit: async (path, size) => {
+          await admission.commit(path, size)
+          await opts.onKept?.()
+        },
         abandon: () => admission.abandon(),
         ...events,
       },

@@ -202,9 +202,10 @@ export const SETTINGS = {
     help: 'address of the TLS listener',
     doc: 'address of the TLS listener (when a certificate is given); the plain listener (`listen`) stays',
   }),
-  'server.tls.reloadInterval': setting(v.duration, {
+
+  'server.reloadInterval': setting(v.duration, {
     default: '10s',
-    doc: 'how often the certificate and key files are checked for a change',
+    doc: 'how often the TLS certificate and key and the htpasswd file are checked for a change (they are read again when they do)',
   }),
   'server.http2.maxConcurrentStreams': setting(v.integer(1), {
     default: 250,

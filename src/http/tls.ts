@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import {
   createSecureServer,
   type Http2SecureServer,
@@ -7,6 +7,7 @@ import {
   type Http2Session,
 } from 'node:http2'
 import { createSecureContext } from 'node:tls'
+import { watchFiles } from '../file-watch.js'
 import type { Logger } from '../log.js'
 
 export interface TlsPair {
@@ -37,55 +38,36 @@ export function loadPair(certFile: string, keyFile: string): TlsPair {
 }
 
 /**
- * Certificates rotate (cert-manager, certbot): both files are checked every `intervalMs` and, when
- * either changed (mtime, size or inode: a Kubernetes secret is updated by swapping a symlink), the
- * pair is loaded again and becomes the server's context. Connections already open keep theirs. A
- * pair that does not load leaves the old one in place and is logged, once per change.
+ * Certificates rotate (cert-manager, certbot): both files are watched (file-watch.ts) and, when
+ * either changed, the pair is loaded again and becomes the server's context. Connections already
+ * open keep theirs. A pair that does not load leaves the old one in place and is logged.
  */
 export class CertificateWatcher {
-  private seen: string
-  private timer: NodeJS.Timeout | undefined
+  private watch: { stop(): void } | undefined
 
   constructor(
     private readonly certFile: string,
     private readonly keyFile: string,
     private readonly apply: (pair: TlsPair) => void,
     private readonly log: Logger,
-  ) {
-    this.seen = this.fingerprint()
-  }
+  ) {}
 
   start(intervalMs: number): void {
-    this.timer = setInterval(() => this.check(), intervalMs)
-    this.timer.unref()
+    this.watch = watchFiles([this.certFile, this.keyFile], intervalMs, () => this.reload())
   }
 
   stop(): void {
-    clearInterval(this.timer)
+    this.watch?.stop()
   }
 
-  /** Loads the pair again if a file changed; returns whether a new pair is in use. */
-  check(): boolean {
-    const now = this.fingerprint()
-    if (now === this.seen) return false
-    this.seen = now
+  private reload(): void {
     try {
       this.apply(loadPair(this.certFile, this.keyFile))
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'new TLS certificate not loaded; keeping the previous one')
-      return false
+      return
     }
     this.log.info({ cert: this.certFile }, 'TLS certificate reloaded')
-    return true
-  }
-
-  private fingerprint(): string {
-    return [this.certFile, this.keyFile]
-      .map((f) => {
-        const st = statSync(f, { throwIfNoEntry: false })
-        return st ? `${st.ino}:${st.size}:${st.mtimeMs}` : 'missing'
-      })
-      .join('|')
   }
 }
 
@@ -97,8 +79,9 @@ export interface TlsServerOptions {
 
 /**
  * The TLS listener: HTTP/2 and HTTP/1.1 on one port (ALPN), TLS 1.2 at least. Abuse of HTTP/2 is
- * bounded by Node's nghttp2 (stream reset, SETTINGS and PING floods end the session) and by the
- * limits set here. The sessions are kept for a graceful shutdown (GOAWAY, then close).
+ * bounded by Node's nghttp2 (a client resetting streams faster than 33 a second after a burst of
+ * 1000, CVE-2023-44487, gets a GOAWAY; SETTINGS and PING floods end the session; test/integration/
+ * tls.test.ts floods it) and by the limits set here. The sessions are kept for a graceful shutdown (GOAWAY, then close).
  */
 export function createTlsServer(
   opts: TlsServerOptions,

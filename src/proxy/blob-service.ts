@@ -92,7 +92,7 @@ export class BlobService {
     const priv = isPrivate(up)
     const keep = !priv || (await this.links.markRestricted(d))
     this.metrics.fillsStarted.inc()
-    const fill = this.fills.start(
+    return this.fills.start(
       d,
       new UpstreamBlobSource(this.upstream, up, repo, d),
       {
@@ -111,12 +111,8 @@ export class BlobService {
           ),
         onFailed: (err) => this.report.fillFailed(up.name, err, { repository: repo, digest: d.value }),
       },
-      { keep },
+      // Who may see it is on disk before its readers get their last byte.
+      { keep, onKept: () => this.links.record(up.name, repo, d, priv) },
     )
-    fill.finished.then(
-      () => (fill.kept ? this.links.record(up.name, repo, d, priv) : undefined),
-      () => {},
-    )
-    return fill
   }
 }

@@ -10,6 +10,8 @@ import { createLogger } from '../../src/log.js'
 export interface TestMirror {
   app: App
   url: string
+  /** `https://127.0.0.1:PORT` of the TLS listener, when the config has one. */
+  tlsUrl?: string
   dataDir: string
   /** Every log line the mirror wrote, raw JSON text. */
   logs: string[]
@@ -51,7 +53,7 @@ export async function startMirror(t: Teardown, raw: Record<string, unknown>, opt
     await close()
     if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true })
   })
-  return { app, url: app.url(), dataDir, logs, close }
+  return { app, url: app.url(), tlsUrl: app.tlsUrl(), dataDir, logs, close }
 }
 
 /** A GET through plain fetch, body as a Buffer. No Accept header unless `headers` has one (see oci-http.ts). */

@@ -145,7 +145,8 @@ t.test('defaults', async (t) => {
     keepAliveTimeout: 65_000,
     idleTimeout: 300_000,
     maxHeaderSize: 16_384,
-    tls: { listen: { host: '0.0.0.0', port: 5443 }, reloadInterval: 10_000 },
+    tls: { listen: { host: '0.0.0.0', port: 5443 } },
+    reloadInterval: 10_000,
     http2: { maxConcurrentStreams: 250 },
   })
   t.same(c.auth, { realm: 'regmirror', anonymous: { cidrs: [] }, rules: [] })

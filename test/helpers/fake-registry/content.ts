@@ -15,6 +15,8 @@ interface Repo {
 export class Content {
   private readonly blobs = new Map<string, Buffer>()
   private readonly repos = new Map<string, Repo>()
+  /** Per image blob, the repositories it came with (a real registry links blobs to repositories). */
+  private readonly blobRepos = new Map<string, Set<string>>()
 
   addBlob(bytes: Buffer): string {
     const d = sha256(bytes)
@@ -26,7 +28,10 @@ export class Content {
     this.blobs.delete(digest)
   }
 
-  blob(digest: string): Buffer | undefined {
+  /** With `repo`, only a blob linked to it (or added alone, by addBlob, which links it everywhere). */
+  blob(digest: string, repo?: string): Buffer | undefined {
+    const linked = this.blobRepos.get(digest)
+    if (repo !== undefined && linked !== undefined && !linked.has(repo)) return undefined
     return this.blobs.get(digest)
   }
 
@@ -48,7 +53,11 @@ export class Content {
 
   addImage(name: string, tag: string, opts?: ImageOptions): FakeImage {
     const img = buildImage(name, tag, opts)
-    for (const b of img.blobs) this.blobs.set(b.digest, b.bytes)
+    for (const b of img.blobs) {
+      this.blobs.set(b.digest, b.bytes)
+      if (!this.blobRepos.has(b.digest)) this.blobRepos.set(b.digest, new Set())
+      this.blobRepos.get(b.digest)!.add(name)
+    }
     for (const m of img.manifests) this.addManifest(name, m.body, m.mediaType)
     if (img.index) this.addManifest(name, img.index.body, img.index.mediaType)
     this.setTag(name, tag, img.digest)

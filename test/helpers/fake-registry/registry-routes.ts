@@ -11,7 +11,7 @@ const NAME_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|
 const DIGEST_RE = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/
 const TAG_RE = /^[\w][\w.-]{0,127}$/
 
-export type RegistryOptions = Pick<FakeRegistryOptions, 'redirectBlobs' | 'rateLimit'>
+export type RegistryOptions = Pick<FakeRegistryOptions, 'redirectBlobs' | 'rateLimit' | 'scopedBlobs'>
 
 function acceptable(accept: string | undefined, mediaType: string): boolean {
   if (!accept) return true
@@ -27,6 +27,7 @@ export class RegistryRoutes {
   /** a copy: the fake counts it down as it serves manifests */
   private readonly rate: { limit: number; remaining: number } | undefined
   private readonly redirectBlobs: boolean
+  private readonly scopedBlobs: boolean
 
   constructor(
     opts: RegistryOptions,
@@ -36,6 +37,7 @@ export class RegistryRoutes {
   ) {
     this.rate = opts.rateLimit ? { ...opts.rateLimit } : undefined
     this.redirectBlobs = opts.redirectBlobs ?? true
+    this.scopedBlobs = opts.scopedBlobs ?? false
   }
 
   get rateLimitRemaining(): number | undefined {
@@ -65,7 +67,7 @@ export class RegistryRoutes {
     const ref = m[2] === undefined ? '' : decodeURIComponent(m[2])
     if (kind === 'tags') return this.tagsList(name, u.searchParams)
     if (kind === 'manifest') return this.manifest(req, name, ref)
-    return this.blob(req, ref)
+    return this.blob(req, ref, name)
   }
 
   private tagsList(name: string, params: URLSearchParams): Reply {
@@ -118,9 +120,9 @@ export class RegistryRoutes {
     }
   }
 
-  private blob(req: http.IncomingMessage, ref: string): Reply {
+  private blob(req: http.IncomingMessage, ref: string, name: string): Reply {
     if (!DIGEST_RE.test(ref)) return ociError(400, 'DIGEST_INVALID', 'invalid digest', { digest: ref })
-    const bytes = this.content.blob(ref)
+    const bytes = this.content.blob(ref, this.scopedBlobs ? name : undefined)
     if (!bytes) return ociError(404, 'BLOB_UNKNOWN', 'blob unknown to registry', { digest: ref })
     if (req.method === 'HEAD') {
       return {

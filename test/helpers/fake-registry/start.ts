@@ -23,6 +23,8 @@ export interface FakeRegistryOptions {
   realm?: string
   /** address the three servers listen on (default 127.0.0.1) */
   host?: string
+  /** a blob of an image is found only in that image's repository, as in a real registry (default: in any) */
+  scopedBlobs?: boolean
 }
 
 export interface FakeRegistry {
