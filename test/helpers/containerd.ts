@@ -125,6 +125,8 @@ export interface HostsTomlOptions {
    */
   server?: string | null
   capabilities?: string[]
+  /** A CA certificate file the mirror's TLS certificate is checked against (else verification is skipped). */
+  ca?: string
 }
 
 /**
@@ -141,7 +143,7 @@ export async function writeHostsToml(dir: string, registry: string, mirrorUrl: s
     ...(server !== null ? [`server = ${JSON.stringify(server)}`, ''] : []),
     `[host.${JSON.stringify(mirrorUrl)}]`,
     `  capabilities = ${JSON.stringify(capabilities)}`,
-    '  skip_verify = true',
+    ...(opts.ca !== undefined ? [`  ca = ${JSON.stringify(opts.ca)}`] : ['  skip_verify = true']),
     '',
   ]
   const hostDir = join(dir, registry)

@@ -11,6 +11,7 @@
 import { writeFile, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
+import bcrypt from 'bcryptjs'
 import { makeTempDir, removeTempDir } from './temp-dir.js'
 import { startOnFreePort } from './free-port.js'
 import { startProgram, type ChildProgram } from './child-program.js'
@@ -19,7 +20,10 @@ import { startTokenServer, type TokenServer, type TokenServerOptions } from './t
 import type { TestContext } from './test-context.js'
 
 export interface DistributionOptions {
-  auth?: 'none' | 'token'
+  /** 'htpasswd': HTTP Basic against `users` (distribution's htpasswd auth, bcrypt). */
+  auth?: 'none' | 'token' | 'htpasswd'
+  /** With auth 'htpasswd': user → password. */
+  users?: Record<string, string>
   /** With auth 'token': an existing token server, or options for one this helper starts. */
   tokenServer?: TokenServer | TokenServerOptions
   proxy?: { remoteurl: string; username?: string; password?: string }
@@ -107,6 +111,16 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
               rootcertbundle: tokenServer.certPath,
             },
           }
+        }
+        if (opts.auth === 'htpasswd') {
+          const file = join(dir, 'htpasswd')
+          await writeFile(
+            file,
+            Object.entries(opts.users ?? {})
+              .map(([u, p]) => `${u}:${bcrypt.hashSync(p, 4)}\n`)
+              .join(''),
+          )
+          config.auth = { htpasswd: { realm: 'e2e-private', path: file } }
         }
         if (opts.proxy !== undefined) {
           const p: Record<string, string> = { remoteurl: opts.proxy.remoteurl }

@@ -18,6 +18,9 @@ export const DEBIAN_PACKAGE_OF: Readonly<Record<string, string>> = {
   dockerd: 'docker.io',
   docker: 'docker.io',
   tar: 'tar',
+  curl: 'curl',
+  h2load: 'nghttp2-client',
+  htpasswd: 'apache2-utils',
 }
 
 /** Absolute path of `name` on PATH, or undefined. */

@@ -2,7 +2,8 @@
  * skopeo, isolated from the host's containers configuration: every call gets a fresh temp dir holding HOME,
  * XDG_* dirs, an empty registries.conf (REGISTRIES_CONFIG_PATH / CONTAINERS_REGISTRIES_CONF), an empty auth file
  * (--authfile), an empty registries.d (--registries.d), a policy.json accepting anything (--policy), TMPDIR and
- * --tmpdir. TLS verification is always off (`--*-tls-verify=false`): everything is plain http on 127.0.0.1.
+ * --tmpdir. TLS verification is off (`--*-tls-verify=false`: plain http on 127.0.0.1) unless `certDir` names a
+ * directory of trusted CA certificates (`ca.crt`) for the source.
  *
  * containers/image's blob-info cache (which would let a push try cross-repo mounts of content seen elsewhere)
  * lives under /var/lib/containers/cache when running as root; `_CONTAINERS_ROOTLESS_UID` moves it into the temp dir.
@@ -19,8 +20,10 @@ export interface SkopeoCopyOptions {
   destCreds?: string
   /** Copy every image of an index (`--all`). */
   all?: boolean
-  /** Kept for call-site clarity: TLS verification is always off. */
+  /** Kept for call-site clarity: TLS verification is off unless certDir is given. */
   insecure?: boolean
+  /** Verify the source's TLS certificate against the CAs in this directory (`--src-cert-dir`). */
+  certDir?: string
   /** Fail rather than let skopeo rewrite a manifest (`--preserve-digests`). */
   preserveDigests?: boolean
   extraArgs?: string[]
@@ -29,6 +32,8 @@ export interface SkopeoCopyOptions {
 
 export interface SkopeoInspectOptions {
   creds?: string
+  /** Verify TLS against the CAs in this directory (`--cert-dir`). */
+  certDir?: string
   /** `--raw`: the manifest bytes exactly as the registry served them. */
   raw?: boolean
   /** `--config`: the image config instead of the manifest. */
@@ -94,7 +99,7 @@ export async function skopeoCopy(src: string, dest: string, opts: SkopeoCopyOpti
   return withIsolatedSkopeo(
     (authFile) => [
       'copy',
-      '--src-tls-verify=false',
+      ...(opts.certDir !== undefined ? ['--src-tls-verify=true', '--src-cert-dir', opts.certDir] : ['--src-tls-verify=false']),
       '--dest-tls-verify=false',
       '--authfile',
       authFile,
@@ -120,7 +125,7 @@ export async function skopeoInspect(ref: string, opts: SkopeoInspectOptions = {}
       'inspect',
       '--authfile',
       authFile,
-      ...(isDocker ? ['--tls-verify=false', '--retry-times', '0'] : []),
+      ...(isDocker ? [...(opts.certDir !== undefined ? ['--cert-dir', opts.certDir] : ['--tls-verify=false']), '--retry-times', '0'] : []),
       ...(opts.raw ? ['--raw'] : []),
       ...(opts.config ? ['--config'] : []),
       ...(isDocker ? (opts.creds !== undefined ? ['--creds', opts.creds] : ['--no-creds']) : []),
