@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { connect as netConnect } from 'node:net'
 import type { Test } from 'tap'
 import t from 'tap'
@@ -265,4 +266,63 @@ t.test('Accept negotiation follows distribution', async (t) => {
   // A wildcard accepts anything.
   const w = await get(`${mirror.url}/v2/oindex/manifests/1`, { accept: '*/*' })
   t.equal(w.headers.get('docker-content-digest'), oci.digest)
+})
+
+t.test('cache hits read into reused buffers: concurrent, ranged, slow and abandoned readers all get the right bytes', async (t) => {
+  const { fake, mirror } = await setup(t)
+  // Several 256 KiB chunks each, distinct content: a buffer reused before the socket took its
+  // bytes would show up as another blob's (or another offset's) bytes in some response.
+  const blobs = [0, 1, 2, 3].map((i) => {
+    const bytes = randomBytes(3 * 1024 * 1024 + 1234 * i)
+    return { bytes, digest: fake.addBlob(bytes) }
+  })
+  const url = (d: string) => `${mirror.url}/v2/library/pool/blobs/${d}`
+  for (const b of blobs) t.equal(sha256((await get(url(b.digest))).body), b.digest, 'filled')
+  fake.reset()
+  // A reader that stops reading mid-body and goes away must not disturb the others.
+  const abandoned = await new Promise<number>((resolve, reject) => {
+    const u = new URL(url(blobs[0]!.digest))
+    const sock = netConnect(Number(u.port), u.hostname, () => {
+      sock.write(`GET ${u.pathname} HTTP/1.1\r\nhost: ${u.host}\r\n\r\n`)
+    })
+    let got = 0
+    sock.on('data', (c: Buffer) => {
+      got += c.length
+      if (got > 300_000) {
+        sock.pause()
+        setTimeout(() => sock.destroy(), 200)
+      }
+    })
+    sock.on('close', () => resolve(got))
+    sock.on('error', reject)
+  })
+  t.ok(abandoned < blobs[0]!.bytes.length, 'the abandoned reader went away mid-body')
+  const ranges = await Promise.all(
+    blobs.flatMap((b) => [
+      get(url(b.digest)).then((r) => ({ ok: r.body.equals(b.bytes), what: `whole ${b.digest.slice(7, 15)}` })),
+      get(url(b.digest), { range: 'bytes=262143-1048577' }).then((r) => ({
+        ok: r.status === 206 && r.body.equals(b.bytes.subarray(262143, 1048578)),
+        what: `range ${b.digest.slice(7, 15)}`,
+      })),
+    ]),
+  )
+  for (const r of ranges) t.ok(r.ok, `${r.what}: the right bytes`)
+  // A slow reader: backpressure holds the sender between chunks.
+  const slow = await new Promise<Buffer>((resolve, reject) => {
+    const u = new URL(url(blobs[3]!.digest))
+    const chunks: Buffer[] = []
+    const sock = netConnect(Number(u.port), u.hostname, () => {
+      sock.write(`GET ${u.pathname} HTTP/1.1\r\nhost: ${u.host}\r\nconnection: close\r\n\r\n`)
+    })
+    sock.on('data', (c: Buffer) => {
+      chunks.push(c)
+      sock.pause()
+      setTimeout(() => sock.resume(), 2)
+    })
+    sock.on('end', () => resolve(Buffer.concat(chunks)))
+    sock.on('error', reject)
+  })
+  const body = slow.subarray(slow.indexOf('\r\n\r\n') + 4)
+  t.ok(body.equals(blobs[3]!.bytes), 'the slow reader got every byte, in order')
+  t.equal(fake.requests.length, 0, 'all from the cache')
 })

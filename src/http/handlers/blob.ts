@@ -4,6 +4,7 @@ import type { Services } from '../../app-types.js'
 import { RegmirrorError } from '../../errors.js'
 import { parseRange } from '../range.js'
 import type { Route } from '../router.js'
+import { sendFile } from '../send-file.js'
 import type { RequestContext } from './context.js'
 
 export async function handleBlob(ctx: RequestContext, route: Extract<Route, { kind: 'blob' }>, s: Services): Promise<void> {
@@ -28,26 +29,7 @@ export async function handleBlob(ctx: RequestContext, route: Extract<Route, { ki
     ctx.cache = blob.source === 'cache' ? 'hit' : blob.joined ? 'joined' : 'miss'
     base['x-regmirror-cache'] = ctx.cache === 'joined' ? 'miss' : ctx.cache
     const size = blob.size
-    let start = 0
-    let end = size === undefined ? Number.MAX_SAFE_INTEGER : size - 1
-    let status = 200
-    if (size !== undefined) {
-      // RFC 9110 §13.1.5: a Range with an If-Range that does not name this content's (strong)
-      // entity tag, or names a date (there is no Last-Modified to match), gets the whole body.
-      const ifRange = header(ctx.req.headers['if-range'])
-      const range =
-        ifRange === undefined || ifRange === base.etag ? parseRange(header(ctx.req.headers.range), size) : { kind: 'none' as const }
-      if (range.kind === 'unsatisfiable') {
-        throw new RegmirrorError('RANGE_NOT_SATISFIABLE', 'requested range not satisfiable', { detail: { size } })
-      }
-      if (range.kind === 'range') {
-        start = range.start
-        end = range.end
-        status = 206
-        base['content-range'] = `bytes ${start}-${end}/${size}`
-      }
-      base['content-length'] = end - start + 1
-    }
+    const { status, start, end } = answerRange(ctx, base, size)
     if (blob.fd !== undefined && size !== undefined && size > 0 && 'stream' in ctx.res) {
       await sendFromFile(ctx, blob.fd, status, base, start, end - start + 1, s)
       return
@@ -55,6 +37,13 @@ export async function handleBlob(ctx: RequestContext, route: Extract<Route, { ki
     ctx.res.writeHead(status, base)
     if (size === 0 || (size !== undefined && end < start)) {
       ctx.res.end()
+      return
+    }
+    if (blob.fd !== undefined && size !== undefined && !('stream' in ctx.res)) {
+      await sendFile(ctx.res, blob.fd, start, end - start + 1, (n) => {
+        ctx.bytes += n
+        s.metrics.servedBytes.inc({ source: 'cache' }, n)
+      })
       return
     }
     const stream = blob.open(start, end)
@@ -93,6 +82,29 @@ async function sendFromFile(
   ctx.sent = true
   ctx.bytes = length
   s.metrics.servedBytes.inc({ source: 'cache' }, length)
+}
+
+/** Status and byte span for this request's Range (and If-Range); sets content-range and content-length in `base`. */
+function answerRange(
+  ctx: RequestContext,
+  base: Record<string, string | number>,
+  size: number | undefined,
+): { status: number; start: number; end: number } {
+  if (size === undefined) return { status: 200, start: 0, end: Number.MAX_SAFE_INTEGER }
+  // RFC 9110 §13.1.5: a Range with an If-Range that does not name this content's (strong)
+  // entity tag, or names a date (there is no Last-Modified to match), gets the whole body.
+  const ifRange = header(ctx.req.headers['if-range'])
+  const range = ifRange === undefined || ifRange === base.etag ? parseRange(header(ctx.req.headers.range), size) : { kind: 'none' as const }
+  if (range.kind === 'unsatisfiable') {
+    throw new RegmirrorError('RANGE_NOT_SATISFIABLE', 'requested range not satisfiable', { detail: { size } })
+  }
+  if (range.kind !== 'range') {
+    base['content-length'] = size
+    return { status: 200, start: 0, end: size - 1 }
+  }
+  base['content-range'] = `bytes ${range.start}-${range.end}/${size}`
+  base['content-length'] = range.end - range.start + 1
+  return { status: 206, start: range.start, end: range.end }
 }
 
 function header(v: string | string[] | undefined): string | undefined {
