@@ -46,9 +46,10 @@ t.test('htpasswd: 401 with a Basic challenge without credentials or with wrong o
   t.equal(ok.status, 200)
   t.equal(sha256(ok.body), pub.digest)
   t.equal((await get(`${mirror.url}/healthz`)).status, 200, 'health needs no credentials')
-  const seen = mirror.logs.join('\n')
+  const metrics = (await get(`${mirror.url}/metrics`)).body.toString()
+  const seen = [mirror.logs.join('\n'), metrics, none.body.toString(), tag.body.toString()].join('\n')
   for (const p of Object.values(PASSWORDS)) {
-    t.notMatch(seen, p, 'no password in the log')
+    t.notMatch(seen, p, 'no password in the log, the metrics or an error body')
     t.notMatch(seen, Buffer.from(`alice:${p}`).toString('base64'))
   }
 })

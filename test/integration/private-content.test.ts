@@ -89,6 +89,12 @@ t.test('what a private upstream brought is served only through it, for the repos
   t.equal(sha256(shared.body), pub.blobs[0]!.digest)
   t.equal(shared.headers.get('x-regmirror-cache'), 'hit')
   t.equal(quay.count({}), 0, 'public content needs no confirmation')
+
+  // The private upstream's credentials and tokens appear nowhere a client or an operator's pipeline reads.
+  const tokens = priv.requests.map((q) => String(q.headers.authorization ?? '').replace(/^(Bearer|Basic) /, '')).filter((x) => x !== '')
+  const seen = [mirror.logs.join('\n'), (await get(`${mirror.url}/metrics`)).body.toString()].join('\n')
+  t.notMatch(seen, CREDS.password)
+  for (const tok of new Set(tokens)) t.notMatch(seen, tok, 'no token or Basic credentials')
 })
 
 t.test('confirmations are on disk: they hold after a restart, with the private upstream down', async (t) => {

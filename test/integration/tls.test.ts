@@ -73,6 +73,11 @@ t.test('TLS: HTTP/2 and HTTP/1.1 on one port by ALPN, TLS 1.2 at least, the plai
   t.same(await https1(`${tlsUrl}/v2/`, ca), { status: 200, version: '1.1' }, 'HTTP/1.1 over TLS on the same port')
   t.equal((await get(`${mirror.url}/v2/`)).status, 200, 'the plain listener stays')
   await t.rejects(https1(`${tlsUrl}/v2/`, ca, { maxVersion: 'TLSv1.1' }), 'TLS 1.1 is refused')
+  // A header list beyond server.maxHeaderSize is refused on HTTP/2 too, and the session serves on.
+  await t.rejects(h2get(session, '/v2/', { 'x-big': 'a'.repeat(40_000) }), 'an oversized header list is refused')
+  const after = await h2connect(tlsUrl, ca.caCert)
+  t.equal((await h2get(after, '/v2/')).status, 200, 'and the listener serves on')
+  after.close()
 })
 
 t.test('HTTP/2: a whole image over one connection, cold then from the cache (sent from the file), Range included', async (t) => {
