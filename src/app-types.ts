@@ -6,6 +6,7 @@ import type { Logger } from './log.js'
 import type { Metrics } from './metrics.js'
 import type { BlobService } from './proxy/blob-service.js'
 import type { ManifestService } from './proxy/manifest-service.js'
+import type { ReferrersService } from './proxy/referrers-service.js'
 import type { TagListService } from './proxy/tag-list-service.js'
 import type { TagService } from './proxy/tag-service.js'
 
@@ -23,4 +24,5 @@ export interface Services {
   tags: TagService
   tagLists: TagListService
   blobs: BlobService
+  referrers: ReferrersService
 }

@@ -12,6 +12,7 @@ import { Registries, isPrivate } from './config/registries.js'
 import type { Config } from './config/schema.js'
 import { closeNow, drain, listenAll, urlOf } from './http/lifecycle.js'
 import { createListeners, type Listeners } from './http/server.js'
+import { watchFiles } from './file-watch.js'
 import { Kv } from './kv.js'
 import { createLogger, type Logger } from './log.js'
 import { Metrics } from './metrics.js'
@@ -19,6 +20,7 @@ import { parseDigest } from './oci/reference.js'
 import { BlobService } from './proxy/blob-service.js'
 import { ManifestService } from './proxy/manifest-service.js'
 import { Pins } from './proxy/pins.js'
+import { ReferrersService } from './proxy/referrers-service.js'
 import { Reporter } from './proxy/reporting.js'
 import { TagListService } from './proxy/tag-list-service.js'
 import { TagService } from './proxy/tag-service.js'
@@ -32,6 +34,8 @@ export interface AppParts extends Services {
   metadata: MetadataStore
   pins: Pins
   upstream: UpstreamClient
+  /** Who may see what the cache holds (private content). */
+  links: ContentLinks
 }
 
 export interface App {
@@ -58,21 +62,11 @@ export interface AppOptions {
  * draws the layers). Nothing happens on import.
  */
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
-  const parts = await buildParts(config, opts.logger ?? createLogger(config.log.level))
-  const { log, index, blobs, upstream, metadata } = parts
+  const parts = await openParts(config, opts.logger ?? createLogger(config.log.level))
+  const { log } = parts
   const listeners = createListeners(parts)
   let addrs: { plain: AddressInfo; tls?: AddressInfo } | undefined
-  const release = async () => {
-    // Downloads no response is waiting for any more are given up, leaving nothing behind;
-    // waiting for them could hold a shutdown for as long as the slowest upstream.
-    const fills = blobs.activeFills()
-    for (const f of fills) f.cancel()
-    await Promise.allSettled(fills.map((f) => f.finished))
-    parts.access.stop()
-    await index.flush()
-    await upstream.close()
-    await metadata.close()
-  }
+  const release = () => parts.close()
   return {
     services: parts,
     listeners,
@@ -96,11 +90,45 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   }
 }
 
-async function buildParts(config: Config, log: Logger): Promise<AppParts> {
+/** The parts with nothing listening: the server's, and the tools' (preload, import) that work on a data directory. */
+export interface OpenParts extends AppParts {
+  /** Gives up downloads in progress (leaving nothing behind), flushes the index, closes the stores. */
+  close(): Promise<void>
+}
+
+export async function openParts(config: Config, log: Logger, opts: { tool?: boolean } = {}): Promise<OpenParts> {
+  const parts = await buildParts(config, log, opts.tool === true)
+  const { index, blobs, upstream, metadata, pins, store } = parts
+  // preload and import may add to this directory while a mirror runs on it: new content is found
+  // on its first miss (the index adopts it), new pins and changed tags when they say so here.
+  const changes = watchFiles(opts.tool ? [] : [store.layout.pinsFile, store.layout.changedFile], config.server.reloadInterval, () => {
+    log.info({ dataDir: config.dataDir }, 'the data directory changed (preload or import): reading pins and tags again')
+    void Promise.all([pins.loadPersisted(), metadata.forgetLocal()]).catch((err: unknown) =>
+      log.error({ err }, 'cannot read the changed pins or tags'),
+    )
+  })
+  return {
+    ...parts,
+    close: async () => {
+      changes.stop()
+      // Downloads no response is waiting for any more are given up, leaving nothing behind;
+      // waiting for them could hold a shutdown for as long as the slowest upstream.
+      const fills = blobs.activeFills()
+      for (const f of fills) f.cancel()
+      await Promise.allSettled(fills.map((f) => f.finished))
+      parts.access.stop()
+      await index.flush()
+      await upstream.close()
+      await metadata.close()
+    },
+  }
+}
+
+async function buildParts(config: Config, log: Logger, tool: boolean): Promise<AppParts> {
   const metrics = new Metrics()
   const registries = new Registries(config)
   const store = new BlobStore(config.dataDir)
-  await store.init()
+  await store.init({ clearTmp: !tool })
   const index = new LruIndex(store, config.cache.maxSize, config.cache.touchInterval, metrics, log)
   const kv = await Kv.open(config.metadata, log)
   const metadata = new MetadataStore(store.layout, kv, true)
@@ -109,6 +137,7 @@ async function buildParts(config: Config, log: Logger): Promise<AppParts> {
   // Pins are resolved before the index loads: loading evicts when the cap shrank, and must skip them.
   const pins = new Pins(registries, store, metadata, index, log)
   await pins.add(config.cache.pins)
+  await pins.loadPersisted()
   const loadStart = Date.now()
   await index.load()
   log.info({ entries: index.count, bytes: index.size, pinned: index.pinnedBytes(), ms: Date.now() - loadStart }, 'cache index loaded')
@@ -120,8 +149,27 @@ async function buildParts(config: Config, log: Logger): Promise<AppParts> {
   const manifests = new ManifestService(store, index, metadata, upstream, metrics, report, links, pins)
   const tags = new TagService(metadata, manifests, upstream, metrics, report, links, pins)
   const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links)
-  const tagLists = new TagListService(upstream)
+  const tagLists = new TagListService(upstream, metadata)
+  const referrers = new ReferrersService(store.layout, upstream, tags, report)
   const access = new Access(config, log)
   const visibility = new Visibility(links, index, fills, upstream)
-  return { config, log, metrics, registries, access, visibility, store, index, metadata, pins, upstream, manifests, tags, tagLists, blobs }
+  return {
+    config,
+    log,
+    metrics,
+    registries,
+    access,
+    visibility,
+    store,
+    index,
+    metadata,
+    pins,
+    upstream,
+    manifests,
+    tags,
+    tagLists,
+    blobs,
+    referrers,
+    links,
+  }
 }

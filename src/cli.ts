@@ -1,26 +1,46 @@
 #!/usr/bin/env node
-import { createApp } from './app.js'
-import { verifyDataDir } from './cache/verify.js'
-import { FLAGS_HELP, parseFlags } from './config/args.js'
+import { exportCommand } from './commands/export.js'
+import { importCommand } from './commands/import.js'
+import { pinsCommand } from './commands/pins.js'
+import { preloadCommand } from './commands/preload.js'
+import { serveCommand } from './commands/serve.js'
+import { UsageError, type Command } from './commands/shared.js'
+import { verifyCommand } from './commands/verify.js'
+import { FLAGS_HELP } from './config/args.js'
 import { configCheck } from './config/check.js'
 import { ConfigError } from './config/errors.js'
-import { loadConfig } from './config/load.js'
+
+const COMMANDS: Record<string, Command> = {
+  serve: serveCommand,
+  preload: preloadCommand,
+  export: exportCommand,
+  import: importCommand,
+  pins: pinsCommand,
+  verify: verifyCommand,
+}
 
 const USAGE = `Usage: regmirror <command> [options]
 
 Commands:
   serve            run the mirror (default)
+  preload REF...   fetch images into the cache (air-gapped sites: the connected side), or warm a mirror
+  export REF...    write cached images as an OCI layout archive (--out FILE.tar)
+  import FILE      load OCI layout archives and directories and docker save archives into the cache
+  pins             list the pinned images; pins remove REF... unpins what preload/import --pin pinned
   config check     validate the configuration and print it, secrets redacted
   verify [--repair]
                    re-hash every cached blob and manifest; report corrupt, orphaned and stray
                    files (with --repair, remove them); exit 1 while problems remain
+  help COMMAND     a command's own options
 
-${FLAGS_HELP}`
+${FLAGS_HELP}
+`
 
 async function main(argv: string[]): Promise<number> {
   const [cmd = 'serve', ...rest] = argv[0]?.startsWith('-') ? ['serve', ...argv] : argv
   if (cmd === 'help' || cmd === '--help' || cmd === '-h') {
-    process.stdout.write(USAGE)
+    const which = rest[0] !== undefined ? COMMANDS[rest[0]] : undefined
+    process.stdout.write(which ? `${which.usage}\n\n${FLAGS_HELP}\n` : USAGE)
     return 0
   }
   if (cmd === 'config') {
@@ -30,80 +50,22 @@ async function main(argv: string[]): Promise<number> {
     }
     return configCheck(rest.slice(1), process.stdout, process.stderr)
   }
-  if (cmd === 'verify') return verify(rest)
-  if (cmd !== 'serve') {
+  const command = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined
+  if (!command) {
     process.stderr.write(`unknown command: ${cmd}\n\n${USAGE}`)
     return 2
   }
-  const { flags } = parseFlags(rest)
-  if (flags.help) {
-    process.stdout.write(USAGE)
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(`${command.usage}\n\n${FLAGS_HELP}\n`)
     return 0
   }
-  const config = await loadConfig({ flags, env: process.env })
-  const app = await createApp(config)
-  await app.listen()
-  await new Promise<void>((resolve) => {
-    let stopping = false
-    const stop = (signal: string) => {
-      // A second signal means "now".
-      if (stopping) process.exit(1)
-      stopping = true
-      const deadlineMs = config.timeouts.shutdown
-      app.services.log.info({ signal, deadlineMs }, 'shutting down: no new connections, finishing responses in flight')
-      void app.shutdown(deadlineMs).finally(resolve)
-    }
-    process.once('SIGTERM', () => stop('SIGTERM'))
-    process.once('SIGINT', () => stop('SIGINT'))
-  })
-  return 0
-}
-
-async function verify(argv: string[]): Promise<number> {
-  const repair = argv.includes('--repair')
-  const { flags } = parseFlags(argv.filter((a) => a !== '--repair'))
-  if (flags.help) {
-    process.stdout.write(USAGE)
-    return 0
+  try {
+    return await command.run(rest)
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err
+    process.stderr.write(`regmirror ${cmd}: ${err.message}\n\n${command.usage}\n`)
+    return 2
   }
-  const config = await loadConfig({ flags, env: process.env })
-  const tty = process.stderr.isTTY === true
-  let last = 0
-  const result = await verifyDataDir(config.dataDir, {
-    repair,
-    onProgress: (p) => {
-      if (!tty) return
-      const now = Date.now()
-      if (now - last < 100 && p.done !== p.total) return
-      last = now
-      const pct = p.bytesTotal === 0 ? 100 : Math.floor((p.bytesDone / p.bytesTotal) * 100)
-      process.stderr.write(
-        `\r\x1b[Kverifying ${p.done}/${p.total} files, ${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)} (${pct}%)`,
-      )
-    },
-    onProblem: (p) => {
-      if (tty) process.stderr.write('\r\x1b[K')
-      const action = p.repaired === true ? ' (removed)' : p.repaired === false ? ' (could not remove)' : ''
-      process.stdout.write(`${p.kind} ${p.path}${p.detail ? ` ${p.detail}` : ''}${action}\n`)
-    },
-  })
-  if (tty) process.stderr.write('\r\x1b[K')
-  const counts = new Map<string, number>()
-  for (const p of result.problems) counts.set(p.kind, (counts.get(p.kind) ?? 0) + 1)
-  const found = result.problems.length === 0 ? 'no problems' : [...counts].map(([k, n]) => `${n} ${k}`).join(', ')
-  const repaired = repair ? `; ${result.problems.length - result.remaining} removed, ${result.remaining} remaining` : ''
-  process.stdout.write(`verify: ${result.blobs} files (${formatBytes(result.bytes)}) checked in ${config.dataDir}: ${found}${repaired}\n`)
-  return result.remaining === 0 ? 0 : 1
-}
-
-function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-  let i = 0
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024
-    i++
-  }
-  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`
 }
 
 /**

@@ -26,6 +26,9 @@ interface ErrorSpec {
 export const ERRORS = {
   BLOB_UNKNOWN: { status: 404, wire: 'BLOB_UNKNOWN', class: 'client' },
   MANIFEST_UNKNOWN: { status: 404, wire: 'MANIFEST_UNKNOWN', class: 'client' },
+  // Offline (`offline.enabled`): what the cache does not hold is unknown, and says why.
+  OFFLINE_BLOB_UNKNOWN: { status: 404, wire: 'BLOB_UNKNOWN', class: 'client' },
+  OFFLINE_MANIFEST_UNKNOWN: { status: 404, wire: 'MANIFEST_UNKNOWN', class: 'client' },
   NAME_UNKNOWN: { status: 404, wire: 'NAME_UNKNOWN', class: 'client' },
   UPSTREAM_UNKNOWN: { status: 404, wire: 'NAME_UNKNOWN', class: 'client' },
   NAME_INVALID: { status: 400, wire: 'NAME_INVALID', class: 'client' },
@@ -42,6 +45,8 @@ export const ERRORS = {
   UNAVAILABLE: { status: 503, wire: 'UNAVAILABLE', class: 'upstream' },
   UPSTREAM_TIMEOUT: { status: 503, wire: 'UNAVAILABLE', class: 'upstream' },
   UPSTREAM_OFFLINE: { status: 503, wire: 'UNAVAILABLE', class: 'upstream' },
+  // An upstream configured offline was about to be contacted; the services answer before that.
+  UPSTREAM_NOT_CONTACTED: { status: 503, wire: 'UNAVAILABLE', class: 'upstream' },
   // A gateway error: the client may retry.
   UPSTREAM_ERROR: { status: 502, wire: 'UNAVAILABLE', class: 'upstream' },
   DIGEST_MISMATCH: { status: 502, wire: 'UNAVAILABLE', class: 'refusal' },

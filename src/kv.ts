@@ -82,6 +82,11 @@ export class Kv {
     await this.op(() => this.keyv.delete(key))
   }
 
+  /** Empties an in-memory store (tokens are fetched again, tags read again from disk); a shared one is left alone. */
+  async clearLocal(): Promise<void> {
+    if (!this.shared) await this.op(() => this.keyv.clear())
+  }
+
   async close(): Promise<void> {
     // A graceful QUIT, bounded: with Redis gone it would wait for a reply that never comes.
     const graceful = await this.op(async () => {

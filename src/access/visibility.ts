@@ -4,6 +4,7 @@ import type { LruIndex } from '../cache/lru-index.js'
 import { isPrivate } from '../config/registries.js'
 import type { UpstreamConfig } from '../config/schema.js'
 import type { Digest } from '../oci/reference.js'
+import { notCachedOffline } from '../upstream/offline.js'
 import { upstreamFailure, type UpstreamClient } from '../upstream/client.js'
 
 /**
@@ -28,6 +29,8 @@ export class Visibility {
     if (!this.index.has(d.value) && this.fills.get(d) === undefined) return
     const priv = isPrivate(up)
     if (priv ? await this.links.confirmed(up.name, repo, d) : !(await this.links.restricted(d))) return
+    // Offline there is no one to confirm it: unknown here, as it would be if the upstream said no.
+    if (up.offline) throw notCachedOffline(up, kind, repo, d.value)
     const res = await this.upstream.request(up, { method: 'HEAD', path: `/v2/${repo}/${kind}s/${d.value}`, repo })
     await res.body.dump().catch(() => {})
     if (res.status !== 200) throw await upstreamFailure(up, res, kind === 'blob' ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN')

@@ -26,10 +26,14 @@ export class BlobStore {
     this.layout = new Layout(dataDir)
   }
 
-  async init(): Promise<void> {
+  /**
+   * Creates the directories. `clearTmp` (the server at start): whatever is in tmp/ is a download a
+   * crash or kill interrupted, never content. The tools (preload, import) leave tmp/ alone: a mirror
+   * may be running on the same directory, with downloads of its own in there.
+   */
+  async init(opts: { clearTmp: boolean } = { clearTmp: true }): Promise<void> {
     await mkdir(this.layout.blobsDir, { recursive: true })
-    // Whatever is in tmp/ is a download a crash or kill interrupted: never content.
-    await rm(this.layout.tmpDir, { recursive: true, force: true })
+    if (opts.clearTmp) await rm(this.layout.tmpDir, { recursive: true, force: true })
     await mkdir(this.layout.tmpDir, { recursive: true })
   }
 

@@ -19,6 +19,11 @@ export class Fills {
     private readonly resumeAttempts: number,
   ) {}
 
+  /** The cache's cap, for messages about room. */
+  get maxSize(): number {
+    return this.index.maxSize
+  }
+
   /** The fill of `d` in progress, if any (it may have failed, or be past joining). */
   get(d: Digest): Fill | undefined {
     return this.fills.get(d.value)

@@ -33,7 +33,7 @@ export class Hits {
   ) {}
 
   async open(d: Digest): Promise<BlobHandle | undefined> {
-    const size = this.index.sizeOf(d.value)
+    const size = await this.index.adopt(d.value)
     if (size === undefined) return undefined
     // Held from before the open, so eviction cannot delete the file between the open and the reads.
     this.index.acquire(d.value)
@@ -70,7 +70,7 @@ export class Hits {
 
   /** The size of a cached blob whose file is still whole, for HEAD; undefined otherwise. */
   async size(d: Digest): Promise<number | undefined> {
-    const size = this.index.sizeOf(d.value)
+    const size = await this.index.adopt(d.value)
     if (size === undefined) return undefined
     if ((await this.store.size(d)) === size) return size
     await this.heal(d, size)

@@ -12,11 +12,16 @@ import type { Digest } from '../oci/reference.js'
  *   tmp/<64 hex>.<12 hex>.tmp            downloads in progress; cleared at start-up, never content
  *   repositories/<upstream>/<repo…>/_tags/<tag>
  *                                        tag link: the TagRecord (digest, media type, size, checkedAt) as JSON
+ *   repositories/<upstream>/<repo…>/_referrers/<64 hex>
+ *                                        the last referrers list (OCI index) of that subject digest
  *   repositories/<upstream>/<repo…>/_content/<64 hex>
  *                                        (empty) this private upstream confirmed this repository holds the digest
  *   restricted/<ab>/<ab…64 hex>          (empty) only private upstreams brought the digest: a public one must confirm it
  *   manifest-types/<ab>/<ab…64 hex>      {mediaType, size} of a stored manifest; eviction removes it first,
  *                                        so a tag link with neither content nor this record was evicted
+ *   state/pins.json                      images pinned by `preload --pin` / `import --pin` (config pins are not here)
+ *   state/changed                        rewritten by preload and import when they add content, so a mirror running
+ *                                        on this directory re-reads its pins and tag links
  * ```
  *
  * Every path is built from a parsed digest or from names and tags that passed the reference
@@ -30,6 +35,7 @@ export class Layout {
   readonly repositoriesDir: string
   readonly manifestTypesDir: string
   readonly restrictedDir: string
+  readonly stateDir: string
 
   constructor(readonly dataDir: string) {
     this.blobsDir = join(dataDir, 'blobs', 'sha256')
@@ -37,6 +43,7 @@ export class Layout {
     this.repositoriesDir = join(dataDir, 'repositories')
     this.manifestTypesDir = join(dataDir, 'manifest-types')
     this.restrictedDir = join(dataDir, 'restricted')
+    this.stateDir = join(dataDir, 'state')
   }
 
   blob(d: Digest): string {
@@ -53,7 +60,17 @@ export class Layout {
   }
 
   tagLink(upstream: string, repo: string, tag: string): string {
-    return join(this.repositoriesDir, upstream, repo, '_tags', tag)
+    return join(this.tagLinksDir(upstream, repo), tag)
+  }
+
+  /** The directory of a repository's tag links: its entries are the tags. */
+  tagLinksDir(upstream: string, repo: string): string {
+    return join(this.repositoriesDir, upstream, repo, '_tags')
+  }
+
+  /** The last referrers list (an OCI index) of `subject` in `repo`, for the referrers API offline. */
+  referrersFile(upstream: string, repo: string, subject: Digest): string {
+    return join(this.repositoriesDir, upstream, repo, '_referrers', subject.hex)
   }
 
   /** The record that `upstream` confirmed `repo` holds `d` (private content, links.ts). */
@@ -64,6 +81,16 @@ export class Layout {
   /** The record that only private upstreams brought `d`. */
   restrictedMark(d: Digest): string {
     return join(this.restrictedDir, d.hex.slice(0, 2), d.hex)
+  }
+
+  /** Pins added by the tools, kept with the data they pin. */
+  get pinsFile(): string {
+    return join(this.stateDir, 'pins.json')
+  }
+
+  /** Touched when the tools added content; a running mirror watches it. */
+  get changedFile(): string {
+    return join(this.stateDir, 'changed')
   }
 
   manifestType(d: Digest): string {

@@ -127,6 +127,20 @@ export class LruIndex {
     this.updateGauges()
   }
 
+  /**
+   * The size of `digest` in the cache, indexing its file first if another process (`regmirror
+   * import`, `preload`) put it there since this index was loaded. Such files were verified and
+   * renamed into place the way fills do it, so they are trusted as load() trusts the directory.
+   */
+  async adopt(digest: string): Promise<number | undefined> {
+    const known = this.sizeOf(digest)
+    if (known !== undefined) return known
+    const size = await this.store.size(parseDigest(digest))
+    if (size === undefined) return undefined
+    await this.add(digest, size)
+    return this.sizeOf(digest)
+  }
+
   /** Forgets an entry whose file is gone or corrupt (not counted as an eviction). */
   forget(digest: string): void {
     const e = this.lru.peek(digest)

@@ -1,8 +1,8 @@
-import { mkdir, readFile, unlink } from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { mkdir, readFile, readdir, unlink } from 'node:fs/promises'
+import { dirname, relative, sep } from 'node:path'
 import { Kv, type KvOptions } from '../kv.js'
 import type { Logger } from '../log.js'
-import { isValidDigest, type Digest } from '../oci/reference.js'
+import { isValidDigest, isValidTag, type Digest } from '../oci/reference.js'
 import { writeFileAtomic } from './blob-store.js'
 import { Layout } from './layout.js'
 
@@ -81,6 +81,32 @@ export class MetadataStore {
     const path = this.layout.tagLink(upstream, repo, tag)
     await mkdir(dirname(path), { recursive: true })
     await writeFileAtomic(path, JSON.stringify(rec))
+  }
+
+  /** Every tag link in the data directory: `export --all`. */
+  *allTags(): Iterable<{ upstream: string; repo: string; tag: string }> {
+    for (const path of this.layout.tagLinkFiles()) {
+      const parts = relative(this.layout.repositoriesDir, path).split(sep)
+      const at = parts.length - 2
+      const tag = parts[at + 1] as string
+      // A link's temp file (writeFileAtomic) sits beside it until renamed.
+      if (at < 2 || parts[at] !== '_tags' || !isValidTag(tag) || tag.endsWith('.tmp')) continue
+      yield { upstream: parts[0] as string, repo: parts.slice(1, at).join('/'), tag }
+    }
+  }
+
+  /** The tags this data directory holds links for (what it can serve offline), sorted as distribution sorts them. */
+  async listTags(upstream: string, repo: string): Promise<string[]> {
+    const names = await readdir(this.layout.tagLinksDir(upstream, repo)).catch(() => [] as string[])
+    return names.filter(isValidTag).sort()
+  }
+
+  /**
+   * Drops the records this process holds in memory, so tags are read from the disk links again
+   * (another process wrote them). Records shared through Redis are the live copy and are kept.
+   */
+  async forgetLocal(): Promise<void> {
+    await this.kv.clearLocal()
   }
 
   async deleteTag(upstream: string, repo: string, tag: string): Promise<void> {

@@ -114,6 +114,16 @@ export const SETTINGS = {
     help: 'default tag freshness, e.g. 5m',
     doc: 'default tag freshness for every upstream that has no `tagTtl` of its own',
   }),
+  'offline.enabled': setting(v.boolean, {
+    default: false,
+    resolvedInto: 'upstreams', // the default of each upstream's `offline`
+    env: 'REGMIRROR_OFFLINE',
+    flag: 'offline',
+    help: 'never contact any upstream: serve only what is cached (air-gapped sites)',
+    doc:
+      'never dial out: tags are answered from the cache whatever their age, and anything not cached is `MANIFEST_UNKNOWN` / ' +
+      "`BLOB_UNKNOWN` (404) saying the mirror is offline; the default of every upstream's `offline`. See [Air-gapped sites](#air-gapped-sites)",
+  }),
   upstreams: setting(upstreamEntries, {
     default: [],
     docDefault: 'built-ins',

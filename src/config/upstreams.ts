@@ -65,6 +65,10 @@ export const UPSTREAM_FIELDS = {
       'content fetched through this upstream is served from the cache only through it, and only for a repository it confirmed ' +
       'holds it; see [Private content](#private-content)',
   }),
+  offline: setting(v.boolean, {
+    inherits: 'offline.enabled',
+    doc: 'this upstream is never contacted: only what is cached from it is served (see `offline.enabled`)',
+  }),
   tagTtl: setting(v.duration, {
     inherits: 'tagTtl',
     doc: "how long a tag's manifest is served from cache before it is revalidated upstream",

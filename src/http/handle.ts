@@ -5,6 +5,7 @@ import { RegmirrorError, isRegmirrorError, toWire } from '../errors.js'
 import { handleBlob } from './handlers/blob.js'
 import type { Req, RequestContext, Res } from './handlers/context.js'
 import { handleManifest } from './handlers/manifest.js'
+import { handleReferrers } from './handlers/referrers.js'
 import { handleTags } from './handlers/tags.js'
 import { closeAfter, finish, sendError } from './respond.js'
 import { route, type Route } from './router.js'
@@ -54,12 +55,14 @@ export async function handle(req: Req, res: Res, s: Services): Promise<void> {
       case 'manifest':
       case 'blob':
       case 'tags':
+      case 'referrers':
         ctx.kind = r.kind
         ctx.upstream = r.up.name
         ctx.repository = r.repo
         await admit(req, r, s)
         if (r.kind === 'manifest') await handleManifest(ctx, r, s)
         else if (r.kind === 'blob') await handleBlob(ctx, r, s)
+        else if (r.kind === 'referrers') await handleReferrers(ctx, r, s)
         else await handleTags(ctx, r, s)
         return
     }

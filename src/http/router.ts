@@ -10,8 +10,9 @@ export type Route =
   | { kind: 'manifest'; up: UpstreamConfig; repo: string; name: string; ref: ManifestRef }
   | { kind: 'blob'; up: UpstreamConfig; repo: string; name: string; digest: Digest }
   | { kind: 'tags'; up: UpstreamConfig; repo: string; name: string }
+  | { kind: 'referrers'; up: UpstreamConfig; repo: string; name: string; digest: Digest }
 
-const API_RE = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/
+const API_RE = /^\/v2\/(.+)\/(manifests|blobs|referrers)\/([^/]+)$/
 const TAGS_RE = /^\/v2\/(.+)\/tags\/list$/
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
 
@@ -53,6 +54,7 @@ export function route(method: string, rawUrl: string, host: string | undefined, 
   if (tags) return { kind: 'tags', up, repo, name: rawName }
   const ref = api?.[3] as string
   if (api?.[2] === 'blobs') return { kind: 'blob', up, repo, name: rawName, digest: parseDigest(ref) }
+  if (api?.[2] === 'referrers') return { kind: 'referrers', up, repo, name: rawName, digest: parseDigest(ref) }
   return { kind: 'manifest', up, repo, name: rawName, ref: parseManifestRef(ref) }
 }
 

@@ -1,4 +1,5 @@
 import type { UpstreamConfig } from '../config/schema.js'
+import type { Fill, FillSource } from '../cache/fill/fill.js'
 import type { Fills } from '../cache/fills.js'
 import type { BlobHandle, Hits } from '../cache/hits.js'
 import type { ContentLinks } from '../cache/links.js'
@@ -7,6 +8,7 @@ import { RegmirrorError } from '../errors.js'
 import type { Metrics } from '../metrics.js'
 import type { Digest } from '../oci/reference.js'
 import { contentLength, upstreamFailure, type UpstreamClient } from '../upstream/client.js'
+import { notCachedOffline } from '../upstream/offline.js'
 import type { Reporter } from './reporting.js'
 import { UpstreamBlobSource } from './upstream-source.js'
 
@@ -35,6 +37,7 @@ export class BlobService {
     const hit = await this.hits.open(d)
     if (hit) return hit
     let fill = this.fills.joinable(d)
+    if (!fill && up.offline) throw notCachedOffline(up, 'blob', repo, d.value)
     const joined = fill !== undefined
     if (fill) this.metrics.fillReadersJoined.inc()
     else fill = await this.startFill(up, repo, d)
@@ -68,6 +71,61 @@ export class BlobService {
     }
   }
 
+  /**
+   * Makes sure a blob is in the cache, for the tools (preload): nothing is streamed to anyone.
+   * `onBytes` hears of each chunk as it is received. Resolves 'cached' when it already was;
+   * rejects when it cannot be fetched, or fetched but not kept (no room in the cache).
+   */
+  async ensure(up: UpstreamConfig, repo: string, d: Digest, onBytes: (n: number) => void = () => {}): Promise<'cached' | 'fetched'> {
+    if ((await this.hits.size(d)) !== undefined) return 'cached'
+    if (up.offline) throw notCachedOffline(up, 'blob', repo, d.value)
+    const joined = this.fills.joinable(d)
+    await this.keptBy(joined ?? (await this.startFill(up, repo, d)), !joined, onBytes)
+    return 'fetched'
+  }
+
+  /**
+   * Keeps a blob whose bytes come from elsewhere (`regmirror import`: an archive's entry), through
+   * the same fill: verified against its digest, admitted under the cap, renamed into the store.
+   * With a private upstream configured it is kept marked restricted; the importer says afterwards
+   * which upstream and repository hold it (ContentLinks.record).
+   */
+  async ingest(d: Digest, source: FillSource, onBytes: (n: number) => void = () => {}): Promise<'cached' | 'stored'> {
+    if ((await this.hits.size(d)) !== undefined) return 'cached'
+    const keep = await this.links.markRestricted(d)
+    const fill = this.fills.start(d, source, {}, { keep })
+    await this.keptBy(fill, true, onBytes)
+    return 'stored'
+  }
+
+  /** Waits for a fill nobody reads to be kept; rejects when it fails or has no room in the cache. */
+  private async keptBy(fill: Fill, ours: boolean, onBytes: (n: number) => void): Promise<void> {
+    const noRoom = () =>
+      new RegmirrorError('CACHE_IO', `${fill.digest.value} cannot be kept: the cache has no room for it (cache.maxSize)`, {
+        detail: { digest: fill.digest.value, size: fill.size, maxSize: this.fills.maxSize },
+      })
+    await fill.ready
+    // Not admitted, it would be streamed through to readers, and there are none.
+    if (!fill.kept) {
+      if (ours) fill.cancel()
+      await fill.finished.catch(() => {})
+      throw noRoom()
+    }
+    let seen = fill.written
+    const progress = () => {
+      if (fill.written > seen) onBytes(fill.written - seen)
+      seen = fill.written
+    }
+    fill.on('change', progress)
+    try {
+      await fill.finished
+    } finally {
+      fill.off('change', progress)
+      progress()
+    }
+    if (!fill.kept) throw noRoom()
+  }
+
   /** Size of a blob without downloading it: from cache, else a fill in progress, else a HEAD upstream. */
   async head(up: UpstreamConfig, repo: string, d: Digest): Promise<{ size: number; cache: 'hit' | 'miss' }> {
     const cached = await this.hits.size(d)
@@ -77,6 +135,7 @@ export class BlobService {
       const s = await fill.ready
       if (s !== undefined) return { size: s, cache: 'miss' }
     }
+    if (up.offline) throw notCachedOffline(up, 'blob', repo, d.value)
     const res = await this.upstream.request(up, { method: 'HEAD', path: `/v2/${repo}/blobs/${d.value}`, repo })
     await res.body.dump().catch(() => {})
     if (res.status !== 200) throw await upstreamFailure(up, res, 'BLOB_UNKNOWN')

@@ -13,6 +13,7 @@ import { MANIFEST_ACCEPT, MAX_MANIFEST_SIZE, pickForAccept } from '../oci/media-
 import { parseDigest, type Digest } from '../oci/reference.js'
 import { SingleFlight } from '../single-flight.js'
 import { header, upstreamFailure, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js'
+import { notCachedOffline } from '../upstream/offline.js'
 import type { Pins } from './pins.js'
 import type { Reporter } from './reporting.js'
 
@@ -57,7 +58,7 @@ export class ManifestService {
       this.index.touch(d.value)
       return mem
     }
-    const size = this.index.sizeOf(d.value)
+    const size = await this.index.adopt(d.value)
     if (size === undefined || size > MAX_MANIFEST_SIZE) return undefined
     let body: Buffer | undefined
     try {
@@ -99,6 +100,7 @@ export class ManifestService {
    * Docker-Content-Digest, when present, must match the body.
    */
   async fetch(up: UpstreamConfig, repo: string, ref: string, expected?: Digest): Promise<Manifest> {
+    if (up.offline) throw notCachedOffline(up, 'manifest', repo, ref)
     try {
       return await this.fetchOnce(up, repo, ref, expected)
     } catch (err) {

@@ -9,6 +9,7 @@ import { isValidDigest, parseDigest, type Digest } from '../oci/reference.js'
 import { SingleFlight } from '../single-flight.js'
 import { header, upstreamFailure, type UpstreamClient } from '../upstream/client.js'
 import type { Manifest, ManifestService } from './manifest-service.js'
+import { notCachedOffline } from '../upstream/offline.js'
 import type { Pins } from './pins.js'
 import type { Reporter } from './reporting.js'
 
@@ -51,7 +52,8 @@ export class TagService {
 
   private async fresh(up: UpstreamConfig, repo: string, tag: string): Promise<{ rec: TagRecord | undefined; hit?: TagResolution }> {
     const rec = await this.metadata.getTag(up.name, repo, tag)
-    if (rec && Date.now() - rec.checkedAt < ttlFor(up, repo, tag)) {
+    // Offline, the cached resolution is the answer whatever its age: there is nothing to ask.
+    if (rec && (up.offline || Date.now() - rec.checkedAt < ttlFor(up, repo, tag))) {
       const d = parseDigest(rec.digest)
       const m = await this.manifests.cached(d)
       if (m) return { rec, hit: { manifest: m, cache: 'hit' } }
@@ -66,6 +68,7 @@ export class TagService {
   }
 
   private async refresh(up: UpstreamConfig, repo: string, tag: string, rec: TagRecord | undefined): Promise<TagResolution> {
+    if (up.offline) throw notCachedOffline(up, 'manifest', repo, tag)
     const cached = rec ? await this.manifests.cached(parseDigest(rec.digest)) : undefined
     try {
       if (rec && cached) {

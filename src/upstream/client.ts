@@ -80,6 +80,11 @@ export class UpstreamClient {
   }
 
   async request(up: UpstreamConfig, req: UpstreamRequest): Promise<UpstreamResponse> {
+    // The last guard of offline mode: nothing, not even a token request, leaves for this upstream.
+    if (up.offline)
+      throw new RegmirrorError('UPSTREAM_NOT_CONTACTED', `upstream ${up.name} is offline by configuration`, {
+        detail: { upstream: up.name },
+      })
     const health = this.healthOf(up)
     const admission = health.admit()
     if (!admission.ok) {

@@ -1,27 +1,16 @@
-import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, readFile, readdir, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { verifyDataDir } from '../../src/cache/verify.js'
+import { runCli } from '../helpers/cli.js'
 import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { get, startMirror } from '../helpers/mirror.js'
 import { ACCEPT_OCI_MANIFESTS } from '../helpers/oci-http.js'
 
 const blobPath = (dir: string, digest: string) => join(dir, 'blobs', 'sha256', digest.slice(7, 9), digest.slice(7))
 
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', 'src/cli.ts', ...args],
-      { cwd: process.cwd(), env: { ...process.env, REGMIRROR_CONFIG: '' } },
-      (err, stdout, stderr) => {
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })
-      },
-    )
-  })
-}
+const cli = (args: string[]) => runCli(args)
 
 t.test('regmirror verify finds corrupt and orphaned entries and --repair removes them', async (t) => {
   const fake = await startFakeRegistry()

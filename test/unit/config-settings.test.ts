@@ -10,6 +10,7 @@ import { toFileShape } from '../../src/config/check.js'
 import { defaultOf, entries, getPath, isList, type Declaration } from '../../src/config/declare.js'
 import { renderTables, updateConfigDocs } from '../../src/config/docs.js'
 import { resolveConfig, type Config } from '../../src/config/load.js'
+import * as v from '../../src/config/values.js'
 import { CONFIG_FILE, SETTINGS } from '../../src/config/settings.js'
 import { UPSTREAM_FIELDS } from '../../src/config/upstreams.js'
 
@@ -45,8 +46,10 @@ t.test('every declaration is complete and consistent', async (t) => {
     if (d.flag !== undefined) {
       t.notOk(flags.has(d.flag), `${path}: --${d.flag} is used once`)
       flags.add(d.flag)
-      t.ok(d.arg, `${path}: --${d.flag} names its value`)
-      t.match(FLAGS_HELP, `--${d.flag} ${d.arg}`, `--${d.flag} is in --help`)
+      // A boolean's flag is a switch (`--offline`); every other flag names its value.
+      const usage = d.type === v.boolean ? `--${d.flag} ` : `--${d.flag} ${d.arg}`
+      if (d.type !== v.boolean) t.ok(d.arg, `${path}: --${d.flag} names its value`)
+      t.match(FLAGS_HELP, usage, `--${d.flag} is in --help`)
     }
     if (d.append) t.ok(isList(d), `${path}: only a list appends`)
     if (d.resolvedInto !== undefined) t.ok(d.resolvedInto in SETTINGS, `${path}: resolved into a setting`)

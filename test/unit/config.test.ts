@@ -124,6 +124,7 @@ t.test('defaults', async (t) => {
     url: 'https://registry-1.docker.io',
     hosts: [],
     libraryPrefix: true,
+    offline: false,
     tagTtl: 300_000,
     tagTtlRules: [],
     allow: [],
@@ -785,4 +786,21 @@ t.test('allowedNetworks: CIDR networks, each checked', async (t) => {
       'upstreams[0].allowedNetworks[1]: not an IP network (CIDR): "intranet"',
     ],
   )
+})
+
+t.test('offline: --offline, REGMIRROR_OFFLINE and the file set every upstream offline; an upstream may say otherwise', async (t) => {
+  const cwd = t.testdir({})
+  t.ok(
+    resolveConfig({}, { cwd, flags: parseFlags(['--offline']).flags }).upstreams.every((u) => u.offline),
+    '--offline takes no value and applies to every upstream',
+  )
+  t.ok(resolveConfig({}, { cwd, env: { REGMIRROR_OFFLINE: 'true' } }).upstreams.every((u) => u.offline))
+  const mixed = resolveConfig({ offline: { enabled: true }, upstreams: [{ name: 'ghcr.io', offline: false }] }, { cwd })
+  t.equal(upstream(mixed, 'ghcr.io')!.offline, false, 'an upstream of its own says otherwise')
+  t.equal(upstream(mixed, 'docker.io')!.offline, true)
+  t.ok(
+    resolveConfig({}, { cwd }).upstreams.every((u) => !u.offline),
+    'online by default',
+  )
+  t.throws(() => parseFlags(['--offline=yes']), 'a switch takes no value')
 })

@@ -12,7 +12,7 @@ export interface RequestContext {
   id: string
   upstream?: string
   repository?: string
-  kind?: 'manifest' | 'blob' | 'tags' | 'base' | 'other'
+  kind?: 'manifest' | 'blob' | 'tags' | 'referrers' | 'base' | 'other'
   cache?: 'hit' | 'miss' | 'stale' | 'error' | 'joined'
   bytes: number
   /** Set when the body went out by other means than the response stream (HTTP/2 respondWithFD). */

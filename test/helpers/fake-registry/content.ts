@@ -78,6 +78,18 @@ export class Content {
     return this.repos.get(name)?.manifests.get(digest)
   }
 
+  /** The OCI referrers of `subject` in a repository: its manifests whose `subject` names it. */
+  referrers(name: string, subject: string): { mediaType: string; digest: string; size: number; artifactType?: string }[] {
+    const out = []
+    for (const [digest, m] of this.repos.get(name)?.manifests ?? []) {
+      const doc = JSON.parse(m.body.toString()) as { subject?: { digest?: string }; artifactType?: string; config?: { mediaType?: string } }
+      if (doc.subject?.digest !== subject) continue
+      const artifactType = doc.artifactType ?? doc.config?.mediaType
+      out.push({ mediaType: m.mediaType, digest, size: m.body.length, ...(artifactType ? { artifactType } : {}) })
+    }
+    return out
+  }
+
   private repo(name: string): Repo {
     let r = this.repos.get(name)
     if (!r) {

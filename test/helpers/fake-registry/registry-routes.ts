@@ -11,7 +11,7 @@ const NAME_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|
 const DIGEST_RE = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/
 const TAG_RE = /^[\w][\w.-]{0,127}$/
 
-export type RegistryOptions = Pick<FakeRegistryOptions, 'redirectBlobs' | 'rateLimit' | 'scopedBlobs'>
+export type RegistryOptions = Pick<FakeRegistryOptions, 'redirectBlobs' | 'rateLimit' | 'scopedBlobs' | 'referrersApi'>
 
 function acceptable(accept: string | undefined, mediaType: string): boolean {
   if (!accept) return true
@@ -28,6 +28,7 @@ export class RegistryRoutes {
   private readonly rate: { limit: number; remaining: number } | undefined
   private readonly redirectBlobs: boolean
   private readonly scopedBlobs: boolean
+  private readonly referrersApi: boolean
 
   constructor(
     opts: RegistryOptions,
@@ -38,6 +39,7 @@ export class RegistryRoutes {
     this.rate = opts.rateLimit ? { ...opts.rateLimit } : undefined
     this.redirectBlobs = opts.redirectBlobs ?? true
     this.scopedBlobs = opts.scopedBlobs ?? false
+    this.referrersApi = opts.referrersApi ?? true
   }
 
   get rateLimitRemaining(): number | undefined {
@@ -54,8 +56,9 @@ export class RegistryRoutes {
     if (!p.startsWith('/v2/')) return textReply(404, '404 page not found\n')
     const rest = p.slice(4)
     let m: RegExpExecArray | null
-    let kind: 'manifest' | 'blob' | 'tags'
+    let kind: 'manifest' | 'blob' | 'tags' | 'referrers'
     if ((m = /^(.+)\/manifests\/([^/]+)$/.exec(rest))) kind = 'manifest'
+    else if ((m = /^(.+)\/referrers\/([^/]+)$/.exec(rest))) kind = 'referrers'
     else if ((m = /^(.+)\/blobs\/([^/]+)$/.exec(rest))) kind = 'blob'
     else if ((m = /^(.+)\/tags\/list$/.exec(rest))) kind = 'tags'
     else return textReply(404, '404 page not found\n')
@@ -66,6 +69,11 @@ export class RegistryRoutes {
     if (denied) return denied
     const ref = m[2] === undefined ? '' : decodeURIComponent(m[2])
     if (kind === 'tags') return this.tagsList(name, u.searchParams)
+    if (kind === 'referrers') {
+      if (!this.referrersApi) return textReply(404, '404 page not found\n')
+      const index = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: this.content.referrers(name, ref) }
+      return jsonReply(200, index, { 'content-type': 'application/vnd.oci.image.index.v1+json' })
+    }
     if (kind === 'manifest') return this.manifest(req, name, ref)
     return this.blob(req, ref, name)
   }

@@ -25,6 +25,8 @@ export interface FakeRegistryOptions {
   host?: string
   /** a blob of an image is found only in that image's repository, as in a real registry (default: in any) */
   scopedBlobs?: boolean
+  /** Serve the OCI referrers API (default); false answers it 404, as CNCF distribution 2.8 does. */
+  referrersApi?: boolean
 }
 
 export interface FakeRegistry {

@@ -1,0 +1,25 @@
+import type { Services } from '../../app-types.js'
+import { OCI_INDEX } from '../../oci/media-types.js'
+import { referrersIndex } from '../../proxy/referrers-service.js'
+import type { Route } from '../router.js'
+import { finish } from '../respond.js'
+import type { RequestContext } from './context.js'
+
+/** `GET /v2/<name>/referrers/<digest>[?artifactType=…]`: the referrers list, filtered here when asked. */
+export async function handleReferrers(ctx: RequestContext, route: Extract<Route, { kind: 'referrers' }>, s: Services): Promise<void> {
+  const answer = await s.referrers.list(route.up, route.repo, route.digest)
+  ctx.cache = answer.cache
+  const artifactType = new URL(ctx.req.url ?? '/', 'http://x').searchParams.get('artifactType')
+  const list = artifactType === null ? answer.manifests : answer.manifests.filter((m) => m.artifactType === artifactType)
+  const body = referrersIndex(list)
+  const headers: Record<string, string | number> = {
+    'content-type': OCI_INDEX,
+    'content-length': body.length,
+    'docker-distribution-api-version': 'registry/2.0',
+    'x-regmirror-cache': answer.cache,
+  }
+  if (artifactType !== null) headers['oci-filters-applied'] = 'artifactType'
+  ctx.res.writeHead(200, headers)
+  ctx.bytes = body.length
+  finish(ctx.res, ctx.req.method === 'HEAD' ? undefined : body)
+}
