@@ -23,7 +23,8 @@ function defaultCell(d: Declaration): string {
 function flagCell(d: Declaration): string {
   if (d.flag === undefined) return '—'
   const repeat = isList(d) ? (d.append ? ' (repeatable, appended)' : ' (repeatable)') : ''
-  return `${code(`--${d.flag} ${d.arg ?? 'VALUE'}`)}${repeat}`
+  // A boolean's flag is a switch: `--offline`.
+  return `${code(d.arg === undefined ? `--${d.flag}` : `--${d.flag} ${d.arg}`)}${repeat}`
 }
 
 /** A markdown table of settings; the Env and Flag columns only when some row has one. */
