@@ -18,3 +18,8 @@ export function formatSeconds(s: number): string {
   const rest = Math.round(s - m * 60)
   return m === 0 ? `${rest}s` : `${m}m${String(rest).padStart(2, '0')}s`
 }
+
+/** `1 image`, `3 images`. */
+export function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`
+}

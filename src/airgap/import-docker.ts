@@ -24,7 +24,7 @@ interface SaveEntry {
  * name, and the layers, in order, to the config's `rootfs.diff_ids`. Digests differ from the
  * registry's (its layers were compressed); the image is the same. One image per RepoTags entry.
  */
-export async function importDockerSave(parts: OpenParts, contents: ArchiveContents): Promise<ImportedImage[]> {
+export async function importDockerSave(parts: OpenParts, contents: ArchiveContents, onKept: KeptHook = () => {}): Promise<ImportedImage[]> {
   let entries: SaveEntry[]
   try {
     entries = JSON.parse((contents.files.get('manifest.json') as Buffer).toString('utf8')) as SaveEntry[]
@@ -43,7 +43,7 @@ export async function importDockerSave(parts: OpenParts, contents: ArchiveConten
       continue
     }
     try {
-      const manifest = await keepImage(parts, contents, e)
+      const manifest = await keepImage(parts, contents, e, onKept)
       for (const name of tags) {
         const r: ImportedImage = { name }
         results.push(r)
@@ -62,7 +62,10 @@ export async function importDockerSave(parts: OpenParts, contents: ArchiveConten
   return results
 }
 
-async function keepImage(parts: OpenParts, contents: ArchiveContents, e: SaveEntry) {
+/** Told of each staged file kept: stored now, or `already` in the cache. */
+export type KeptHook = (digest: string, size: number, already: boolean) => void
+
+async function keepImage(parts: OpenParts, contents: ArchiveContents, e: SaveEntry, onKept: KeptHook) {
   const configName = typeof e.Config === 'string' ? e.Config : ''
   const config = staged(contents, configName)
   const expected = /^([a-f0-9]{64})\.json$/.exec(configName)?.[1]
@@ -77,7 +80,7 @@ async function keepImage(parts: OpenParts, contents: ArchiveContents, e: SaveEnt
       )
   })
   if (diffIds.length !== layers.length) throw new Error(`the config names ${diffIds.length} layers, the archive ${layers.length}`)
-  for (const s of [config, ...layers]) await keepStaged(parts, s)
+  for (const s of [config, ...layers]) onKept(s.digest, s.size, !(await keepStaged(parts, s)))
   const body = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
@@ -104,10 +107,10 @@ async function configDiffIds(config: Staged): Promise<string[]> {
   return Array.isArray(ids) ? ids.map(String) : []
 }
 
-/** A staged file, verified by the checks above, moved into the cache under the cap as a fill's would be. */
-async function keepStaged(parts: OpenParts, s: Staged): Promise<void> {
+/** A staged file, verified by the checks above, moved into the cache under the cap as a fill's would be; false when it was there already. */
+async function keepStaged(parts: OpenParts, s: Staged): Promise<boolean> {
   const d = parseDigest(s.digest)
-  if ((await parts.index.adopt(s.digest)) !== undefined) return
+  if ((await parts.index.adopt(s.digest)) !== undefined) return false
   if (!(await parts.links.markRestricted(d))) throw new Error(`cannot mark ${s.digest} private`)
   const admission = new Admission(parts.store, parts.index, d, parts.log)
   if (!(await admission.admit(s.size))) throw new Error(`${s.digest} cannot be kept: the cache has no room for it (cache.maxSize)`)
@@ -118,4 +121,5 @@ async function keepStaged(parts: OpenParts, s: Staged): Promise<void> {
     await unlink(s.path).catch(() => {})
     throw err
   }
+  return true
 }

@@ -1,5 +1,5 @@
 import cliProgress from 'cli-progress'
-import { formatBytes, formatSeconds } from '../format.js'
+import { count, formatBytes, formatSeconds } from '../format.js'
 
 /** How progress is shown: bars on a terminal, one line per finished blob and image otherwise, or nothing. */
 export type ProgressMode = 'bars' | 'plain' | 'none'
@@ -116,7 +116,7 @@ export class ProgressView implements Progress {
     if (error !== undefined) this.line(`image ${ref} FAILED: ${error}`)
     else if (this.mode !== 'none' && s) {
       this.line(
-        `image ${ref} done: ${s.blobsDone} blobs, ${formatBytes(Math.max(s.bytesTotal, s.bytesDone))} in ${formatSeconds((Date.now() - s.started) / 1000)}`,
+        `image ${ref} done: ${count(s.blobsDone, 'blob')}, ${formatBytes(Math.max(s.bytesTotal, s.bytesDone))} in ${formatSeconds((Date.now() - s.started) / 1000)}`,
       )
     }
   }

@@ -11,7 +11,7 @@ import { LocalSource } from '../airgap/sources.js'
 import { openParts, type OpenParts } from '../app.js'
 import { parseFlags } from '../config/args.js'
 import { loadConfig } from '../config/load.js'
-import { formatBytes, formatSeconds } from '../format.js'
+import { count, formatBytes, formatSeconds } from '../format.js'
 import { listOpt, stringOpt, toolLogger, UsageError, type Command } from './shared.js'
 
 const OPTIONS = {
@@ -66,7 +66,7 @@ export const exportCommand: Command = {
       const result = await writeTo(out, (w) => writeOciArchive(parts, images, w, progress).finally(() => progress.stop()))
       const secs = (Date.now() - started) / 1000
       say.write(
-        `export: ${images.length} images, ${result.blobs} blobs, ${formatBytes(result.bytes)} in ${formatSeconds(secs)} ` +
+        `export: ${count(images.length, 'image')}, ${count(result.blobs, 'blob')}, ${formatBytes(result.bytes)} in ${formatSeconds(secs)} ` +
           `(${formatBytes(result.bytes / Math.max(secs, 0.001))}/s) to ${out === '-' ? 'stdout' : out}\n`,
       )
       return 0

@@ -8,7 +8,7 @@ import { ProgressView, progressMode, type Progress } from '../airgap/progress.js
 import { openParts, type OpenParts } from '../app.js'
 import { parseFlags } from '../config/args.js'
 import { loadConfig } from '../config/load.js'
-import { formatBytes, formatSeconds } from '../format.js'
+import { count, formatBytes, formatSeconds } from '../format.js'
 import { updatePinFile } from '../proxy/pins.js'
 import { markChanged, stringOpt, toolLogger, UsageError, type Command } from './shared.js'
 
@@ -68,20 +68,20 @@ export const importCommand: Command = {
 async function importOne(parts: OpenParts, input: string, progress: Progress, tally: Tally): Promise<ImportedImage[]> {
   const label = input === '-' ? 'stdin' : basename(input)
   progress.imageStart(label)
+  const kept = (digest: string, size: number, already: boolean) => {
+    if (already) tally.cached++
+    else {
+      tally.stored++
+      tally.storedBytes += size
+    }
+    progress.blobDone(label, digest, size, already)
+  }
   const hooks: ReadHooks = {
     bytes: (n) => progress.bytes(label, n),
     blob: (digest, s) => {
-      if (s.state === 'corrupt') {
-        tally.refused.push(`${digest}: ${s.reason}`)
-        progress.note(`blob ${digest} refused: ${s.reason}`)
-        return
-      }
-      if (s.state === 'cached') tally.cached++
-      else {
-        tally.stored++
-        tally.storedBytes += s.size
-      }
-      progress.blobDone(label, digest, s.size, s.state === 'cached')
+      if (s.state !== 'corrupt') return kept(digest, s.size, s.state === 'cached')
+      tally.refused.push(`${digest}: ${s.reason}`)
+      progress.note(`blob ${digest} refused: ${s.reason}`)
     },
   }
   let contents: ArchiveContents
@@ -93,7 +93,7 @@ async function importOne(parts: OpenParts, input: string, progress: Progress, ta
   }
   try {
     if (contents.files.has('index.json')) return await importOciImages(parts, contents)
-    if (contents.files.has('manifest.json')) return await importDockerSave(parts, contents)
+    if (contents.files.has('manifest.json')) return await importDockerSave(parts, contents, kept)
     throw new Error('neither an OCI image layout (index.json) nor a docker save archive (manifest.json)')
   } finally {
     await discardStaged(contents)
@@ -105,15 +105,15 @@ function summary(images: ImportedImage[], t: Tally, failures: string[], ms: numb
   const failed = images.filter((i) => i.error !== undefined)
   const secs = ms / 1000
   const lines = [
-    `import: ${images.length - failed.length} images imported, ${failed.length} failed; ${t.stored} blobs stored ` +
+    `import: ${count(images.length - failed.length, 'image')} imported, ${failed.length} failed; ${count(t.stored, 'blob')} stored ` +
       `(${formatBytes(t.storedBytes)}), ${t.cached} already cached, ${t.refused.length} refused, in ${formatSeconds(secs)} ` +
       `(${formatBytes(t.storedBytes / Math.max(secs, 0.001))}/s)`,
     ...images
       .filter((i) => i.error === undefined)
-      .map(
-        (i) =>
-          `  ok      ${i.target?.ref ?? i.name} ${i.digest ?? ''}${i.absentPlatforms ? ` (${i.absentPlatforms} platforms not in the archive)` : ''}`,
-      ),
+      .map((i) => {
+        const absent = i.absentPlatforms ? ` (${count(i.absentPlatforms, 'manifest')} of the index not in the archive)` : ''
+        return `  ok      ${i.target?.ref ?? i.name} ${i.digest ?? ''}${absent}`.trimEnd()
+      }),
     ...failed.map((i) => `  FAILED  ${i.target?.ref ?? i.name}: ${i.error}`),
     ...t.refused.map((r) => `  REFUSED blob ${r}`),
     ...failures.map((f) => `  FAILED  ${f}`),

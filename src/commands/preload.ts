@@ -7,7 +7,7 @@ import { openParts } from '../app.js'
 import { parseFlags } from '../config/args.js'
 import { loadConfig } from '../config/load.js'
 import { Registries } from '../config/registries.js'
-import { formatBytes, formatSeconds } from '../format.js'
+import { count, formatBytes, formatSeconds } from '../format.js'
 import { updatePinFile } from '../proxy/pins.js'
 import { countOpt, listOpt, markChanged, stringOpt, toolLogger, UsageError, type Command } from './shared.js'
 
@@ -79,10 +79,10 @@ function summary(results: ImageResult[], ms: number, where: string): string {
   const cached = results.reduce((n, r) => n + r.cachedBytes, 0)
   const blobs = results.reduce((n, r) => n + r.blobs, 0)
   const lines = [
-    `preload: ${results.length} images (${results.length - failed.length} done, ${failed.length} failed), ${blobs} blobs: ` +
+    `preload: ${count(results.length, 'image')} (${results.length - failed.length} done, ${failed.length} failed), ${count(blobs, 'blob')}: ` +
       `${formatBytes(fetched)} fetched, ${formatBytes(cached)} already cached, in ${formatSeconds(ms / 1000)} ` +
       `(${formatBytes(fetched / Math.max(ms / 1000, 0.001))}/s) into ${where}`,
-    ...results.filter((r) => r.error === undefined).map((r) => `  ok      ${r.target.ref} ${r.digest ?? ''}`),
+    ...results.filter((r) => r.error === undefined).map((r) => `  ok      ${r.target.ref} ${r.digest ?? ''}`.trimEnd()),
     ...failed.map((r) => `  FAILED  ${r.target.ref}: ${r.error}`),
   ]
   return `${lines.join('\n')}\n`

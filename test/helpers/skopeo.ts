@@ -154,3 +154,8 @@ export async function pushLayout(
     ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
   })
 }
+
+/** Any skopeo command (`sync`, …) in the same isolated environment as skopeoCopy, with no credentials. */
+export async function skopeoRun(args: string[], timeoutMs?: number): Promise<SkopeoResult> {
+  return withIsolatedSkopeo(() => args, timeoutMs)
+}

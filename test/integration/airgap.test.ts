@@ -122,7 +122,7 @@ t.test('preload one platform, export, import offline: the closed side serves the
   const imported = await runCli(['import', '--data', closed, ...CLOSED, '--offline', '--progress', 'plain', archive])
   t.equal(imported.code, 0, imported.stdout + imported.stderr)
   t.match(imported.stdout, /import: 2 images imported, 0 failed; 8 blobs stored/)
-  t.match(imported.stdout, /ok {6}docker\.io\/library\/app:1 .* \(1 platforms not in the archive\)/)
+  t.match(imported.stdout, /ok {6}docker\.io\/library\/app:1 .* \(1 manifest of the index not in the archive\)/)
   const mirror = await startMirror(t, closedConfig, { dataDir: closed })
   const tag = await get(`${mirror.url}/v2/app/manifests/1`, { accept: ACCEPT })
   t.equal(tag.status, 200)
