@@ -72,8 +72,8 @@ t.test('progress: bars on a terminal, plain lines without one, the same summary'
     'ghcr.io/x/y:1',
   ])
   t.equal(failed.code, 1, 'exit 1 when an image failed')
-  t.match(failed.stdout, /FAILED  docker\.io\/library\/nosuch:9: /, 'each failed image named with its reason')
-  t.match(failed.stdout, /FAILED  ghcr\.io\/x\/y:1: /)
+  t.match(failed.stdout, /FAILED {2}docker\.io\/library\/nosuch:9: /, 'each failed image named with its reason')
+  t.match(failed.stdout, /FAILED {2}ghcr\.io\/x\/y:1: /)
   t.match(failed.stdout, /ok {6}docker\.io\/library\/big:1/, 'the others are fetched')
   const bad = await runCli(['preload', ...flags(fake, await tempDir(t, 'bad')), 'Not A Ref'])
   t.equal(bad.code, 2, 'a malformed reference is a usage error')
