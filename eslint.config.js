@@ -41,27 +41,27 @@ export default tseslint.config(
       'src/format.ts',
       'src/oci/**',
     ],
-    ['config', 'kv.js', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands'],
+    ['config', 'kv.js', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
     'the foundation (errors, log, metrics, oci grammar) imports nothing above it',
   ),
   layer(
     ['src/config/**'],
-    ['kv.js', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands'],
+    ['kv.js', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
     'config is read by everything and reads only the foundation',
   ),
   layer(
     ['src/kv.ts'],
-    ['config', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands'],
+    ['config', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
     'the key-value store knows no caller',
   ),
   layer(
     ['src/cache/**'],
-    ['upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands'],
+    ['upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
     'cache/ persists; it never talks to upstreams or clients',
   ),
   layer(
     ['src/upstream/**'],
-    ['cache', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands'],
+    ['cache', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
     'upstream/ talks to registries; it keeps nothing on disk',
   ),
   layer(
@@ -71,10 +71,15 @@ export default tseslint.config(
   ),
   layer(
     ['src/access/**'],
-    ['proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands'],
+    ['proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
     'access is decided before the services, from config, cache and upstream',
   ),
   layer(['src/http/**'], ['cache', 'upstream', 'app.js', 'airgap', 'commands'], 'handlers are HTTP glue over the services (app-types.ts)'),
+  layer(
+    ['src/cluster/**'],
+    ['cache', 'upstream', 'proxy', 'access', 'http', 'app.js', 'app-types.js', 'airgap', 'commands'],
+    'cluster/ knows the other replicas; the services decide what to ask them',
+  ),
   layer(['src/airgap/**'], ['http', 'commands'], 'the air-gap tools work on the services and the data directory, not on HTTP requests'),
   {
     files: ['**/*.js', '**/*.mjs'],

@@ -25,4 +25,6 @@ export interface Services {
   tagLists: TagListService
   blobs: BlobService
   referrers: ReferrersService
+  /** Where the server is in its life: /readyz answers from it, and registry requests wait for `ready`. */
+  status: { ready: boolean; draining: boolean }
 }

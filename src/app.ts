@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net'
 import { Access } from './access/access.js'
+import { Peers } from './cluster/peers.js'
 import { Visibility } from './access/visibility.js'
 import type { Services } from './app-types.js'
 import { BlobStore } from './cache/blob-store.js'
@@ -36,6 +37,7 @@ export interface AppParts extends Services {
   upstream: UpstreamClient
   /** Who may see what the cache holds (private content). */
   links: ContentLinks
+  peers?: Peers
 }
 
 export interface App {
@@ -62,8 +64,8 @@ export interface AppOptions {
  * draws the layers). Nothing happens on import.
  */
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
-  const parts = await openParts(config, opts.logger ?? createLogger(config.log.level))
-  const { log } = parts
+  const parts = await openParts(config, opts.logger ?? createLogger(config.log.level), { warmLater: true })
+  const { log, status } = parts
   const listeners = createListeners(parts)
   let addrs: { plain: AddressInfo; tls?: AddressInfo } | undefined
   const release = () => parts.close()
@@ -71,7 +73,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     services: parts,
     listeners,
     listen: async () => {
+      // Listening first: /healthz answers and /readyz says "not yet" while a large cache's index is rebuilt.
       addrs = await listenAll(listeners, config.listen, config.server.tls.listen, config.server.reloadInterval)
+      await parts.warm()
+      status.ready = true
       const at = (a: AddressInfo | undefined) => a && { address: a.address, port: a.port }
       const upstreams = config.upstreams.map((u) => u.name)
       log.info({ ...at(addrs.plain), tls: at(addrs.tls), dataDir: config.dataDir, upstreams }, 'regmirror listening')
@@ -80,6 +85,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     url: () => urlOf('http', addrs?.plain ?? (listeners.plain.address() as AddressInfo)),
     tlsUrl: () => (addrs?.tls ? urlOf('https', addrs.tls) : undefined),
     shutdown: async (deadlineMs) => {
+      status.draining = true
       await drain(listeners, deadlineMs, log)
       await release()
     },
@@ -92,13 +98,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
 
 /** The parts with nothing listening: the server's, and the tools' (preload, import) that work on a data directory. */
 export interface OpenParts extends AppParts {
+  /** Resolves the pins, rebuilds the index from disk, starts the peers: done by openParts unless `warmLater`. */
+  warm(): Promise<void>
   /** Gives up downloads in progress (leaving nothing behind), flushes the index, closes the stores. */
   close(): Promise<void>
 }
 
-export async function openParts(config: Config, log: Logger, opts: { tool?: boolean } = {}): Promise<OpenParts> {
+export async function openParts(config: Config, log: Logger, opts: { tool?: boolean; warmLater?: boolean } = {}): Promise<OpenParts> {
   const parts = await buildParts(config, log, opts.tool === true)
-  const { index, blobs, upstream, metadata, pins, store } = parts
+  const { index, blobs, upstream, metadata, pins, store, peers } = parts
   // preload and import may add to this directory while a mirror runs on it: new content is found
   // on its first miss (the index adopts it), new pins and changed tags when they say so here.
   const changes = watchFiles(opts.tool ? [] : [store.layout.pinsFile, store.layout.changedFile], config.server.reloadInterval, () => {
@@ -107,10 +115,20 @@ export async function openParts(config: Config, log: Logger, opts: { tool?: bool
       log.error({ err }, 'cannot read the changed pins or tags'),
     )
   })
-  return {
+  const open: OpenParts = {
     ...parts,
+    warm: async () => {
+      // Pins are resolved before the index loads: loading evicts when the cap shrank, and must skip them.
+      await pins.add(config.cache.pins)
+      await pins.loadPersisted()
+      const loadStart = Date.now()
+      await index.load()
+      log.info({ entries: index.count, bytes: index.size, pinned: index.pinnedBytes(), ms: Date.now() - loadStart }, 'cache index loaded')
+      await peers?.start()
+    },
     close: async () => {
       changes.stop()
+      await peers?.stop()
       // Downloads no response is waiting for any more are given up, leaving nothing behind;
       // waiting for them could hold a shutdown for as long as the slowest upstream.
       const fills = blobs.activeFills()
@@ -122,6 +140,8 @@ export async function openParts(config: Config, log: Logger, opts: { tool?: bool
       await metadata.close()
     },
   }
+  if (!opts.warmLater) await open.warm()
+  return open
 }
 
 async function buildParts(config: Config, log: Logger, tool: boolean): Promise<AppParts> {
@@ -134,13 +154,7 @@ async function buildParts(config: Config, log: Logger, tool: boolean): Promise<A
   const metadata = new MetadataStore(store.layout, kv, true)
   // Eviction removes a manifest's media-type record first, so verify can tell an evicted tag from a lost one.
   index.beforeRemove = (digest) => metadata.deleteManifestInfo(parseDigest(digest))
-  // Pins are resolved before the index loads: loading evicts when the cap shrank, and must skip them.
   const pins = new Pins(registries, store, metadata, index, log)
-  await pins.add(config.cache.pins)
-  await pins.loadPersisted()
-  const loadStart = Date.now()
-  await index.load()
-  log.info({ entries: index.count, bytes: index.size, pinned: index.pinnedBytes(), ms: Date.now() - loadStart }, 'cache index loaded')
   // Only a shared store is worth a second lookup: in memory it would just be a copy of the client's own.
   const upstream = new UpstreamClient(config, log, metrics, kv.shared ? { sharedTokens: new KvTokens(kv) } : {})
   const report = new Reporter(metrics, log)
@@ -148,7 +162,9 @@ async function buildParts(config: Config, log: Logger, tool: boolean): Promise<A
   const fills = new Fills(store, index, log, config.retries.resumeAttempts)
   const manifests = new ManifestService(store, index, metadata, upstream, metrics, report, links, pins)
   const tags = new TagService(metadata, manifests, upstream, metrics, report, links, pins)
-  const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links)
+  // The tools keep what they fetch in their own data directory: no peers for them.
+  const peers = Peers.enabled(config) && !tool ? new Peers(config, log, metrics) : undefined
+  const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links, peers)
   const tagLists = new TagListService(upstream, metadata)
   const referrers = new ReferrersService(store.layout, upstream, tags, report)
   const access = new Access(config, log)
@@ -171,5 +187,7 @@ async function buildParts(config: Config, log: Logger, tool: boolean): Promise<A
     blobs,
     referrers,
     links,
+    peers,
+    status: { ready: false, draining: false },
   }
 }

@@ -132,6 +132,19 @@ export class Metrics {
     registers: [this.registry],
   })
 
+  readonly clusterPeers = new Gauge({
+    name: 'regmirror_cluster_peers',
+    help: 'Replicas this one shares blobs with (itself included), by state: up, or down (left out after a failure).',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  })
+  readonly peerFetches = new Counter({
+    name: 'regmirror_peer_fetches_total',
+    help: "Blob misses for another replica's digest: streamed from the owner (ok), or fetched from upstream because it failed (fallback).",
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  })
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'regmirror_' })
   }

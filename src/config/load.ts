@@ -93,6 +93,16 @@ export function resolveConfig(raw: unknown, opts: ResolveOptions = {}): Config {
       tls.cert === undefined ? 'server.tls.cert: required with server.tls.key' : 'server.tls.key: required with server.tls.cert',
     ])
   }
+  const cluster = config.cluster
+  if (cluster.peers.length > 0) {
+    const missing = [
+      ...(cluster.self === undefined ? ["cluster.self: required with cluster.peers (this replica's own base URL)"] : []),
+      ...(cluster.secret === undefined || cluster.secret.length < 16
+        ? ['cluster.secret: required with cluster.peers, at least 16 characters (REGMIRROR_CLUSTER_SECRET)']
+        : []),
+    ]
+    if (missing.length > 0) throw new ConfigError(missing)
+  }
   return config
 }
 

@@ -171,6 +171,9 @@ export const string: ValueType<string> = { doc: 'string', schema: nonEmptyString
 /** A file or directory; relative paths are resolved where the setting is used. Not trimmed: a path may end in a space. */
 export const path: ValueType<string> = { ...string, doc: 'path' }
 
+/** A string that must not be shown: `config check` prints it as [REDACTED]. */
+export const secret: ValueType<string> = { ...string, doc: 'secret', redact: () => REDACTED }
+
 /** See match.ts for the syntax. */
 export const glob: ValueType<string> = { ...string, doc: 'glob' }
 

@@ -7,6 +7,8 @@ import type { Req, RequestContext, Res } from './handlers/context.js'
 import { handleManifest } from './handlers/manifest.js'
 import { handleReferrers } from './handlers/referrers.js'
 import { handleTags } from './handlers/tags.js'
+import { PEER_HEADER, verifyPeerRequest } from '../cluster/peer-auth.js'
+import { PEER_PREFIX } from '../cluster/peers.js'
 import { closeAfter, finish, sendError } from './respond.js'
 import { route, type Route } from './router.js'
 
@@ -31,12 +33,12 @@ export async function handle(req: Req, res: Res, s: Services): Promise<void> {
   let error: unknown
   res.once('close', () => logRequest(ctx, s, started, error))
   try {
-    const r = route(req.method ?? 'GET', req.url ?? '/', req.headers.host, s.registries)
+    const r = route(req.method ?? 'GET', peerPath(ctx, s), req.headers.host, s.registries)
     switch (r.kind) {
       case 'healthz':
+      case 'readyz':
         ctx.kind = 'other'
-        res.writeHead(200, { 'content-type': 'application/json' })
-        res.end('{"status":"ok"}')
+        answerHealth(ctx, r.kind, s)
         return
       case 'metrics': {
         ctx.kind = 'other'
@@ -47,6 +49,7 @@ export async function handle(req: Req, res: Res, s: Services): Promise<void> {
       }
       case 'base':
         ctx.kind = 'base'
+        notWhileStarting(s)
         // `docker login` asks here: with authentication on, this is where credentials are checked.
         await s.access.identify(accessRequest(req))
         res.writeHead(200, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0', 'content-length': 2 })
@@ -59,7 +62,10 @@ export async function handle(req: Req, res: Res, s: Services): Promise<void> {
         ctx.kind = r.kind
         ctx.upstream = r.up.name
         ctx.repository = r.repo
-        await admit(req, r, s)
+        notWhileStarting(s)
+        if (ctx.peer && r.kind !== 'blob') throw new RegmirrorError('NAME_UNKNOWN', 'not a registry API path')
+        if (ctx.peer) await s.visibility.check(r.up, r.repo, (r as Extract<Route, { kind: 'blob' }>).digest, 'blob')
+        else await admit(req, r, s)
         if (r.kind === 'manifest') await handleManifest(ctx, r, s)
         else if (r.kind === 'blob') await handleBlob(ctx, r, s)
         else if (r.kind === 'referrers') await handleReferrers(ctx, r, s)
@@ -74,10 +80,42 @@ export async function handle(req: Req, res: Res, s: Services): Promise<void> {
 }
 
 /**
+ * The request's path, or for a peer request (cluster.peers) the registry path under the peer
+ * prefix, once its signature is checked. Without a valid signature the peer prefix is not a
+ * registry path at all: clients find nothing there.
+ */
+function peerPath(ctx: RequestContext, s: Services): string {
+  const url = ctx.req.url ?? '/'
+  if (!url.startsWith(`${PEER_PREFIX}/`)) return url
+  const secret = s.config.cluster.secret
+  const header = ctx.req.headers[PEER_HEADER]
+  if (secret === undefined || !verifyPeerRequest(secret, url, Array.isArray(header) ? header[0] : header)) {
+    throw new RegmirrorError('NAME_UNKNOWN', 'not a registry API path')
+  }
+  ctx.peer = true
+  return url.slice(PEER_PREFIX.length)
+}
+
+/** `/healthz`: the process answers. `/readyz`: it should get traffic (not while starting or draining). */
+function answerHealth(ctx: RequestContext, kind: 'healthz' | 'readyz', s: Services): void {
+  const state = kind === 'healthz' ? 'ok' : s.status.draining ? 'draining' : s.status.ready ? 'ready' : 'starting'
+  const ok = state === 'ok' || state === 'ready'
+  ctx.res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' })
+  ctx.res.end(JSON.stringify({ status: state }))
+}
+
+/** Registry requests while the index is still being rebuilt: come back shortly, rather than a cache that looks empty. */
+function notWhileStarting(s: Services): void {
+  if (!s.status.ready) {
+    throw new RegmirrorError('UNAVAILABLE', 'the mirror is starting: its cache index is being rebuilt', { retryAfter: '5' })
+  }
+}
+
+/**
  * The access layer, before any service: who is asking, whether they may pull from this repository,
  * and, for content by digest, whether this upstream and repository may see what the cache holds.
  */
-async function admit(req: Req, r: Exclude<Route, { kind: 'base' | 'healthz' | 'metrics' }>, s: Services): Promise<void> {
+async function admit(req: Req, r: Exclude<Route, { kind: 'base' | 'healthz' | 'readyz' | 'metrics' }>, s: Services): Promise<void> {
   const who = await s.access.identify(accessRequest(req))
   s.access.authorize(who, r.up.name, r.repo)
   if (r.kind === 'blob') await s.visibility.check(r.up, r.repo, r.digest, 'blob')

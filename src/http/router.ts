@@ -6,6 +6,7 @@ import type { Registries } from '../config/registries.js'
 export type Route =
   | { kind: 'base' }
   | { kind: 'healthz' }
+  | { kind: 'readyz' }
   | { kind: 'metrics' }
   | { kind: 'manifest'; up: UpstreamConfig; repo: string; name: string; ref: ManifestRef }
   | { kind: 'blob'; up: UpstreamConfig; repo: string; name: string; digest: Digest }
@@ -28,6 +29,7 @@ export function route(method: string, rawUrl: string, host: string | undefined, 
   const path = q < 0 ? rawUrl : rawUrl.slice(0, q)
   const query = new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1))
   if (path === '/healthz') return { kind: 'healthz' }
+  if (path === '/readyz') return { kind: 'readyz' }
   if (path === '/metrics') return { kind: 'metrics' }
   if (path === '/v2' || path === '/v2/') {
     if (WRITE_METHODS.has(method)) throw unsupported()

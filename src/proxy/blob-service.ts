@@ -3,6 +3,7 @@ import type { Fill, FillSource } from '../cache/fill/fill.js'
 import type { Fills } from '../cache/fills.js'
 import type { BlobHandle, Hits } from '../cache/hits.js'
 import type { ContentLinks } from '../cache/links.js'
+import type { Peers } from '../cluster/peers.js'
 import { isPrivate } from '../config/registries.js'
 import { RegmirrorError } from '../errors.js'
 import type { Metrics } from '../metrics.js'
@@ -10,6 +11,7 @@ import type { Digest } from '../oci/reference.js'
 import { contentLength, upstreamFailure, type UpstreamClient } from '../upstream/client.js'
 import { notCachedOffline } from '../upstream/offline.js'
 import type { Reporter } from './reporting.js'
+import { PeerBlobSource } from './peer-source.js'
 import { UpstreamBlobSource } from './upstream-source.js'
 
 export type { BlobHandle } from '../cache/hits.js'
@@ -26,6 +28,8 @@ export class BlobService {
     private readonly metrics: Metrics,
     private readonly report: Reporter,
     private readonly links: ContentLinks,
+    /** The other replicas, when there are (cluster.peers): a digest another one owns is streamed from it. */
+    private readonly peers?: Peers,
   ) {}
 
   /** Fills in progress (for shutdown and tests). */
@@ -33,14 +37,15 @@ export class BlobService {
     return this.fills.active()
   }
 
-  async get(up: UpstreamConfig, repo: string, d: Digest): Promise<BlobHandle> {
+  /** `local`: fetch from upstream here whoever owns the digest (a peer's request, the tools). */
+  async get(up: UpstreamConfig, repo: string, d: Digest, opts: { local?: boolean } = {}): Promise<BlobHandle> {
     const hit = await this.hits.open(d)
     if (hit) return hit
     let fill = this.fills.joinable(d)
     if (!fill && up.offline) throw notCachedOffline(up, 'blob', repo, d.value)
     const joined = fill !== undefined
     if (fill) this.metrics.fillReadersJoined.inc()
-    else fill = await this.startFill(up, repo, d)
+    else fill = await this.startFill(up, repo, d, opts.local === true)
     // Holds the fill's file (or memory window) for this request even if the download ends before it reads.
     const hold = fill.attach()
     let size: number | undefined
@@ -80,7 +85,7 @@ export class BlobService {
     if ((await this.hits.size(d)) !== undefined) return 'cached'
     if (up.offline) throw notCachedOffline(up, 'blob', repo, d.value)
     const joined = this.fills.joinable(d)
-    await this.keptBy(joined ?? (await this.startFill(up, repo, d)), !joined, onBytes)
+    await this.keptBy(joined ?? (await this.startFill(up, repo, d, true)), !joined, onBytes)
     return 'fetched'
   }
 
@@ -145,15 +150,18 @@ export class BlobService {
     return { size: len, cache: 'miss' }
   }
 
-  private async startFill(up: UpstreamConfig, repo: string, d: Digest) {
+  private async startFill(up: UpstreamConfig, repo: string, d: Digest, local: boolean) {
     const at = { upstream: up.name, digest: d.value }
+    const fromUpstream = new UpstreamBlobSource(this.upstream, up, repo, d)
+    // Another replica's digest is streamed from it and not kept here: each replica's disk holds its own share.
+    const owner = local ? undefined : this.peers?.ownerOf(d.value)
     // A private upstream's blob is marked before it can be kept; if the mark fails it is not kept.
     const priv = isPrivate(up)
-    const keep = !priv || (await this.links.markRestricted(d))
+    const keep = owner === undefined && (!priv || (await this.links.markRestricted(d)))
     this.metrics.fillsStarted.inc()
     return this.fills.start(
       d,
-      new UpstreamBlobSource(this.upstream, up, repo, d),
+      owner === undefined ? fromUpstream : new PeerBlobSource(this.peers as Peers, owner, up, repo, d, fromUpstream, this.metrics),
       {
         onResume: (offset, attempt, err) => {
           this.metrics.fillResumes.inc()

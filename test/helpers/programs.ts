@@ -21,6 +21,7 @@ export const DEBIAN_PACKAGE_OF: Readonly<Record<string, string>> = {
   curl: 'curl',
   h2load: 'nghttp2-client',
   htpasswd: 'apache2-utils',
+  nginx: 'nginx-light',
 }
 
 /** Absolute path of `name` on PATH, or undefined. */

@@ -69,6 +69,7 @@ t.test('the resolved Config holds exactly the declared settings', async (t) => {
     server: { tls: { cert: 'c.pem', key: 'k.pem' } },
     auth: { htpasswd: 'htpasswd' },
     upstreams: [{ name: 'ghcr.io', credentials: { token: 't' }, private: true }],
+    cluster: { peers: ['http://10.0.0.2:5000'], self: 'http://10.0.0.1:5000', secret: 'sixteen-chars-at-least' },
   }
   const c = resolveConfig(raw, { cwd: t.testdir({}) })
   const declared = (table: Record<string, Declaration>) =>
@@ -112,6 +113,7 @@ t.test('config check prints every setting in the file format, and it loads back 
       anonymous: { cidrs: ['10.0.0.0/8'] },
       rules: [{ repositories: ['ghcr.io/o/**'], users: ['alice'], networks: ['192.168.0.0/16'] }],
     },
+    cluster: { peers: ['http://10.0.0.2:5000'], self: 'http://10.0.0.1:5000', secret: 'sixteen-chars-at-least', resolveInterval: '5s' },
   }
   const c = resolveConfig(raw, { cwd })
   const shape = toFileShape(c)

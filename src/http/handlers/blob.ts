@@ -24,7 +24,7 @@ export async function handleBlob(ctx: RequestContext, route: Extract<Route, { ki
     ctx.res.end()
     return
   }
-  const blob = await s.blobs.get(up, repo, digest)
+  const blob = await s.blobs.get(up, repo, digest, { local: ctx.peer === true })
   try {
     ctx.cache = blob.source === 'cache' ? 'hit' : blob.joined ? 'joined' : 'miss'
     base['x-regmirror-cache'] = ctx.cache === 'joined' ? 'miss' : ctx.cache

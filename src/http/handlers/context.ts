@@ -15,6 +15,8 @@ export interface RequestContext {
   kind?: 'manifest' | 'blob' | 'tags' | 'referrers' | 'base' | 'other'
   cache?: 'hit' | 'miss' | 'stale' | 'error' | 'joined'
   bytes: number
+  /** A signed request from another replica (cluster.peers): served from here, never passed on. */
+  peer?: boolean
   /** Set when the body went out by other means than the response stream (HTTP/2 respondWithFD). */
   sent?: boolean
 }
