@@ -19,7 +19,8 @@ const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
 
 /**
  * Turns a request into a typed route: which upstream, which repository, which reference.
- * The upstream comes from, in order: `?ns=<registry>` (containerd hosts.toml), a Host header
+ * The upstream comes from, in order: `?ns=<registry>` (containerd hosts.toml; a first path component
+ * naming that same registry is an `override_path` prefix and is dropped), a Host header
  * mapped to an upstream, a first path component naming a configured registry
  * (`/v2/ghcr.io/owner/app/...`), else the default upstream (Docker daemon `registry-mirrors`).
  * Everything is grammar-checked here, before any of it is used.
@@ -69,7 +70,7 @@ function pickUpstream(
   if (ns !== null) {
     const up = registries.byName(ns)
     if (!up) throw notConfigured(ns)
-    return { up, name: rawName }
+    return { up, name: stripNsPrefix(rawName, up, registries) }
   }
   const byHost = registries.byHost(host)
   if (byHost) return { up: byHost, name: rawName }
@@ -85,6 +86,22 @@ function pickUpstream(
     if ((first.includes('.') || first.includes(':') || first === 'localhost') && isHostName(first)) throw notConfigured(first)
   }
   return { up: registries.defaultUpstream, name: rawName }
+}
+
+/**
+ * containerd mirrors configured with `override_path = true` and the registry in the mirror's path
+ * (`[host."http://mirror:5000/v2/docker.io"]`, as for Harbor, zot and Talos) send
+ * `/v2/docker.io/library/x/manifests/v1?ns=docker.io`. A first component that names the same upstream
+ * as `?ns=` (by name or registry host) is that prefix, not part of the repository. The cost: a
+ * repository whose own first component is its registry's name (`reg.example/reg.example/app`; Docker
+ * Hub and GitHub account names cannot contain a dot) is not reached through a plain `?ns=` mirror,
+ * which sends `/v2/reg.example/app?ns=reg.example`; with `override_path`, by path prefix or by a mapped
+ * Host it is, since there the prefix is always present or never.
+ */
+function stripNsPrefix(rawName: string, up: UpstreamConfig, registries: Registries): string {
+  const slash = rawName.indexOf('/')
+  if (slash <= 0) return rawName
+  return registries.byName(rawName.slice(0, slash)) === up ? rawName.slice(slash + 1) : rawName
 }
 
 function notConfigured(registry: string): RegmirrorError {

@@ -59,6 +59,60 @@ t.test('four conventions reach the right upstream and nothing crosses between th
   t.equal(downloads, onHub.blobs.length + onGhcr.blobs.length, 'each blob downloaded once whatever the convention')
 })
 
+t.test('containerd override_path mirrors: /v2/<registry>/...?ns=<registry> is that registry, prefix removed', async (t) => {
+  const hub = await fake(t)
+  const ghcr = await fake(t)
+  const platforms = [{ os: 'linux', architecture: 'amd64' }]
+  const onHub = hub.addImage('library/app', '1', { platforms })
+  const onGhcr = ghcr.addImage('owner/app', '1', { platforms })
+  for (const tag of ['2', '3']) ghcr.addImage('owner/app', tag, { platforms, layerSizes: [10] })
+  const mirror = await startMirror(t, {
+    upstreams: [
+      { name: 'docker.io', url: hub.url },
+      { name: 'ghcr.io', url: ghcr.url },
+    ],
+  })
+  // What containerd sends for [host."http://mirror/v2/<registry>"] with override_path = true.
+  // The second is the first's repository (library/ added), already cached: nothing goes upstream for it.
+  const cases = [
+    ['/v2/docker.io/library/app', 'docker.io', hub, ghcr, onHub, '/v2/library/app', true],
+    ['/v2/docker.io/app', 'docker.io', hub, ghcr, onHub, '/v2/library/app', false],
+    ['/v2/ghcr.io/owner/app', 'ghcr.io', ghcr, hub, onGhcr, '/v2/owner/app', true],
+  ] as const
+  for (const [base, ns, upstream, other, image, upstreamPath, miss] of cases) {
+    upstream.reset()
+    other.reset()
+    const m = await rawRequest(mirror.url, `${base}/manifests/1?ns=${ns}`, { accept: ACCEPT_OCI_MANIFESTS })
+    t.equal(m.status, 200, `${base}?ns=${ns}`)
+    t.equal(m.headers['docker-content-digest'], image.digest, `${base}: the upstream's own image`)
+    t.equal(sha256(m.body), image.digest)
+    for (const blob of image.blobs) {
+      const b = await rawRequest(mirror.url, `${base}/blobs/${blob.digest}?ns=${ns}`)
+      t.equal(b.status, 200)
+      t.equal(sha256(b.body), blob.digest, `${base}: blob verified`)
+    }
+    if (miss) t.ok(upstream.count({ server: 'registry', path: `${upstreamPath}/manifests/1` }) >= 1, `${base}: asked as ${upstreamPath}`)
+    else t.equal(upstream.count({}), 0, `${base}: served from the cache of ${upstreamPath}`)
+    t.equal(upstream.count({ path: new RegExp(`/v2/${ns.replace('.', '\\.')}/`) }), 0, `${base}: the prefix never reaches upstream`)
+    t.equal(other.count({}), 0, `${base}: the other upstream was not asked anything`)
+  }
+  // Paging a tag list keeps the client's own path, prefix and ns included, so it comes back the same way.
+  const page = await rawRequest(mirror.url, '/v2/ghcr.io/owner/app/tags/list?ns=ghcr.io&n=1')
+  t.equal(page.status, 200)
+  t.same(JSON.parse(page.body.toString()), { name: 'owner/app', tags: ['1'] })
+  const next = /^<([^>]+)>/.exec(String(page.headers.link))?.[1]
+  t.match(next, /^\/v2\/ghcr\.io\/owner\/app\/tags\/list\?/)
+  t.equal(new URL(next!, 'http://x').searchParams.get('ns'), 'ghcr.io')
+  const page2 = await rawRequest(mirror.url, next!)
+  t.same(JSON.parse(page2.body.toString()), { name: 'owner/app', tags: ['2'] })
+  // Another registry's name in front is not a prefix: it stays part of the repository, which that upstream lacks.
+  hub.reset()
+  const crossed = await rawRequest(mirror.url, '/v2/ghcr.io/owner/app/manifests/1?ns=docker.io', { accept: ACCEPT_OCI_MANIFESTS })
+  t.equal(crossed.status, 404)
+  t.equal(errorCode(crossed.body), 'MANIFEST_UNKNOWN')
+  t.ok(hub.count({ server: 'registry', path: '/v2/ghcr.io/owner/app/manifests/1' }) >= 1, 'asked of docker.io as ghcr.io/owner/app')
+})
+
 t.test('an unconfigured registry is refused by every convention, and never contacted', async (t) => {
   const hub = await fake(t)
   const mirror = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }] })

@@ -58,6 +58,32 @@ t.test('precedence: ?ns= over Host over path prefix over the default', async (t)
   t.same(where('/v2/docker.io/owner/app/manifests/1', 'ghcr.mirror.example.com'), { up: 'ghcr.io', repo: 'docker.io/owner/app' })
 })
 
+t.test('containerd override_path: a first component naming the ?ns= registry is a prefix', async (t) => {
+  const cases: [string, string, string][] = [
+    // [host."http://mirror:5000/v2/docker.io"] override_path = true
+    ['/v2/docker.io/library/alpine/manifests/3.20?ns=docker.io', 'docker.io', 'library/alpine'],
+    ['/v2/docker.io/alpine/manifests/3.20?ns=docker.io', 'docker.io', 'library/alpine'],
+    ['/v2/docker.io/library/alpine/blobs/' + D + '?ns=docker.io', 'docker.io', 'library/alpine'],
+    ['/v2/docker.io/library/alpine/tags/list?ns=docker.io&n=5', 'docker.io', 'library/alpine'],
+    ['/v2/ghcr.io/owner/app/referrers/' + D + '?ns=ghcr.io', 'ghcr.io', 'owner/app'],
+    // the same registry named another way: case, or its registry host on either side
+    ['/v2/GHCR.IO/owner/app/manifests/1?ns=ghcr.io', 'ghcr.io', 'owner/app'],
+    ['/v2/registry-1.docker.io/library/alpine/manifests/3.20?ns=docker.io', 'docker.io', 'library/alpine'],
+    ['/v2/docker.io/library/alpine/manifests/3.20?ns=registry-1.docker.io', 'docker.io', 'library/alpine'],
+    ['/v2/registry.internal:5000/team/app/manifests/1?ns=registry.internal:5000', 'registry.internal:5000', 'team/app'],
+    // only one prefix is removed: the rest is the repository
+    ['/v2/ghcr.io/ghcr.io/app/manifests/1?ns=ghcr.io', 'ghcr.io', 'ghcr.io/app'],
+    // another registry's name is not a prefix: part of the repository, as before
+    ['/v2/ghcr.io/owner/app/manifests/1?ns=docker.io', 'docker.io', 'ghcr.io/owner/app'],
+    ['/v2/docker.io/owner/app/manifests/1?ns=ghcr.io', 'ghcr.io', 'docker.io/owner/app'],
+    // a one-component name is never a prefix alone
+    ['/v2/docker.io/manifests/1?ns=docker.io', 'docker.io', 'library/docker.io'],
+  ]
+  for (const [path, up, repo] of cases) t.same(where(path), { up, repo }, path)
+  // The prefix never smuggles in another registry's policy: docker.io's deny list still applies.
+  t.throws(() => route('GET', '/v2/docker.io/secret/app/manifests/1?ns=docker.io', undefined, registries), { code: 'DENIED' })
+})
+
 t.test('an unconfigured registry is NAME_UNKNOWN, whatever names it', async (t) => {
   for (const path of [
     '/v2/app/manifests/1?ns=evil.example',
