@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { clientConfigCommand } from './commands/client-config.js'
 import { exportCommand } from './commands/export.js'
 import { importCommand } from './commands/import.js'
 import { pinsCommand } from './commands/pins.js'
@@ -17,6 +18,7 @@ const COMMANDS: Record<string, Command> = {
   import: importCommand,
   pins: pinsCommand,
   verify: verifyCommand,
+  'client-config': clientConfigCommand,
 }
 
 const USAGE = `Usage: regmirror <command> [options]
@@ -28,6 +30,7 @@ Commands:
   import FILE      load OCI layout archives and directories and docker save archives into the cache
   pins             list the pinned images; pins remove REF... unpins what preload/import --pin pinned
   config check     validate the configuration and print it, secrets redacted
+  client-config    print the Docker, containerd, podman and k3s configuration that pulls through this mirror
   verify [--repair]
                    re-hash every cached blob and manifest; report corrupt, orphaned and stray
                    files (with --repair, remove them); exit 1 while problems remain

@@ -1,6 +1,6 @@
 import type { UpstreamConfig } from '../config/schema.js'
 import { RegmirrorError } from '../errors.js'
-import { assertName, isHostName, parseDigest, parseManifestRef, type Digest, type ManifestRef } from '../oci/reference.js'
+import { assertName, namesRegistry, parseDigest, parseManifestRef, type Digest, type ManifestRef } from '../oci/reference.js'
 import type { Registries } from '../config/registries.js'
 
 export type Route =
@@ -83,7 +83,7 @@ function pickUpstream(
     // registry (Docker Hub namespaces have neither); one that is not configured is refused
     // rather than sent to the default upstream. A component that is not even a host name
     // ('.', '..') falls through to the name check: a 400.
-    if ((first.includes('.') || first.includes(':') || first === 'localhost') && isHostName(first)) throw notConfigured(first)
+    if (namesRegistry(first)) throw notConfigured(first)
   }
   return { up: registries.defaultUpstream, name: rawName }
 }

@@ -18,6 +18,14 @@ export function isHostName(s: string): boolean {
   return HOST_RE.test(s)
 }
 
+/**
+ * Whether a reference's first component names a registry, by Docker's grammar: a host with a dot or a
+ * port, or `localhost`. Anything else (`library`, `myorg`) is a Docker Hub namespace to every client.
+ */
+export function namesRegistry(first: string): boolean {
+  return (first.includes('.') || first.includes(':') || first === 'localhost') && isHostName(first)
+}
+
 /** distribution's limit for the whole repository name. */
 export const MAX_NAME_LENGTH = 255
 
