@@ -81,6 +81,11 @@ export default tseslint.config(
     'cluster/ knows the other replicas; the services decide what to ask them',
   ),
   layer(['src/airgap/**'], ['http', 'commands'], 'the air-gap tools work on the services and the data directory, not on HTTP requests'),
+  layer(
+    ['src/clients/**'],
+    ['kv.js', 'cache', 'upstream', 'proxy', 'access', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
+    "clients/ writes other programs' configuration from the resolved config, and reads nothing else",
+  ),
   {
     files: ['**/*.js', '**/*.mjs'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly' } },

@@ -8,6 +8,7 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { startMirror } from '../helpers/mirror.js'
+import { clientConfigs, parseMirrorUrl } from '../../src/clients/client-config.js'
 import { requirePrograms } from '../helpers/programs.js'
 import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
 import { AMD64_ARM64, buildOciLayout } from '../helpers/oci-image.js'
@@ -39,8 +40,11 @@ if (requirePrograms(t, ['dockerd', 'docker', 'docker-registry', 'skopeo', 'opens
       tagTtl: '1h',
     })
     const mirrorHost = new URL(mirror.url).host
-    // The README's daemon.json, with this mirror's address.
-    const daemon = await startDockerd({ t, daemonJson: { 'registry-mirrors': [mirror.url], 'insecure-registries': [mirrorHost] } })
+    // The daemon.json `regmirror client-config --docker` prints for this mirror (the README's, with this address).
+    const generated = clientConfigs(mirror.app.services.config, parseMirrorUrl(mirror.url), ['docker']).configs[0]!.files[0]!
+    const daemonJson = JSON.parse(generated.text) as Record<string, unknown>
+    t.same(daemonJson, { 'registry-mirrors': [mirror.url], 'insecure-registries': [mirrorHost] })
+    const daemon = await startDockerd({ t, daemonJson })
     const amd64 = app.images.find((i) => i.platform.architecture === 'amd64')!
     const arm64 = app.images.find((i) => i.platform.architecture === 'arm64')!
 
