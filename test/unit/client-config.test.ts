@@ -192,5 +192,11 @@ t.test('the printed text: one file bare, several each under a header, read back 
   const printed = splitPrinted(renderFiles(all))
   const expected = all.flatMap((c) => c.files.map((f) => ({ title: c.title, path: f.path, text: f.text })))
   t.same(printed, expected, 'every file, with its client and path, exactly')
+  const parsers: Record<ClientFile['format'], (text: string) => unknown> = {
+    json: (x) => JSON.parse(x),
+    toml: (x) => parseToml(x),
+    yaml: (x) => parseYaml(x),
+  }
+  for (const f of all.flatMap((c) => c.files)) t.doesNotThrow(() => parsers[f.format](f.text), `${f.path} parses as ${f.format}`)
   t.equal(printed.length, 1 + BUILT_IN.length + 1 + 1)
 })
