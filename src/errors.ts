@@ -49,6 +49,8 @@ export const ERRORS = {
   UPSTREAM_NOT_CONTACTED: { status: 503, wire: 'UNAVAILABLE', class: 'upstream' },
   // A gateway error: the client may retry.
   UPSTREAM_ERROR: { status: 502, wire: 'UNAVAILABLE', class: 'upstream' },
+  // The outbound proxy could not be reached, refused the credentials or the tunnel: the upstream is unreachable.
+  UPSTREAM_PROXY: { status: 502, wire: 'UNAVAILABLE', class: 'upstream' },
   DIGEST_MISMATCH: { status: 502, wire: 'UNAVAILABLE', class: 'refusal' },
   SIZE_MISMATCH: { status: 502, wire: 'UNAVAILABLE', class: 'refusal' },
   BLOB_SIZE_UNKNOWN: { status: 502, wire: 'UNAVAILABLE', class: 'refusal' },

@@ -18,6 +18,7 @@ export const REDACT_PATHS = [
   'password',
   'credentials',
   'upstream.credentials',
+  'upstream.proxy',
   'err.token',
 ]
 

@@ -61,6 +61,32 @@ export function parseHttpUrl(v: string): string {
   return u.href.replace(/\/+$/, '')
 }
 
+/** What an upstream's `proxy` may be: a proxy URL, or `none` to go direct whatever the environment says. */
+export const PROXY_SCHEMES = ['http:', 'https:', 'socks5:', 'socks5h:'] as const
+
+/**
+ * Validates an outbound proxy: `none`, or `http://`, `https://`, `socks5://` (or `socks5h://`, the same: names are
+ * always resolved by the proxy) with a host, an optional port and optional `user:password@`. Messages never echo
+ * the value: it may hold a password.
+ */
+export function parseProxy(v: string): string {
+  const s = v.trim()
+  if (s === 'none') return s
+  const bad = (why: string): Error =>
+    new Error(`must be none or a proxy URL (http://, https:// or socks5://[user:password@]host:port): ${why}`)
+  let u: URL
+  try {
+    u = new URL(s)
+  } catch {
+    throw bad('not a URL')
+  }
+  if (!(PROXY_SCHEMES as readonly string[]).includes(u.protocol)) throw bad(`scheme ${u.protocol.slice(0, 20)} is not supported`)
+  if (u.hostname === '') throw bad('no host')
+  if ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash) throw bad('no path, query or fragment allowed')
+  if (u.password && !u.username) throw bad('a password needs a user name')
+  return `${u.protocol}//${u.username ? `${u.username}${u.password ? `:${u.password}` : ''}@` : ''}${u.host}`
+}
+
 /** Validates a redis:// or rediss:// URL (returned unchanged). */
 export function parseRedisUrl(v: string): string {
   let u: URL

@@ -95,6 +95,14 @@ export const UPSTREAM_FIELDS = {
       "address ranges this upstream's redirect targets and token realm may reach although they are loopback, link-local, private or " +
       'unique-local (`10.20.0.0/16`, `fd00::/8`, or one address); see [Redirect targets](#redirect-targets-and-the-address-policy)',
   }),
+  proxy: setting(v.proxy, {
+    optional: true,
+    docDefault: 'from the environment',
+    doc:
+      'the outbound proxy for everything sent for this upstream (registry, token realm, blob redirects): ' +
+      '`http://[user:password@]host:port`, `https://…` or `socks5://[user:password@]host:port`; `none` goes direct. ' +
+      'Unset: `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` as Go programs read them; see [Outbound proxies](#outbound-proxies)',
+  }),
 } as const
 
 /** One resolved upstream (built-in defaults merged in). */

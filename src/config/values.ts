@@ -15,6 +15,7 @@ import {
   parseLogLevel,
   parseNetwork,
   parsePinRef,
+  parseProxy,
   parseRedisUrl,
   parseUpstreamName,
 } from './parse.js'
@@ -124,6 +125,17 @@ function redactUrl(s: string): string {
   }
 }
 
+/** The URL with its user name and password (both are credentials of a proxy) replaced. */
+function redactUserinfoOfUrl(s: string): string {
+  try {
+    const u = new URL(s)
+    if (!u.username && !u.password) return s
+    return `${u.protocol}//${REDACTED}${u.password ? `:${REDACTED}` : ''}@${u.host}`
+  } catch {
+    return s === 'none' ? s : REDACTED
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // The value types
 
@@ -151,6 +163,12 @@ export const httpUrl = textual({ doc: 'URL', what: 'an http or https URL', parse
 export const redisUrl: ValueType<string> = {
   ...textual({ doc: '`redis://` or `rediss://` URL', what: 'a redis:// URL', parse: parseRedisUrl }),
   redact: redactUrl,
+}
+
+/** `none` or a proxy URL; `config check` shows its user name and password as [REDACTED]. */
+export const proxy: ValueType<string> = {
+  ...textual({ doc: 'proxy URL or `none`', what: 'a proxy URL or none', parse: parseProxy }),
+  redact: redactUserinfoOfUrl,
 }
 
 export const upstreamName = textual({ doc: 'upstream name', what: 'an upstream name', parse: parseUpstreamName })

@@ -73,6 +73,28 @@ export class AddressPolicy {
     })
   }
 
+  /**
+   * Throws ADDRESS_DENIED unless every address `host` resolves to may be dialled. For a target sent to a proxy,
+   * which dials it instead of us: the name is resolved here, and the proxy may resolve it again (a window the
+   * direct path, which checks the address it connects to, does not have). A name that does not resolve here
+   * is refused: it cannot be checked.
+   */
+  async checkName(host: string): Promise<void> {
+    const bare = host.replace(/^\[|\]$/g, '')
+    if (isIP(bare) !== 0) return this.check(bare, bare)
+    let addrs: LookupAddress[]
+    try {
+      addrs = await this.resolve(bare)
+    } catch (err) {
+      throw new RegmirrorError('UPSTREAM_ERROR', `cannot resolve ${bare.slice(0, 200)} to check it against the address policy`, {
+        cause: err,
+        detail: { host: bare.slice(0, 200) },
+      })
+    }
+    if (addrs.length === 0) throw new RegmirrorError('UPSTREAM_ERROR', `no address for ${bare.slice(0, 200)}`)
+    for (const a of addrs) await this.check(a.address, bare)
+  }
+
   private async ownClasses(now = Date.now()): Promise<Set<AddressClass>> {
     if (this.own && this.own.until > now) return this.own.classes
     const host = this.upstreamHost.replace(/^\[|\]$/g, '')

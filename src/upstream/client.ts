@@ -1,5 +1,3 @@
-import { isIP } from 'node:net'
-import { Agent, buildConnector } from 'undici'
 import type { Config, UpstreamConfig } from '../config/schema.js'
 import { RegmirrorError } from '../errors.js'
 import type { Logger } from '../log.js'
@@ -7,6 +5,7 @@ import type { Metrics } from '../metrics.js'
 import { AddressPolicy } from './address-policy.js'
 import { header, readBounded, toUpstreamError, type Headers, type UpstreamResponse } from './answers.js'
 import { UpstreamHealth } from './health.js'
+import { describeProxy, Dispatchers, proxyEnvironment, proxyFailure } from './proxy.js'
 import { TokenAuth } from './token-auth.js'
 import { TokenCache, type SharedTokenStore } from './token-store.js'
 
@@ -29,12 +28,13 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308])
 /**
  * Every request to an upstream registry goes through here: auth (token-auth.ts), redirects
  * (credentials never follow to another origin; other origins only where the address policy
- * allows), timeouts, retries with backoff, offline marking (health.ts), and the upstream metrics.
+ * allows), outbound proxies (proxy.ts), timeouts, retries with backoff, offline marking (health.ts),
+ * and the upstream metrics.
  */
 export class UpstreamClient {
-  private readonly agent: Agent
-  /** Per upstream: the agent for every origin but the upstream's own (redirect targets, token realms). */
-  private readonly foreign = new Map<string, Agent>()
+  private readonly dispatchers: Dispatchers
+  /** Per upstream: what its redirect targets and token realms may reach. */
+  private readonly policies = new Map<string, AddressPolicy>()
   private readonly health = new Map<string, UpstreamHealth>()
   private readonly auth: TokenAuth
 
@@ -42,7 +42,7 @@ export class UpstreamClient {
     private readonly config: Config,
     private readonly log: Logger,
     private readonly metrics: Metrics,
-    opts: { sharedTokens?: SharedTokenStore } = {},
+    opts: { sharedTokens?: SharedTokenStore; env?: Record<string, string | undefined> } = {},
   ) {
     this.auth = new TokenAuth(
       new TokenCache(opts.sharedTokens),
@@ -50,8 +50,26 @@ export class UpstreamClient {
       log,
       config.timeouts.bodyIdle,
     )
-    this.agent = new Agent({ ...this.agentOptions(), connect: { timeout: config.timeouts.connect } })
+    const env = proxyEnvironment(opts.env ?? process.env)
+    this.dispatchers = new Dispatchers(env, {
+      connectTimeout: config.timeouts.connect,
+      headersTimeout: config.timeouts.headers,
+      bodyTimeout: config.timeouts.bodyIdle,
+    })
     for (const up of config.upstreams) this.metrics.upstreamOnline.set({ upstream: up.name }, 1)
+    // What goes where, said once: an operator reading the log knows which proxy each upstream's requests use.
+    if (env.invalid.length > 0) log.warn({ variables: env.invalid }, 'proxy environment variables that are not proxy URLs are ignored')
+    if (env.http || env.https) {
+      const show = (u: URL | undefined) => (u ? describeProxy(u) : undefined)
+      log.info(
+        { httpsProxy: show(env.https), httpProxy: show(env.http), noProxy: env.noProxy.text },
+        'outbound proxies from the environment',
+      )
+    }
+    for (const up of config.upstreams) {
+      if (up.proxy === undefined) continue
+      log.info({ upstream: up.name, proxy: up.proxy === 'none' ? 'none' : describeProxy(new URL(up.proxy)) }, 'upstream proxy')
+    }
   }
 
   healthOf(up: UpstreamConfig): UpstreamHealth {
@@ -68,7 +86,7 @@ export class UpstreamClient {
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.agent.close(), ...[...this.foreign.values()].map((a) => a.close())])
+    await this.dispatchers.close()
   }
 
   /**
@@ -170,8 +188,22 @@ export class UpstreamClient {
 
   private async send(up: UpstreamConfig, url: URL, method: 'GET' | 'HEAD', headers: Record<string, string>) {
     const started = process.hrtime.bigint()
+    const route = this.dispatchers.route(up.proxy, url, url.origin === new URL(up.url).origin ? undefined : this.policyOf(up))
     try {
-      const res = await this.dispatcherFor(up, url).request({ origin: url.origin, path: url.pathname + url.search, method, headers })
+      const res = await route.dispatcher.request({
+        origin: url.origin,
+        path: url.pathname + url.search,
+        method,
+        headers,
+        // Per request too: the SOCKS5 agent's connections take no agent-wide timeouts.
+        headersTimeout: this.config.timeouts.headers,
+        bodyTimeout: this.config.timeouts.bodyIdle,
+      })
+      if (route.proxy && res.statusCode === 407) {
+        // A plain-HTTP request the proxy refused: its answer, not the upstream's.
+        await res.body.dump().catch(() => {})
+        throw Object.assign(new Error('Proxy Authentication Required (407)'), { code: 'PROXY_407' })
+      }
       this.metrics.upstreamRequests.inc({ upstream: up.name, status: String(res.statusCode) })
       this.metrics.upstreamDuration.observe({ upstream: up.name }, Number(process.hrtime.bigint() - started) / 1e9)
       this.noteRateLimit(up, res.headers as Headers)
@@ -187,7 +219,7 @@ export class UpstreamClient {
       return { status: res.statusCode, headers: res.headers as Headers, body }
     } catch (err) {
       this.metrics.upstreamRequests.inc({ upstream: up.name, status: '0' })
-      throw toUpstreamError(up, err)
+      throw (route.proxy && proxyFailure(up.name, route.proxy, url, err)) || toUpstreamError(up, err)
     }
   }
 
@@ -200,39 +232,11 @@ export class UpstreamClient {
     this.log.info({ upstream: up.name, ratelimitRemaining: n, ratelimitLimit: header(headers, 'ratelimit-limit') }, 'upstream rate limit')
   }
 
-  /**
-   * The dispatcher for a URL: the upstream's own origin is dialled as configured; any other
-   * origin (a blob CDN, a token realm) only where the upstream's address policy allows, checked
-   * on the address each connection really goes to.
-   */
-  private dispatcherFor(up: UpstreamConfig, url: URL): Agent {
-    if (url.origin === new URL(up.url).origin) return this.agent
-    let agent = this.foreign.get(up.name)
-    if (!agent) {
-      const policy = new AddressPolicy(new URL(up.url).hostname, up.allowedNetworks)
-      const dial = buildConnector({ timeout: this.config.timeouts.connect, lookup: policy.lookup })
-      // An IP literal never goes through `lookup`: check it here.
-      const connect: buildConnector.connector = (opts, cb) => {
-        const host = opts.hostname.replace(/^\[|\]$/g, '')
-        if (isIP(host) === 0) return dial(opts, cb)
-        policy.check(host, host).then(
-          () => dial(opts, cb),
-          (err: Error) => cb(err, null),
-        )
-      }
-      agent = new Agent({ ...this.agentOptions(), connect })
-      this.foreign.set(up.name, agent)
-    }
-    return agent
-  }
-
-  private agentOptions() {
-    return {
-      headersTimeout: this.config.timeouts.headers,
-      bodyTimeout: this.config.timeouts.bodyIdle,
-      keepAliveTimeout: 30_000,
-      connections: 64,
-    }
+  /** The address policy of an upstream's redirect targets and token realms. */
+  private policyOf(up: UpstreamConfig): AddressPolicy {
+    let policy = this.policies.get(up.name)
+    if (!policy) this.policies.set(up.name, (policy = new AddressPolicy(new URL(up.url).hostname, up.allowedNetworks)))
+    return policy
   }
 }
 

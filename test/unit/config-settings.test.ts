@@ -68,7 +68,7 @@ t.test('the resolved Config holds exactly the declared settings', async (t) => {
     metadata: { redis: 'redis://r:6379' },
     server: { tls: { cert: 'c.pem', key: 'k.pem' } },
     auth: { htpasswd: 'htpasswd' },
-    upstreams: [{ name: 'ghcr.io', credentials: { token: 't' }, private: true }],
+    upstreams: [{ name: 'ghcr.io', credentials: { token: 't' }, private: true, proxy: 'http://proxy.internal:3128' }],
     cluster: { peers: ['http://10.0.0.2:5000'], self: 'http://10.0.0.1:5000', secret: 'sixteen-chars-at-least' },
   }
   const c = resolveConfig(raw, { cwd: t.testdir({}) })
@@ -105,6 +105,7 @@ t.test('config check prints every setting in the file format, and it loads back 
         deny: ['o/x'],
         realms: ['auth.example'],
         allowedNetworks: ['10.0.0.0/8'],
+        proxy: 'socks5://u:p@proxy.internal:1080',
       },
     ],
     server: { maxHeaderSize: '32KiB', requestTimeout: '250ms', tls: { cert: 'c.pem', key: 'k.pem' } },
