@@ -5,7 +5,9 @@
  * exists (no race with a log file). `bytes` grows while the body streams and is final once `done` is true.
  * The Host header is forwarded unchanged, so absolute URLs the target builds (upload Locations) point at the proxy.
  */
-import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { readFileSync } from 'node:fs'
+import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders, type RequestListener } from 'node:http'
+import { createServer as createTlsServer } from 'node:https'
 
 export interface RequestRecord {
   method: string
@@ -15,6 +17,8 @@ export interface RequestRecord {
   query: string
   /** The request headers as received (lower-case names). */
   headers: IncomingHttpHeaders
+  /** The address the request's connection came from. */
+  from: string
   status: number
   /** Response body bytes forwarded to the client so far. */
   bytes: number
@@ -26,6 +30,8 @@ export interface CountingProxy {
   port: number
   url: string
   requests(): RequestRecord[]
+  /** Remote addresses of the connections `onlyFrom` closed. */
+  refused(): string[]
   stop(): Promise<void>
 }
 
@@ -35,6 +41,12 @@ export interface CountingProxyOptions {
    * are paced to this many bytes per second. Unset: as fast as loopback goes.
    */
   bytesPerSecond?: number
+  /** Listen on this address instead of 127.0.0.1. */
+  host?: string
+  /** Speak HTTPS with this certificate and key (PEM files): an HTTPS upstream. */
+  tls?: { cert: string; key: string }
+  /** Close at once every connection that does not come from this address (an upstream only a proxy can reach). */
+  onlyFrom?: string
 }
 
 export async function startCountingProxy(targetPort: number, opts: CountingProxyOptions = {}): Promise<CountingProxy> {
@@ -49,7 +61,7 @@ export async function startCountingProxy(targetPort: number, opts: CountingProxy
     linkFreeAt = start + (n / opts.bytesPerSecond) * 1000
     return linkFreeAt - now
   }
-  const server = createServer((req, res) => {
+  const handler: RequestListener = (req, res) => {
     const raw = req.url ?? '/'
     const q = raw.indexOf('?')
     const path = q < 0 ? raw : raw.slice(0, q)
@@ -62,6 +74,7 @@ export async function startCountingProxy(targetPort: number, opts: CountingProxy
           path,
           query,
           headers: req.headers,
+          from: req.socket.remoteAddress ?? '',
           status: upRes.statusCode ?? 0,
           bytes: 0,
           done: false,
@@ -97,7 +110,8 @@ export async function startCountingProxy(targetPort: number, opts: CountingProxy
       },
     )
     upstream.on('error', (err) => {
-      log.push({ method: req.method ?? '', path, query, headers: req.headers, status: 502, bytes: 0, done: true })
+      const from = req.socket.remoteAddress ?? ''
+      log.push({ method: req.method ?? '', path, query, headers: req.headers, from, status: 502, bytes: 0, done: true })
       if (!res.headersSent) {
         res.writeHead(502, { 'content-type': 'text/plain' })
         res.end(`counting proxy: ${err.message}`)
@@ -107,18 +121,31 @@ export async function startCountingProxy(targetPort: number, opts: CountingProxy
     })
     req.pipe(upstream)
     req.on('aborted', () => upstream.destroy())
-  })
+  }
+  const server = opts.tls
+    ? createTlsServer({ cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) }, handler)
+    : createServer(handler)
+  const refused: string[] = []
+  if (opts.onlyFrom !== undefined) {
+    server.on('connection', (socket) => {
+      if (socket.remoteAddress === opts.onlyFrom) return
+      refused.push(socket.remoteAddress ?? '')
+      socket.destroy()
+    })
+  }
+  const host = opts.host ?? '127.0.0.1'
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => resolve())
+    server.listen(0, host, () => resolve())
   })
   const address = server.address()
   if (address === null || typeof address === 'string') throw new Error('counting proxy: no TCP address')
   let stopped: Promise<void> | undefined
   return {
     port: address.port,
-    url: `http://127.0.0.1:${address.port}`,
+    url: `${opts.tls ? 'https' : 'http'}://${host}:${address.port}`,
     requests: () => log.slice(),
+    refused: () => refused.slice(),
     stop() {
       stopped ??= new Promise<void>((resolve) => {
         server.closeAllConnections()

@@ -15,7 +15,7 @@ import bcrypt from 'bcryptjs'
 import { makeTempDir, removeTempDir } from './temp-dir.js'
 import { startOnFreePort } from './free-port.js'
 import { startProgram, type ChildProgram } from './child-program.js'
-import { startCountingProxy, type CountingProxy, type RequestRecord } from './counting-proxy.js'
+import { startCountingProxy, type CountingProxy, type CountingProxyOptions, type RequestRecord } from './counting-proxy.js'
 import { startTokenServer, type TokenServer, type TokenServerOptions } from './token-server.js'
 import type { TestContext } from './test-context.js'
 
@@ -29,15 +29,19 @@ export interface DistributionOptions {
   proxy?: { remoteurl: string; username?: string; password?: string }
   /** Pace the counting proxy's response bodies to this rate (an emulated slow upstream link). */
   linkBytesPerSecond?: number
+  /** Where the counting proxy in front listens, whether it speaks TLS, whom it lets in (counting-proxy.ts). */
+  front?: Pick<CountingProxyOptions, 'host' | 'tls' | 'onlyFrom'>
   /** Registers stop() with t.teardown. */
   t?: TestContext
 }
 
 export interface Distribution {
-  /** `http://127.0.0.1:PORT` of the counting proxy in front of distribution. */
+  /** `http://127.0.0.1:PORT` of the counting proxy in front of distribution (as `front` says). */
   url: string
   /** `127.0.0.1:PORT` of the counting proxy: the registry part of image references. */
   hostPort: string
+  /** Connections the counting proxy closed because they did not come from `front.onlyFrom`. */
+  refused(): string[]
   /** distribution itself, without the counting proxy. */
   directUrl: string
   /** The distribution process (for the benchmark's memory readings). */
@@ -144,7 +148,7 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
     program = started.program
     const port = started.port
 
-    proxy = await startCountingProxy(port, { bytesPerSecond: opts.linkBytesPerSecond })
+    proxy = await startCountingProxy(port, { bytesPerSecond: opts.linkBytesPerSecond, ...opts.front })
     const counting = proxy
     let stopped: Promise<void> | undefined
     const stop = (): Promise<void> => (stopped ??= cleanup())
@@ -152,7 +156,8 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
     opts.t?.teardown(stop)
     return {
       url: counting.url,
-      hostPort: `127.0.0.1:${counting.port}`,
+      hostPort: new URL(counting.url).host,
+      refused: () => counting.refused(),
       directUrl: `http://127.0.0.1:${port}`,
       pid: running.pid,
       storageDir,
