@@ -25,18 +25,22 @@ import { readPulledOciLayout } from '../helpers/verify.js'
 
 const PROXY_SIDE = '127.0.0.2'
 
-/** An upstream only the proxy can reach, holding `app:v1`. */
+/** An upstream only the proxy can reach, holding `app:v1`; with `token`, behind a token server (anonymous pulls). */
 async function upstream(
   t: TestContext,
   work: string,
-  tls?: { cert: string; key: string },
+  opts: { tls?: { cert: string; key: string }; token?: boolean } = {},
 ): Promise<{ dist: Distribution; image: OciLayout }> {
-  const dist = await startDistribution({ front: { onlyFrom: PROXY_SIDE, ...(tls ? { tls } : {}) }, t })
+  const dist = await startDistribution({
+    front: { onlyFrom: PROXY_SIDE, ...(opts.tls ? { tls: opts.tls } : {}) },
+    ...(opts.token ? { auth: 'token' as const, tokenServer: { users: { pusher: 'push-pw' } } } : {}),
+    t,
+  })
   const image = await buildOciLayout(join(work, `image-${Math.random().toString(16).slice(2)}`), {
     tag: 'v1',
     layerSizes: [300 * 1024, 40 * 1024],
   })
-  await pushLayout(image.layoutDir, 'v1', new URL(dist.directUrl).host, 'team/app')
+  await pushLayout(image.layoutDir, 'v1', new URL(dist.directUrl).host, 'team/app', opts.token ? { destCreds: 'pusher:push-pw' } : {})
   return { dist, image }
 }
 
@@ -72,7 +76,7 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl', 'squid', 'tinypr
     const work = await makeTempDir('proxy-squid')
     t.teardown(() => removeTempDir(work))
     const ca = await makeCa(work)
-    const { dist, image } = await upstream(t, work, await makeServerCert(ca, 'upstream'))
+    const { dist, image } = await upstream(t, work, { tls: await makeServerCert(ca, 'upstream') })
     const password = 'pr0xy-s3cret-squid'
     const squid = await startSquid({ users: { mirror: password }, outgoing: PROXY_SIDE, denyConnectPorts: [9], t })
     const withAuth = (user: string, pw: string) => squid.url.replace('http://', `http://${user}:${pw}@`)
@@ -137,10 +141,10 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl', 'squid', 'tinypr
     t.match(check.stdout, `proxy: http://[REDACTED]:[REDACTED]@127.0.0.1:${squid.port}`)
   })
 
-  t.test('tinyproxy with BasicAuth: a plain-HTTP upstream, forwarded', async (t) => {
+  t.test('tinyproxy with BasicAuth: a plain-HTTP upstream and its token realm, forwarded', async (t) => {
     const work = await makeTempDir('proxy-tinyproxy')
     t.teardown(() => removeTempDir(work))
-    const { dist, image } = await upstream(t, work)
+    const { dist, image } = await upstream(t, work, { token: true })
     const password = 'tiny-s3cret'
     const tiny = await startTinyproxy({ users: { mirror: password }, outgoing: PROXY_SIDE, t })
     const mirror = await mirrorWith(t, work, {
@@ -155,6 +159,7 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl', 'squid', 'tinypr
       'tinyproxy forwarded the GETs',
     )
     t.notMatch(log, /CONNECT [\d.]+:\d+ HTTP/, 'as plain requests, not tunnels')
+    t.match(log, new RegExp(`GET ${dist.tokenServer!.realm.replace(/\./g, '\\.')}\\?`), 'the token realm too')
     const logs = mirror.logs()
     t.notOk(
       logs.some((l) => l.includes(password)),
@@ -166,7 +171,7 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl', 'squid', 'tinypr
     const work = await makeTempDir('proxy-dante')
     t.teardown(() => removeTempDir(work))
     const ca = await makeCa(work)
-    const { dist, image } = await upstream(t, work, await makeServerCert(ca, 'upstream'))
+    const { dist, image } = await upstream(t, work, { tls: await makeServerCert(ca, 'upstream') })
     const dante = await startDante({ outgoing: PROXY_SIDE, t })
     const mirror = await mirrorWith(
       t,

@@ -22,6 +22,9 @@ export const DEBIAN_PACKAGE_OF: Readonly<Record<string, string>> = {
   h2load: 'nghttp2-client',
   htpasswd: 'apache2-utils',
   nginx: 'nginx-light',
+  squid: 'squid',
+  tinyproxy: 'tinyproxy',
+  danted: 'dante-server',
 }
 
 /** Absolute path of `name` on PATH, or undefined. */
