@@ -90,6 +90,8 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl', 'squid', 'tinypr
         upstreams: [
           { name: 'registry.internal', url: dist.url, proxy: withAuth('mirror', password) },
           { name: 'registry.wrongpw', url: dist.url, proxy: withAuth('mirror', 'not-the-password') },
+          // the same for a plain-HTTP request, which squid answers with its own 407
+          { name: 'registry.plainwrong', url: dist.url.replace('https:', 'http:'), proxy: withAuth('mirror', 'not-the-password') },
           { name: 'registry.noproxy', url: dist.url, proxy: `http://mirror:${password}@127.0.0.1:${closedPort}` },
           // squid answers CONNECT to port 9 (nothing there) with its own refusal
           { name: 'registry.denied', url: 'https://127.0.0.1:9', proxy: withAuth('mirror', password) },
@@ -109,13 +111,20 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl', 'squid', 'tinypr
     t.equal(wrong.status, 502)
     t.match(wrong.text, new RegExp(`proxy http://127\\.0\\.0\\.1:${squid.port} refused the credentials`))
     await ask('registry.wrongpw')
+    const plainWrong = await ask('registry.plainwrong')
+    t.equal(plainWrong.status, 502)
+    t.match(
+      plainWrong.text,
+      new RegExp(`proxy http://127\\.0\\.0\\.1:${squid.port} refused the credentials`),
+      'a 407 to a plain request too',
+    )
     const unreachable = await ask('registry.noproxy')
     t.equal(unreachable.status, 502)
     t.match(unreachable.text, new RegExp(`proxy http://127\\.0\\.0\\.1:${closedPort} is unreachable`))
     const denied = await ask('registry.denied')
     t.equal(denied.status, 502)
     t.match(denied.text, /refused to open a tunnel to 127\.0\.0\.1:9 \(403\)/)
-    for (const e of [wrong, unreachable, denied]) t.notMatch(e.text, password, 'no password in an error')
+    for (const e of [wrong, plainWrong, unreachable, denied]) t.notMatch(e.text, password, 'no password in an error')
 
     const logs = mirror.logs()
     t.ok(
