@@ -22,6 +22,7 @@ export const DEBIAN_PACKAGE_OF: Readonly<Record<string, string>> = {
   h2load: 'nghttp2-client',
   htpasswd: 'apache2-utils',
   nginx: 'nginx-light',
+  podman: 'podman',
 }
 
 /** Absolute path of `name` on PATH, or undefined. */
