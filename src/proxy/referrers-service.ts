@@ -91,7 +91,7 @@ export class ReferrersService {
   }
 
   private remember(key: string, manifests: Referrer[]): void {
-    if (this.ttlMs > 0) this.kept.set(key, { manifests, at: Date.now(), size: 256 + manifests.length * 512 })
+    if (this.ttlMs > 0) this.kept.set(key, { manifests, at: Date.now(), size: 256 + JSON.stringify(manifests).length })
   }
 
   /** What is stored for `subject`, without asking anyone (export). */

@@ -6,13 +6,13 @@ import type { RequestContext } from './context.js'
 /**
  * `/v1/_ping`: the Docker daemon pings a registry before searching it (HTTPS first, then plain HTTP
  * for an insecure registry). Nothing secret is in the answer, so it needs no credentials.
+ * Standalone: the daemon is not to look for a separate index to authenticate against.
  */
 export function handlePing(ctx: RequestContext): void {
   const body = '{}'
   ctx.res.writeHead(200, {
     'content-type': 'application/json',
     'content-length': body.length,
-    'x-docker-registry-version': '0.6.0',
     'x-docker-registry-standalone': 'true',
   })
   finish(ctx.res, ctx.req.method === 'HEAD' ? undefined : body)
