@@ -4,17 +4,20 @@
  * search upstream, here a stand-in for Docker Hub's index. With the index gone, the answer is the repositories the
  * mirror holds, marked "cached in this mirror".
  */
+import { join } from 'node:path'
 import t from 'tap'
+import { runProgram } from '../helpers/child-program.js'
 import { startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { startDockerd } from '../helpers/dockerd.js'
 import { get, startMirror } from '../helpers/mirror.js'
 import { ACCEPT_ALL_MANIFESTS as ACCEPT } from '../helpers/oci-http.js'
 import { requirePrograms } from '../helpers/programs.js'
 import { startSearchIndex } from '../helpers/search-index.js'
+import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
 
 const ONE = { platforms: [{ os: 'linux', architecture: 'amd64' }], layerSizes: [1000] }
 
-if (requirePrograms(t, ['dockerd', 'docker'])) {
+if (requirePrograms(t, ['dockerd', 'docker', 'htpasswd'])) {
   t.test('docker search through the mirror: the index answers, then, with it down, the cache does', async (t) => {
     const hub = await startFakeRegistry()
     const ghcr = await startFakeRegistry({ auth: 'none' })
@@ -81,5 +84,32 @@ if (requirePrograms(t, ['dockerd', 'docker'])) {
       'with the index down: the cached repositories whose names contain the term, marked local',
     )
     t.same(await search('no-such-thing'), [], 'nothing cached by that name: no results, no error')
+  })
+
+  t.test('docker search with authentication on: refused without docker login, answered after it', async (t) => {
+    const work = await makeTempDir('search-auth')
+    t.teardown(() => removeTempDir(work))
+    const file = join(work, 'htpasswd')
+    await runProgram('htpasswd', ['-B', '-b', '-c', file, 'alice', 'alice-pw'])
+    const hub = await startFakeRegistry()
+    t.teardown(() => hub.close())
+    const index = await startSearchIndex([{ name: 'e2eauth', description: 'found with credentials' }])
+    t.teardown(() => index.close())
+    const mirror = await startMirror(t, {
+      upstreams: [{ name: 'docker.io', url: hub.url }],
+      search: { upstream: index.url },
+      auth: { htpasswd: file },
+    })
+    const host = new URL(mirror.url).host
+    const daemon = await startDockerd({ t, daemonJson: { 'insecure-registries': [host] } })
+    const refused = await daemon.docker(['search', `${host}/e2eauth`]).then(
+      () => 'answered',
+      (err: Error) => err.message,
+    )
+    t.match(refused, /401|unauthorized|authentication required/i, 'without credentials: refused')
+    t.same(index.searches, [], 'and nothing was asked of the index')
+    await daemon.docker(['login', host, '-u', 'alice', '-p', 'alice-pw'])
+    const out = await daemon.docker(['search', '--no-trunc', '--format', '{{.Name}}|{{.Description}}', `${host}/e2eauth`])
+    t.equal(out.stdout.trim(), 'e2eauth|found with credentials', 'after docker login: the daemon sends them with the search')
   })
 }
