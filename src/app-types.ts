@@ -5,8 +5,10 @@ import type { Registries } from './config/registries.js'
 import type { Logger } from './log.js'
 import type { Metrics } from './metrics.js'
 import type { BlobService } from './proxy/blob-service.js'
+import type { CatalogService } from './proxy/catalog-service.js'
 import type { ManifestService } from './proxy/manifest-service.js'
 import type { ReferrersService } from './proxy/referrers-service.js'
+import type { SearchService } from './proxy/search-service.js'
 import type { TagListService } from './proxy/tag-list-service.js'
 import type { TagService } from './proxy/tag-service.js'
 
@@ -25,6 +27,10 @@ export interface Services {
   tagLists: TagListService
   blobs: BlobService
   referrers: ReferrersService
+  /** `/v2/_catalog`: the repositories the cache holds. */
+  catalog: CatalogService
+  /** `/v1/search`: `docker search MIRROR/term`. */
+  search: SearchService
   /** Where the server is in its life: /readyz answers from it, and registry requests wait for `ready`. */
   status: { ready: boolean; draining: boolean }
 }

@@ -19,10 +19,12 @@ import { createLogger, type Logger } from './log.js'
 import { Metrics } from './metrics.js'
 import { parseDigest } from './oci/reference.js'
 import { BlobService } from './proxy/blob-service.js'
+import { CatalogService } from './proxy/catalog-service.js'
 import { ManifestService } from './proxy/manifest-service.js'
 import { Pins } from './proxy/pins.js'
 import { ReferrersService } from './proxy/referrers-service.js'
 import { Reporter } from './proxy/reporting.js'
+import { SearchService } from './proxy/search-service.js'
 import { TagListService } from './proxy/tag-list-service.js'
 import { TagService } from './proxy/tag-service.js'
 import { UpstreamClient } from './upstream/client.js'
@@ -165,8 +167,10 @@ async function buildParts(config: Config, log: Logger, tool: boolean): Promise<A
   // The tools keep what they fetch in their own data directory: no peers for them.
   const peers = Peers.enabled(config) && !tool ? new Peers(config, log, metrics) : undefined
   const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links, peers)
-  const tagLists = new TagListService(upstream, metadata)
-  const referrers = new ReferrersService(store.layout, upstream, tags, report)
+  const tagLists = new TagListService(upstream, metadata, metrics, log)
+  const referrers = new ReferrersService(store.layout, upstream, tags, report, metrics, config.referrers.cacheTtl)
+  const catalog = new CatalogService(metadata, registries)
+  const search = new SearchService(config, registries, upstream, catalog, metrics, log)
   const access = new Access(config, log)
   const visibility = new Visibility(links, index, fills, upstream)
   return {
@@ -186,6 +190,8 @@ async function buildParts(config: Config, log: Logger, tool: boolean): Promise<A
     tagLists,
     blobs,
     referrers,
+    catalog,
+    search,
     links,
     peers,
     status: { ready: false, draining: false },

@@ -37,6 +37,8 @@ export const ERRORS = {
   MANIFEST_INVALID: { status: 400, wire: 'MANIFEST_INVALID', class: 'client' },
   // Not in the OCI table; CNCF distribution's code for a bad `n`.
   PAGINATION_NUMBER_INVALID: { status: 400, wire: 'PAGINATION_NUMBER_INVALID', class: 'client' },
+  // A search term or a catalog `last` that is no name fragment (too long, control characters).
+  QUERY_INVALID: { status: 400, wire: 'NAME_INVALID', class: 'client' },
   UNAUTHORIZED: { status: 401, wire: 'UNAUTHORIZED', class: 'client' },
   DENIED: { status: 403, wire: 'DENIED', class: 'client' },
   UNSUPPORTED: { status: 405, wire: 'UNSUPPORTED', class: 'client' },

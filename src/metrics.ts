@@ -144,6 +144,14 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   })
+  readonly listings = new Counter({
+    name: 'regmirror_listing_answers_total',
+    help:
+      'Search, tag list and referrers answers by where they came from: upstream, cache (memory, within its TTL), stale (the ' +
+      'upstream failed), local (search: names this mirror holds, the search upstream failed or the mirror is offline).',
+    labelNames: ['kind', 'source'] as const,
+    registers: [this.registry],
+  })
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'regmirror_' })

@@ -66,6 +66,11 @@ export class Access {
     throw this.unauthorized('authentication required')
   }
 
+  /** Whether `who` may pull from `repo` of `upstream`: what search and the catalog may show them. */
+  may(who: Identity, upstream: string, repo: string): boolean {
+    return this.rules.allows(who, upstream, repo)
+  }
+
   /** Throws unless `who` may pull from `repo` of `upstream`. */
   authorize(who: Identity, upstream: string, repo: string): void {
     if (this.rules.allows(who, upstream, repo)) return

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { readdirSync, statSync, type Dirent } from 'node:fs'
+import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Digest } from '../oci/reference.js'
 
@@ -128,6 +129,28 @@ export class Layout {
   /** Every file under repositories/: tag links, and temp files a crash left beside them. */
   tagLinkFiles(): string[] {
     return files(this.repositoriesDir)
+  }
+
+  /**
+   * The repositories that hold at least one tag link, per upstream directory: what the catalog lists.
+   * Repository name components never start with `_` (the name grammar), so `_tags`, `_referrers` and
+   * `_content` are never taken for a component, and the walk does not descend into them.
+   */
+  async repositoriesWithTags(): Promise<{ upstream: string; repo: string }[]> {
+    const out: { upstream: string; repo: string }[] = []
+    const walk = async (upstream: string, parts: string[]): Promise<void> => {
+      const dir = join(this.repositoriesDir, upstream, ...parts)
+      const list = await readdir(dir, { withFileTypes: true }).catch(() => [] as Dirent[])
+      for (const e of list) {
+        if (!e.isDirectory()) continue
+        if (e.name === '_tags') {
+          const tags = await readdir(join(dir, e.name)).catch(() => [] as string[])
+          if (parts.length > 0 && tags.some((t) => !t.endsWith('.tmp'))) out.push({ upstream, repo: parts.join('/') })
+        } else if (!e.name.startsWith('_')) await walk(upstream, [...parts, e.name])
+      }
+    }
+    for (const e of entries(this.repositoriesDir)) if (e.isDirectory()) await walk(e.name, [])
+    return out
   }
 
   /** Every file under manifest-types/. */

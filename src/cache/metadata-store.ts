@@ -101,6 +101,11 @@ export class MetadataStore {
     return names.filter(isValidTag).sort()
   }
 
+  /** Every upstream and repository this data directory holds tag links for: the catalog. */
+  async repositories(): Promise<{ upstream: string; repo: string }[]> {
+    return this.layout.repositoriesWithTags()
+  }
+
   /**
    * Drops the records this process holds in memory, so tags are read from the disk links again
    * (another process wrote them). Records shared through Redis are the live copy and are kept.

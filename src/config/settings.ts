@@ -276,6 +276,31 @@ export const SETTINGS = {
     doc: 'shared by the replicas, at least 16 characters: every peer request is signed with it (HMAC-SHA256, valid for a minute); requests without a valid signature never reach the peer route',
   }),
   'cluster.resolveInterval': setting(v.duration, { default: '15s', doc: 'how often peer host names are resolved again' }),
+  'search.enabled': setting(v.boolean, {
+    default: true,
+    env: 'REGMIRROR_SEARCH',
+    doc: '`docker search MIRROR/term` (`/v1/_ping`, `/v1/search`); `false` answers them 404. See [Search and catalog](#search-and-catalog)',
+  }),
+  'search.upstream': setting(v.httpUrl, {
+    default: 'https://index.docker.io',
+    env: 'REGMIRROR_SEARCH_UPSTREAM',
+    flag: 'search-upstream',
+    arg: 'URL',
+    help: 'where /v1/search is forwarded (Docker Hub index)',
+    doc:
+      "base URL of the search index `/v1/search` is forwarded to (Docker Hub's by default); when it cannot be reached (or the " +
+      'mirror is offline) the answer is the repositories this mirror holds whose names contain the term',
+  }),
+  'search.cacheTtl': setting(v.duration, {
+    default: '10m',
+    doc: 'how long one search answer of the upstream is reused (memory, bounded); `0` asks every time',
+  }),
+  'referrers.cacheTtl': setting(v.duration, {
+    default: '30s',
+    doc:
+      'how long a referrers list is answered from memory before the upstream is asked again; the last list is also kept on disk and ' +
+      'served when the upstream fails or the mirror is offline',
+  }),
 } as const
 
 /** Not a setting of the file: where the file is. */

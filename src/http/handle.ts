@@ -3,14 +3,17 @@ import type { AccessRequest } from '../access/access.js'
 import type { Services } from '../app-types.js'
 import { RegmirrorError, isRegmirrorError, toWire } from '../errors.js'
 import { handleBlob } from './handlers/blob.js'
+import { handleCatalog } from './handlers/catalog.js'
 import type { Req, RequestContext, Res } from './handlers/context.js'
 import { handleManifest } from './handlers/manifest.js'
 import { handleReferrers } from './handlers/referrers.js'
+import { handlePing, handleSearch } from './handlers/search.js'
 import { handleTags } from './handlers/tags.js'
 import { PEER_HEADER, verifyPeerRequest } from '../cluster/peer-auth.js'
 import { PEER_PREFIX } from '../cluster/peers.js'
 import { closeAfter, finish, sendError } from './respond.js'
 import { route, type Route } from './router.js'
+import type { Visible } from '../proxy/catalog-service.js'
 
 // A random per-process prefix and a counter: unique across replicas' logs without drawing
 // random bytes on every request.
@@ -54,6 +57,11 @@ export async function handle(req: Req, res: Res, s: Services): Promise<void> {
         await s.access.identify(accessRequest(req))
         res.writeHead(200, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0', 'content-length': 2 })
         finish(res, req.method === 'HEAD' ? undefined : '{}')
+        return
+      case 'ping':
+      case 'search':
+      case 'catalog':
+        await handleListing(ctx, r, s)
         return
       case 'manifest':
       case 'blob':
@@ -115,11 +123,32 @@ function notWhileStarting(s: Services): void {
  * The access layer, before any service: who is asking, whether they may pull from this repository,
  * and, for content by digest, whether this upstream and repository may see what the cache holds.
  */
-async function admit(req: Req, r: Exclude<Route, { kind: 'base' | 'healthz' | 'readyz' | 'metrics' }>, s: Services): Promise<void> {
+async function admit(req: Req, r: Extract<Route, { kind: 'manifest' | 'blob' | 'tags' | 'referrers' }>, s: Services): Promise<void> {
   const who = await s.access.identify(accessRequest(req))
   s.access.authorize(who, r.up.name, r.repo)
   if (r.kind === 'blob') await s.visibility.check(r.up, r.repo, r.digest, 'blob')
   else if (r.kind === 'manifest' && r.ref.kind === 'digest') await s.visibility.check(r.up, r.repo, r.ref.digest, 'manifest')
+}
+
+/** `/v1/_ping`, `/v1/search` and `/v2/_catalog`: what the mirror holds or can find, not content. */
+async function handleListing(ctx: RequestContext, r: Extract<Route, { kind: 'ping' | 'search' | 'catalog' }>, s: Services): Promise<void> {
+  ctx.kind = r.kind === 'catalog' ? 'catalog' : 'search'
+  if (ctx.peer) throw new RegmirrorError('NAME_UNKNOWN', 'not a registry API path')
+  if (r.kind !== 'catalog' && !s.config.search.enabled) throw new RegmirrorError('NAME_UNKNOWN', 'search is not enabled on this mirror')
+  if (r.kind === 'ping') return handlePing(ctx)
+  notWhileStarting(s)
+  const visible = await listingAccess(ctx.req, s)
+  if (r.kind === 'search') await handleSearch(ctx, s, visible)
+  else await handleCatalog(ctx, r, s, visible)
+}
+
+/**
+ * Search and the catalog: the client must get in (credentials when authentication is on), and is
+ * shown only the repositories its access rules let it pull.
+ */
+async function listingAccess(req: Req, s: Services): Promise<Visible> {
+  const who = await s.access.identify(accessRequest(req))
+  return (up, repo) => s.access.may(who, up.name, repo)
 }
 
 function accessRequest(req: Req): AccessRequest {

@@ -8,6 +8,10 @@ export type Route =
   | { kind: 'healthz' }
   | { kind: 'readyz' }
   | { kind: 'metrics' }
+  | { kind: 'ping' }
+  | { kind: 'search' }
+  /** `up`: the one upstream a `?ns=` or a mapped Host names; none: every upstream. */
+  | { kind: 'catalog'; up?: UpstreamConfig }
   | { kind: 'manifest'; up: UpstreamConfig; repo: string; name: string; ref: ManifestRef }
   | { kind: 'blob'; up: UpstreamConfig; repo: string; name: string; digest: Digest }
   | { kind: 'tags'; up: UpstreamConfig; repo: string; name: string }
@@ -35,6 +39,24 @@ export function route(method: string, rawUrl: string, host: string | undefined, 
   if (path === '/v2' || path === '/v2/') {
     if (WRITE_METHODS.has(method)) throw unsupported()
     return { kind: 'base' }
+  }
+  // Docker's v1 search API, which `docker search MIRROR/term` still uses, and the catalog.
+  const listing =
+    path === '/v1/_ping' || path === '/v1/_ping/'
+      ? 'ping'
+      : path === '/v1/search'
+        ? 'search'
+        : path === '/v2/_catalog'
+          ? 'catalog'
+          : undefined
+  if (listing !== undefined) {
+    if (method !== 'GET' && method !== 'HEAD') throw unsupported()
+    if (listing !== 'catalog') return { kind: listing }
+    const ns = query.get('ns')
+    if (ns === null) return { kind: 'catalog', up: registries.byHost(host) }
+    const up = registries.byName(ns)
+    if (!up) throw notConfigured(ns)
+    return { kind: 'catalog', up }
   }
   if (!path.startsWith('/v2/')) throw new RegmirrorError('NAME_UNKNOWN', 'not a registry API path')
   if (WRITE_METHODS.has(method)) throw unsupported()

@@ -1,13 +1,15 @@
 import { mkdir, readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { LRUCache } from 'lru-cache'
 import { writeFileAtomic } from '../cache/blob-store.js'
 import type { Layout } from '../cache/layout.js'
 import type { UpstreamConfig } from '../config/schema.js'
 import { RegmirrorError, isRegmirrorError, isUpstreamFailure } from '../errors.js'
+import type { Metrics } from '../metrics.js'
 import { checkManifest } from '../oci/manifest.js'
 import { MAX_MANIFEST_SIZE, OCI_INDEX } from '../oci/media-types.js'
 import { isValidDigest, type Digest } from '../oci/reference.js'
-import { upstreamFailure, type UpstreamClient } from '../upstream/client.js'
+import { header, upstreamFailure, type UpstreamClient } from '../upstream/client.js'
 import type { Reporter } from './reporting.js'
 import type { TagService } from './tag-service.js'
 
@@ -21,38 +23,75 @@ export interface Referrer {
 }
 
 export interface ReferrersAnswer {
+  /** Only those of the artifactType asked for, when one was. */
   manifests: Referrer[]
   cache: 'hit' | 'miss' | 'stale'
 }
 
+/** Lists kept in memory: by count and by bytes (each list is at most a manifest's size). */
+const KEPT_LISTS = 5000
+const KEPT_BYTES = 32 * 1024 * 1024
+/** An artifactType worth passing on: a media type (`type/subtype`, RFC 6838 characters). */
+const MEDIA_TYPE_RE = /^[A-Za-z0-9][\w!#$&.^+-]{0,126}\/[A-Za-z0-9][\w!#$&.^+-]{0,126}$/
+
 /**
- * The OCI referrers API (`GET /v2/<name>/referrers/<digest>`): the signatures, SBOMs and attestations
- * whose manifests name `digest` as their subject. Asked of the upstream every time (a list grows when
- * someone signs an image); an upstream without the API (CNCF distribution 2.8, a 404) is read through
- * the spec's fallback, the index tagged `sha256-<hex>`. The last answer is kept on disk per
- * repository and served when the upstream fails or the mirror is offline; `regmirror import` adds to
- * it the referrers an archive carries. The referrer manifests themselves are ordinary content.
+ * The OCI referrers API (`GET /v2/<name>/referrers/<digest>[?artifactType=…]`): the signatures,
+ * SBOMs and attestations whose manifests name `digest` as their subject. A list is asked of the
+ * upstream and then answered from memory for `referrers.cacheTtl` (a list grows when someone signs
+ * an image, so not for long); an `artifactType` filter is passed on, and applied here to whatever
+ * the upstream did not filter. An upstream without the API (CNCF distribution 2.8, a 404) is read
+ * through the spec's fallback, the index tagged `sha256-<hex>`. The last whole list is kept on disk
+ * per repository and served, filtered here, when the upstream fails or the mirror is offline;
+ * `regmirror import` adds to it the referrers an archive carries. The referrer manifests
+ * themselves are ordinary content.
  */
 export class ReferrersService {
+  private readonly kept = new LRUCache<string, { manifests: Referrer[]; at: number; size: number }>({
+    max: KEPT_LISTS,
+    maxSize: KEPT_BYTES,
+    sizeCalculation: (k) => k.size,
+  })
+
   constructor(
     private readonly layout: Layout,
     private readonly upstream: UpstreamClient,
     private readonly tags: TagService,
     private readonly report: Reporter,
+    private readonly metrics: Metrics,
+    private readonly ttlMs: number,
   ) {}
 
-  async list(up: UpstreamConfig, repo: string, subject: Digest): Promise<ReferrersAnswer> {
+  async list(up: UpstreamConfig, repo: string, subject: Digest, artifactType?: string): Promise<ReferrersAnswer> {
+    const only = (list: Referrer[]) => (artifactType === undefined ? list : list.filter((m) => m.artifactType === artifactType))
+    const key = `${up.name}\n${repo}\n${subject.value}\n${artifactType ?? ''}`
+    const kept = this.kept.get(key)
+    if (kept && Date.now() - kept.at < this.ttlMs) {
+      this.metrics.listings.inc({ kind: 'referrers', source: 'cache' })
+      return { manifests: kept.manifests, cache: 'hit' }
+    }
     const stored = await this.stored(up, repo, subject)
-    if (up.offline) return { manifests: stored ?? [], cache: 'hit' }
+    if (up.offline) return { manifests: only(stored ?? []), cache: 'hit' }
     try {
-      const fresh = await this.fetch(up, repo, subject)
-      await this.keep(up, repo, subject, fresh)
-      return { manifests: fresh, cache: 'miss' }
+      const fresh = await this.fetch(up, repo, subject, artifactType)
+      // A list the upstream filtered is not the whole list: only the memory keeps it, under its filter.
+      if (!fresh.filtered) {
+        await this.keep(up, repo, subject, fresh.manifests)
+        this.remember(`${up.name}\n${repo}\n${subject.value}\n`, fresh.manifests)
+      }
+      const manifests = only(fresh.manifests)
+      this.remember(key, manifests)
+      this.metrics.listings.inc({ kind: 'referrers', source: 'upstream' })
+      return { manifests, cache: 'miss' }
     } catch (err) {
       if (stored === undefined || !isUpstreamFailure(err)) throw err
       this.report.log.warn({ upstream: up.name, repository: repo, subject: subject.value }, 'upstream failed; serving the stored referrers')
-      return { manifests: stored, cache: 'stale' }
+      this.metrics.listings.inc({ kind: 'referrers', source: 'stale' })
+      return { manifests: only(stored), cache: 'stale' }
     }
+  }
+
+  private remember(key: string, manifests: Referrer[]): void {
+    if (this.ttlMs > 0) this.kept.set(key, { manifests, at: Date.now(), size: 256 + JSON.stringify(manifests).length })
   }
 
   /** What is stored for `subject`, without asking anyone (export). */
@@ -67,23 +106,30 @@ export class ReferrersService {
     await this.keep(up, repo, subject, [...now, ...more.filter((r) => !known.has(r.digest))])
   }
 
-  private async fetch(up: UpstreamConfig, repo: string, subject: Digest): Promise<Referrer[]> {
+  private async fetch(
+    up: UpstreamConfig,
+    repo: string,
+    subject: Digest,
+    artifactType?: string,
+  ): Promise<{ manifests: Referrer[]; filtered: boolean }> {
+    const pass = artifactType !== undefined && MEDIA_TYPE_RE.test(artifactType)
     const res = await this.upstream.request(up, {
       method: 'GET',
-      path: `/v2/${repo}/referrers/${subject.value}`,
+      path: `/v2/${repo}/referrers/${subject.value}${pass ? `?artifactType=${encodeURIComponent(artifactType)}` : ''}`,
       repo,
       headers: { accept: OCI_INDEX },
     })
     if (res.status === 404) {
       await res.body.dump().catch(() => {})
-      return this.fallback(up, repo, subject)
+      return { manifests: await this.fallback(up, repo, subject), filtered: false }
     }
     if (res.status !== 200) throw await upstreamFailure(up, res, 'MANIFEST_UNKNOWN')
     const tooLarge = () =>
       new RegmirrorError('MANIFEST_TOO_LARGE', `referrers list from ${up.name} is too large`, { detail: { upstream: up.name } })
     const body = await this.upstream.readSmall(up, res, MAX_MANIFEST_SIZE, tooLarge)
+    const applied = (header(res.headers, 'oci-filters-applied') ?? '').split(',').map((f) => f.trim())
     try {
-      return referrersOf(body)
+      return { manifests: referrersOf(body), filtered: pass && applied.includes('artifactType') }
     } catch (err) {
       throw new RegmirrorError(
         'UPSTREAM_MANIFEST_INVALID',

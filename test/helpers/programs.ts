@@ -25,6 +25,7 @@ export const DEBIAN_PACKAGE_OF: Readonly<Record<string, string>> = {
   squid: 'squid',
   tinyproxy: 'tinyproxy',
   danted: 'dante-server',
+  podman: 'podman',
 }
 
 /** Absolute path of `name` on PATH, or undefined. */

@@ -18,7 +18,9 @@ t.test('four conventions reach the right upstream and nothing crosses between th
   const onHub = hub.addImage('library/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
   const onGhcr = ghcr.addImage('library/app', '1', { platforms: [{ os: 'linux', architecture: 'amd64' }] })
   t.not(onHub.digest, onGhcr.digest)
+  // tagTtl 0: every tag list goes upstream (none is answered from memory), so where it went can be counted.
   const mirror = await startMirror(t, {
+    tagTtl: '0',
     upstreams: [
       { name: 'docker.io', url: hub.url },
       { name: 'ghcr.io', url: ghcr.url, hosts: ['ghcr.mirror.test'] },

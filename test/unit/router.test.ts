@@ -115,3 +115,21 @@ t.test('deny applies to the upstream-side name under every convention', async (t
   }
   t.same(where('/v2/ghcr.io/secret/app/manifests/1'), { up: 'ghcr.io', repo: 'secret/app' }, 'deny lists are per upstream')
 })
+
+t.test('search and catalog routes (issue #15)', async (t) => {
+  t.same(route('GET', '/v1/_ping', undefined, registries), { kind: 'ping' })
+  t.same(route('HEAD', '/v1/_ping/', undefined, registries), { kind: 'ping' })
+  t.same(route('GET', '/v1/search?q=nginx&n=25', undefined, registries), { kind: 'search' })
+  t.same(route('GET', '/v2/_catalog?n=10', undefined, registries), { kind: 'catalog', up: undefined }, 'every upstream')
+  const byNs = route('GET', '/v2/_catalog?ns=ghcr.io', undefined, registries) as Extract<Route, { kind: 'catalog' }>
+  t.equal(byNs.up?.name, 'ghcr.io', '?ns= names one upstream')
+  const byHost = route('GET', '/v2/_catalog', 'ghcr.mirror.example.com:5000', registries) as Extract<Route, { kind: 'catalog' }>
+  t.equal(byHost.up?.name, 'ghcr.io', 'so does a mapped Host')
+  t.throws(() => route('GET', '/v2/_catalog?ns=evil.example.com', undefined, registries), { code: 'NAME_UNKNOWN' })
+  for (const method of ['POST', 'PUT', 'DELETE', 'OPTIONS']) {
+    t.throws(() => route(method, '/v1/search?q=x', undefined, registries), { code: 'UNSUPPORTED' }, `${method} /v1/search`)
+    t.throws(() => route(method, '/v2/_catalog', undefined, registries), { code: 'UNSUPPORTED' }, `${method} /v2/_catalog`)
+  }
+  t.throws(() => route('GET', '/v1/other', undefined, registries), { code: 'NAME_UNKNOWN' }, 'no other v1 path')
+  t.throws(() => route('GET', '/v2/_catalog/extra', undefined, registries), { code: 'NAME_UNKNOWN' }, 'nothing under the catalog')
+})

@@ -12,7 +12,7 @@ export interface RequestContext {
   id: string
   upstream?: string
   repository?: string
-  kind?: 'manifest' | 'blob' | 'tags' | 'referrers' | 'base' | 'other'
+  kind?: 'manifest' | 'blob' | 'tags' | 'referrers' | 'search' | 'catalog' | 'base' | 'other'
   cache?: 'hit' | 'miss' | 'stale' | 'error' | 'joined'
   bytes: number
   /** A signed request from another replica (cluster.peers): served from here, never passed on. */

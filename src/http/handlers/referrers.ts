@@ -5,13 +5,12 @@ import type { Route } from '../router.js'
 import { finish } from '../respond.js'
 import type { RequestContext } from './context.js'
 
-/** `GET /v2/<name>/referrers/<digest>[?artifactType=…]`: the referrers list, filtered here when asked. */
+/** `GET /v2/<name>/referrers/<digest>[?artifactType=…]`: the referrers list, of that artifact type when asked. */
 export async function handleReferrers(ctx: RequestContext, route: Extract<Route, { kind: 'referrers' }>, s: Services): Promise<void> {
-  const answer = await s.referrers.list(route.up, route.repo, route.digest)
-  ctx.cache = answer.cache
   const artifactType = new URL(ctx.req.url ?? '/', 'http://x').searchParams.get('artifactType')
-  const list = artifactType === null ? answer.manifests : answer.manifests.filter((m) => m.artifactType === artifactType)
-  const body = referrersIndex(list)
+  const answer = await s.referrers.list(route.up, route.repo, route.digest, artifactType ?? undefined)
+  ctx.cache = answer.cache
+  const body = referrersIndex(answer.manifests)
   const headers: Record<string, string | number> = {
     'content-type': OCI_INDEX,
     'content-length': body.length,

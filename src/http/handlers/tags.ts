@@ -7,11 +7,12 @@ import type { RequestContext } from './context.js'
 export async function handleTags(ctx: RequestContext, route: Extract<Route, { kind: 'tags' }>, s: Services): Promise<void> {
   const url = new URL(ctx.req.url ?? '/', 'http://x')
   const page = await s.tagLists.list(route.up, route.repo, { n: url.searchParams.get('n'), last: url.searchParams.get('last') })
-  ctx.cache = 'miss'
+  ctx.cache = page.cache
   const headers: Record<string, string | number> = {
     'content-type': 'application/json',
     'content-length': page.body.length,
     'docker-distribution-api-version': 'registry/2.0',
+    'x-regmirror-cache': page.cache,
   }
   if (page.next) {
     // The upstream's link names its own path; the client must come back here, with the same ns.

@@ -71,8 +71,13 @@ export class RegistryRoutes {
     if (kind === 'tags') return this.tagsList(name, u.searchParams)
     if (kind === 'referrers') {
       if (!this.referrersApi) return textReply(404, '404 page not found\n')
-      const index = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: this.content.referrers(name, ref) }
-      return jsonReply(200, index, { 'content-type': 'application/vnd.oci.image.index.v1+json' })
+      // The spec's filter: applied, and said so, when asked.
+      const artifactType = u.searchParams.get('artifactType')
+      const all = this.content.referrers(name, ref)
+      const manifests = artifactType === null ? all : all.filter((m) => m.artifactType === artifactType)
+      const index = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests }
+      const filtered: Record<string, string> = artifactType === null ? {} : { 'oci-filters-applied': 'artifactType' }
+      return jsonReply(200, index, { 'content-type': 'application/vnd.oci.image.index.v1+json', ...filtered })
     }
     if (kind === 'manifest') return this.manifest(req, name, ref)
     return this.blob(req, ref, name)
