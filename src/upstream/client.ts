@@ -225,10 +225,12 @@ export class UpstreamClient {
   private async requestOnce(up: UpstreamConfig, req: UpstreamRequest): Promise<UpstreamResponse> {
     const base = new URL(up.url)
     const scope = req.repo ? `repository:${req.repo}:pull` : undefined
-    const cred = this.quota.pick(this.credentialsOf(up))
+    const creds = this.credentialsOf(up)
+    let cred = this.quota.pick(creds)
     let auth = await this.auth.upFront(up, cred, scope)
     let url = new URL(base.pathname.replace(/\/$/, '') + req.path, base)
     let triedAuth = false
+    let switched = false
     const seen = new Set<string>()
     for (;;) {
       const sameOrigin = url.origin === base.origin
@@ -236,6 +238,17 @@ export class UpstreamClient {
       if (auth && sameOrigin) headers.authorization = auth
       const res = await this.send(up, url, req.method, headers)
       if (sameOrigin) this.noteRateLimit(up, cred, res.headers)
+      // This account's quota is spent (the 429 said how much is left): another one with quota asks once more.
+      const other = res.status === 429 && sameOrigin && !switched ? this.quota.pick(creds) : cred
+      if (other !== cred) {
+        switched = true
+        await res.body.dump().catch(() => {})
+        this.log.info({ upstream: up.name, from: cred.label, to: other.label }, 'pull quota of a credential spent; asking with another')
+        cred = other
+        auth = await this.auth.upFront(up, cred, scope)
+        triedAuth = false
+        continue
+      }
       if (res.status === 401 && sameOrigin && !triedAuth) {
         triedAuth = true
         const challenge = header(res.headers, 'www-authenticate')
