@@ -21,6 +21,7 @@ import { parseDigest } from './oci/reference.js'
 import { BlobService } from './proxy/blob-service.js'
 import { CatalogService } from './proxy/catalog-service.js'
 import { ManifestService } from './proxy/manifest-service.js'
+import { NegativeCache } from './proxy/negative-cache.js'
 import { Pins } from './proxy/pins.js'
 import { ReferrersService } from './proxy/referrers-service.js'
 import { Reporter } from './proxy/reporting.js'
@@ -162,8 +163,9 @@ async function buildParts(config: Config, log: Logger, tool: boolean): Promise<A
   const report = new Reporter(metrics, log)
   const links = await ContentLinks.open(store.layout, config.upstreams.some(isPrivate))
   const fills = new Fills(store, index, log, config.retries.resumeAttempts)
-  const manifests = new ManifestService(store, index, metadata, upstream, metrics, report, links, pins)
-  const tags = new TagService(metadata, manifests, upstream, metrics, report, links, pins)
+  const negative = new NegativeCache(metrics)
+  const manifests = new ManifestService(store, index, metadata, upstream, metrics, report, links, negative, pins)
+  const tags = new TagService(metadata, manifests, upstream, metrics, report, links, negative, pins)
   // The tools keep what they fetch in their own data directory: no peers for them.
   const peers = Peers.enabled(config) && !tool ? new Peers(config, log, metrics) : undefined
   const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links, peers)

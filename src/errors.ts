@@ -45,6 +45,8 @@ export const ERRORS = {
   RANGE_NOT_SATISFIABLE: { status: 416, wire: 'RANGE_INVALID', class: 'client' },
   TOOMANYREQUESTS: { status: 429, wire: 'TOOMANYREQUESTS', class: 'upstream' },
   UNAVAILABLE: { status: 503, wire: 'UNAVAILABLE', class: 'upstream' },
+  // This mirror's own limits of an upstream (maxConcurrent, maxRequestsPerSecond): no turn within maxQueueWait.
+  UPSTREAM_QUEUE_TIMEOUT: { status: 429, wire: 'TOOMANYREQUESTS', class: 'upstream' },
   UPSTREAM_TIMEOUT: { status: 503, wire: 'UNAVAILABLE', class: 'upstream' },
   UPSTREAM_OFFLINE: { status: 503, wire: 'UNAVAILABLE', class: 'upstream' },
   // An upstream configured offline was about to be contacted; the services answer before that.
@@ -71,7 +73,7 @@ export class RegmirrorError extends Error {
   readonly code: ErrorCode
   /** Extra, non-secret facts for the OCI error `detail` and for logs. */
   readonly detail?: unknown
-  /** For TOOMANYREQUESTS: the upstream's Retry-After, passed on to the client. */
+  /** For TOOMANYREQUESTS: the upstream's Retry-After, passed on to the client (or the mirror's own, for its queue). */
   readonly retryAfter?: string
   /** For this mirror's own UNAUTHORIZED: the WWW-Authenticate challenge the client gets. */
   readonly challenge?: string

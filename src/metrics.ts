@@ -41,7 +41,44 @@ export class Metrics {
   })
   readonly rateLimitRemaining = new Gauge({
     name: 'regmirror_upstream_ratelimit_remaining',
-    help: "Last ratelimit-remaining value an upstream reported (Docker Hub's pull quota).",
+    help: "Pull quota left to an upstream (Docker Hub's ratelimit-remaining): the best of its credentials', as last reported.",
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  })
+  readonly quotaRemaining = new Gauge({
+    name: 'regmirror_upstream_quota_remaining',
+    help: 'Pull quota left per upstream credential, as the upstream last reported it (ratelimit-remaining).',
+    labelNames: ['upstream', 'credential'] as const,
+    registers: [this.registry],
+  })
+  readonly revalidationsSkipped = new Counter({
+    name: 'regmirror_tag_revalidations_skipped_total',
+    help: 'Cached tags past their TTL served without asking upstream, because its pull quota was below quotaReserve.',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  })
+  readonly negativeHits = new Counter({
+    name: 'regmirror_negative_cache_hits_total',
+    help: 'Tag and manifest requests answered 404 from the negative cache, without asking upstream.',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  })
+  readonly upstreamQueueLength = new Gauge({
+    name: 'regmirror_upstream_queue_length',
+    help: 'Requests waiting for a turn under the upstream limits (maxConcurrent, maxRequestsPerSecond).',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  })
+  readonly upstreamQueueWait = new Histogram({
+    name: 'regmirror_upstream_queue_wait_seconds',
+    help: 'Time requests waited for a turn under the upstream limits, by outcome (admitted, timeout).',
+    labelNames: ['upstream', 'outcome'] as const,
+    buckets: [0.001, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  })
+  readonly upstreamThrottledBytes = new Counter({
+    name: 'regmirror_upstream_throttled_bytes_total',
+    help: 'Blob body bytes held back to keep an upstream within maxMbps.',
     labelNames: ['upstream'] as const,
     registers: [this.registry],
   })
@@ -59,7 +96,7 @@ export class Metrics {
   })
   readonly staleServed = new Counter({
     name: 'regmirror_stale_served_total',
-    help: 'Cached tags served because the upstream failed (stale-if-error).',
+    help: 'Cached tags served because the upstream failed (stale-if-error) or answered a status listed in serveStaleOn.',
     labelNames: ['upstream'] as const,
     registers: [this.registry],
   })

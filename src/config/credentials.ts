@@ -1,7 +1,8 @@
 /**
  * Registry credentials: a user name and a password or a token, each secret given inline, in a file or in a
- * named environment variable. Secrets are read while the file is parsed, so a missing one is a problem
- * like any other; messages name the file or variable, never a value.
+ * named environment variable; one such mapping, or a list of them (several accounts of one registry, used in
+ * turn by remaining pull quota: upstream/quota.ts). Secrets are read while the file is parsed, so a missing one
+ * is a problem like any other; messages name the file or variable, never a value.
  */
 import { readFileSync } from 'node:fs'
 import { isAbsolute, resolve as resolvePath } from 'node:path'
@@ -38,7 +39,7 @@ function readSecretEnv(sc: SchemaContext, name: string): Secret {
 
 const str = () => z.string().min(1, { error: 'must not be empty' })
 
-function credentialsSchema(sc: SchemaContext) {
+function oneCredentialSchema(sc: SchemaContext) {
   return z
     .strictObject({
       username: str().optional(),
@@ -76,15 +77,35 @@ function credentialsSchema(sc: SchemaContext) {
     })
 }
 
-/** `config check` prints the secrets' values (redacted), not where they came from: the output is self-contained. */
-export const credentials: ValueType<Credentials | undefined> = {
-  doc: 'mapping',
+/** Resolved: the list (one mapping is a list of one), undefined when nothing is configured. */
+function credentialsSchema(sc: SchemaContext) {
+  const one = oneCredentialSchema(sc)
+  const many = z.array(one)
+  // Not a z.union: its failure would be one "invalid input" instead of the mapping's own problems.
+  return z.unknown().transform((v, ctx): Credentials[] | undefined => {
+    const r = Array.isArray(v) ? many.safeParse(v, { reportInput: true }) : one.transform((c) => [c]).safeParse(v, { reportInput: true })
+    if (!r.success) {
+      for (const issue of r.error.issues) ctx.addIssue({ ...issue } as Parameters<typeof ctx.addIssue>[0])
+      return z.NEVER
+    }
+    const given = r.data.filter((c): c is Credentials => c !== undefined)
+    return given.length > 0 ? given : undefined
+  })
+}
+
+function redactOne(c: Credentials): Credentials {
+  const copy: Credentials = { ...c }
+  for (const k of Object.keys(copy) as (keyof Credentials)[]) if (copy[k] !== undefined) copy[k] = REDACTED
+  return copy
+}
+
+/**
+ * `config check` prints the secrets' values (redacted), not where they came from: the output is self-contained.
+ * One credential prints as the mapping it most likely was written as.
+ */
+export const credentials: ValueType<Credentials[] | undefined> = {
+  doc: 'mapping or list',
   schema: credentialsSchema,
-  format: (c) => c,
-  redact: (c) => {
-    if (c === undefined) return c
-    const copy: Credentials = { ...c }
-    for (const k of Object.keys(copy) as (keyof Credentials)[]) if (copy[k] !== undefined) copy[k] = REDACTED
-    return copy
-  },
+  format: (c) => (c?.length === 1 ? c[0] : c),
+  redact: (c) => c?.map(redactOne),
 }

@@ -114,6 +114,11 @@ export const SETTINGS = {
     help: 'default tag freshness, e.g. 5m',
     doc: 'default tag freshness for every upstream that has no `tagTtl` of its own',
   }),
+  negativeTtl: setting(v.duration, {
+    default: '30s',
+    resolvedInto: 'upstreams', // the default of each upstream's negativeTtl
+    doc: 'default time a 404 for a tag or manifest is remembered, for every upstream that has no `negativeTtl` of its own; `0` disables',
+  }),
   'offline.enabled': setting(v.boolean, {
     default: false,
     resolvedInto: 'upstreams', // the default of each upstream's `offline`

@@ -20,6 +20,17 @@ export interface TtlRule {
   ttl: number
 }
 
+/** The upstream answers that `serveStaleOn` may turn into a stale copy: the ones an image deleted or made private gets. */
+export const STALE_ON_STATUSES = [401, 403, 404] as const
+export type StaleOnStatus = (typeof STALE_ON_STATUSES)[number]
+
+const staleOnStatus: ValueType<StaleOnStatus> = {
+  doc: 'status',
+  plural: 'statuses (`401`, `403`, `404`)',
+  schema: () => z.literal(STALE_ON_STATUSES),
+  format: (n) => n,
+}
+
 const ttlRule: ValueType<TtlRule> = {
   doc: '`{pattern, ttl}`',
   plural: '`{pattern, ttl}`',
@@ -76,6 +87,47 @@ export const UPSTREAM_FIELDS = {
   tagTtlRules: setting(v.listOf(ttlRule), {
     default: [],
     doc: 'per-tag TTLs; the first matching rule wins, else `tagTtl` (see below)',
+  }),
+  negativeTtl: setting(v.duration, {
+    inherits: 'negativeTtl',
+    doc: 'how long a 404 for a tag or a manifest is answered without asking again; `0` disables. See [Negative cache](#negative-cache)',
+  }),
+  serveStaleOn: setting(v.listOf(staleOnStatus, { unique: true }), {
+    default: [],
+    doc:
+      'upstream answers to a revalidation that serve the cached tag instead, like a failure does (stale-if-error): an image ' +
+      'deleted (`404`) or made private (`401`, `403`) upstream keeps being served. See [Stale copies](#stale-copies)',
+  }),
+  quotaReserve: setting(v.integer(0), {
+    default: 10,
+    doc:
+      'when the pull quota the upstream reports (`ratelimit-remaining`) of the best credential is below this, cached tags are ' +
+      'not revalidated (up to `quotaMaxStale`), so the rest goes to images not cached; `0` disables. See [Pull quota](#pull-quota)',
+  }),
+  quotaMaxStale: setting(v.duration, {
+    default: '1d',
+    doc: 'the oldest a tag may be (since the upstream last confirmed it) and still be served unrevalidated while the quota is low',
+  }),
+  maxConcurrent: setting(v.integer(0), {
+    default: 0,
+    docDefault: '`0` (no limit)',
+    doc: 'requests to this upstream in flight at once (a blob download counts until its body ends); others wait in order',
+  }),
+  maxRequestsPerSecond: setting(v.integer(0), {
+    default: 0,
+    docDefault: '`0` (no limit)',
+    doc: 'requests started per second to this upstream (retries included); others wait in order',
+  }),
+  maxMbps: setting(v.number(0), {
+    default: 0,
+    docDefault: '`0` (no limit)',
+    doc: 'megabits per second of blob bodies from this upstream, all downloads together (`100`, `2.5`); the link is read no faster',
+  }),
+  maxQueueWait: setting(v.duration, {
+    default: '30s',
+    doc:
+      'longest a request waits for `maxConcurrent` or `maxRequestsPerSecond`; then it fails with `TOOMANYREQUESTS` (429) and ' +
+      '`Retry-After`, or a cached tag is served stale. See [Limits](#limits)',
   }),
   allow: setting(v.listOf(v.glob), {
     default: [],

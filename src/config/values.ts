@@ -213,6 +213,25 @@ export function integer(min: number): ValueType<number> {
   }
 }
 
+/** A number that may have a fraction (a rate, a bandwidth), at least `min`. */
+export function number(min: number): ValueType<number> {
+  return {
+    doc: `number ≥ ${min}`,
+    schema: () =>
+      z
+        .number()
+        .finite({ error: 'must be a finite number' })
+        .min(min, { error: `must be >= ${min}` }),
+    parse: (s) => {
+      if (!/^\d+(\.\d+)?$/.test(s.trim())) throw new Error(`must be a number, got ${JSON.stringify(s)}`)
+      const n = Number(s)
+      if (n < min) throw new Error(`must be >= ${min}`)
+      return n
+    },
+    format: identity,
+  }
+}
+
 /** A list; `unique` drops repeated elements (the first stays). */
 export function listOf<T>(t: ValueType<T>, opts: { unique?: boolean } = {}): ValueType<T[]> {
   const list: ValueType<T[]> = {

@@ -14,6 +14,7 @@ import { parseDigest, type Digest } from '../oci/reference.js'
 import { SingleFlight } from '../single-flight.js'
 import { header, upstreamFailure, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js'
 import { notCachedOffline } from '../upstream/offline.js'
+import { isUpstreamNotFound, type NegativeCache } from './negative-cache.js'
 import type { Pins } from './pins.js'
 import type { Reporter } from './reporting.js'
 
@@ -44,6 +45,7 @@ export class ManifestService {
     private readonly metrics: Metrics,
     private readonly report: Reporter,
     private readonly links: ContentLinks,
+    private readonly negative: NegativeCache,
     private readonly pins?: Pins,
   ) {}
 
@@ -88,10 +90,17 @@ export class ManifestService {
   async get(up: UpstreamConfig, repo: string, d: Digest): Promise<{ manifest: Manifest; cache: 'hit' | 'miss' }> {
     const hit = await this.cached(d)
     if (hit) return { manifest: hit, cache: 'hit' }
+    const known = this.negative.check(up, repo, d.value)
+    if (known) throw known
     // Re-checked inside the flight: a request that missed just before another's fetch stored
     // the manifest must not fetch it a second time.
     const { promise } = this.flights.do(d.value, async () => (await this.cached(d)) ?? this.fetch(up, repo, d.value, d))
-    return { manifest: await promise, cache: 'miss' }
+    try {
+      return { manifest: await promise, cache: 'miss' }
+    } catch (err) {
+      if (isUpstreamNotFound(err)) this.negative.remember(up, repo, d.value)
+      throw err
+    }
   }
 
   /**
@@ -166,6 +175,7 @@ export class ManifestService {
       return m
     }
     await this.index.add(digest, body.length)
+    this.negative.forget(up.name, repo, digest)
     await this.links.record(up.name, repo, d, priv)
     this.pins?.onManifest(digest, body)
     this.memory.set(digest, m)

@@ -86,6 +86,16 @@ export class SearchService {
       offline: registries.defaultUpstream.offline,
       tagTtl: config.search.cacheTtl,
       tagTtlRules: [],
+      // The index is not a registry: no manifests to remember or serve stale, no pull quota, and none of the
+      // registry's limits (search answers are small and kept for search.cacheTtl).
+      negativeTtl: 0,
+      serveStaleOn: [],
+      quotaReserve: 0,
+      quotaMaxStale: 0,
+      maxConcurrent: 0,
+      maxRequestsPerSecond: 0,
+      maxMbps: 0,
+      maxQueueWait: 0,
       allow: [],
       deny: [],
       realms: [],

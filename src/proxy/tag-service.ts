@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache'
 import { ttlFor, type UpstreamConfig } from '../config/schema.js'
 import type { ContentLinks } from '../cache/links.js'
 import type { MetadataStore, TagRecord } from '../cache/metadata-store.js'
@@ -9,6 +10,7 @@ import { isValidDigest, parseDigest, type Digest } from '../oci/reference.js'
 import { SingleFlight } from '../single-flight.js'
 import { header, upstreamFailure, type UpstreamClient } from '../upstream/client.js'
 import type { Manifest, ManifestService } from './manifest-service.js'
+import { isUpstreamNotFound, type NegativeCache } from './negative-cache.js'
 import { notCachedOffline } from '../upstream/offline.js'
 import type { Pins } from './pins.js'
 import type { Reporter } from './reporting.js'
@@ -23,11 +25,17 @@ export interface TagResolution {
 /**
  * Tags are the only mutable thing a mirror serves. Within its TTL a tag is answered from
  * cache with no upstream request; after it, one HEAD revalidates it (HEADs do not count
- * against Docker Hub's pull quota). When the upstream fails, the last known digest is served
- * (stale-if-error). Concurrent requests for one tag share one resolution.
+ * against Docker Hub's pull quota, but a tag that moved costs a pull). When the upstream fails,
+ * or answers a status listed in `serveStaleOn`, the last known digest is served (stale-if-error).
+ * While the upstream's pull quota is below `quotaReserve`, a cached tag up to `quotaMaxStale` old
+ * is served without asking, so the quota left goes to what the cache does not hold. A 404 for a
+ * tag nobody has is remembered for `negativeTtl` (negative-cache.ts). Concurrent requests for one
+ * tag share one resolution.
  */
 export class TagService {
   private readonly flights = new SingleFlight<TagResolution>()
+  /** Tags already logged as served unrevalidated for the quota: one line per tag an hour, not one per pull. */
+  private readonly quotaLogged = new LRUCache<string, true>({ max: 10_000, ttl: 3600_000 })
 
   constructor(
     private readonly metadata: MetadataStore,
@@ -36,6 +44,7 @@ export class TagService {
     private readonly metrics: Metrics,
     private readonly report: Reporter,
     private readonly links: ContentLinks,
+    private readonly negative: NegativeCache,
     private readonly pins?: Pins,
   ) {}
 
@@ -70,6 +79,11 @@ export class TagService {
   private async refresh(up: UpstreamConfig, repo: string, tag: string, rec: TagRecord | undefined): Promise<TagResolution> {
     if (up.offline) throw notCachedOffline(up, 'manifest', repo, tag)
     const cached = rec ? await this.manifests.cached(parseDigest(rec.digest)) : undefined
+    if (rec && cached && this.savesQuota(up, repo, tag, rec)) return { manifest: cached, cache: 'stale' }
+    if (!(rec && cached)) {
+      const known = this.negative.check(up, repo, tag)
+      if (known) throw known
+    }
     try {
       if (rec && cached) {
         const res = await this.upstream.request(up, {
@@ -94,8 +108,9 @@ export class TagService {
         } else if (res.status !== 404 && res.status !== 405) {
           throw await upstreamFailure(up, res, 'MANIFEST_UNKNOWN')
         } else if (res.status === 404) {
-          // The tag is gone upstream: forget it rather than serve a deleted tag forever.
-          await this.metadata.deleteTag(up.name, repo, tag)
+          // The tag is gone upstream: forget it rather than serve a deleted tag forever, unless the
+          // operator asked for exactly that (serveStaleOn: [404]).
+          if (!up.serveStaleOn.includes(404)) await this.metadata.deleteTag(up.name, repo, tag)
           throw await upstreamFailure(up, res, 'MANIFEST_UNKNOWN')
         }
       }
@@ -103,7 +118,7 @@ export class TagService {
       await this.record(up, repo, tag, manifest)
       return { manifest, cache: 'miss' }
     } catch (err) {
-      if (rec && cached && isUpstreamFailure(err)) {
+      if (rec && cached && (isUpstreamFailure(err) || servesStaleOn(up, err))) {
         this.metrics.staleServed.inc({ upstream: up.name })
         this.report.log.warn(
           { upstream: up.name, repository: repo, tag, code: isRegmirrorError(err) ? err.code : undefined },
@@ -111,8 +126,27 @@ export class TagService {
         )
         return { manifest: cached, cache: 'stale' }
       }
+      if (isUpstreamNotFound(err)) this.negative.remember(up, repo, tag)
       throw err
     }
+  }
+
+  /**
+   * Whether to serve the cached tag without revalidating it, to keep the upstream's pull quota for misses:
+   * only while the quota is below `quotaReserve`, and only a tag the upstream confirmed within `quotaMaxStale`.
+   */
+  private savesQuota(up: UpstreamConfig, repo: string, tag: string, rec: TagRecord): boolean {
+    if (!this.upstream.quotaLow(up) || Date.now() - rec.checkedAt > up.quotaMaxStale) return false
+    this.metrics.revalidationsSkipped.inc({ upstream: up.name })
+    const key = `${up.name}/${repo}:${tag}`
+    if (!this.quotaLogged.has(key)) {
+      this.quotaLogged.set(key, true)
+      this.report.log.info(
+        { upstream: up.name, repository: repo, tag, checkedAt: new Date(rec.checkedAt).toISOString() },
+        'pull quota below quotaReserve; serving the cached tag without revalidating it',
+      )
+    }
+    return true
   }
 
   private async record(up: UpstreamConfig, repo: string, tag: string, m: Manifest): Promise<void> {
@@ -128,9 +162,19 @@ export class TagService {
       // The answer is right; only remembering it failed (full or read-only disk).
       this.report.writeError(err, { upstream: up.name, repository: repo, tag }, 'cannot write the tag link to the cache')
     }
+    this.negative.forget(up.name, repo, tag)
     await this.links.record(up.name, repo, parseDigest(m.digest), isPrivate(up))
     await this.pins?.onTag(up.name, repo, tag, m.digest)
   }
+}
+
+/** Whether the upstream's answer is one `serveStaleOn` lists (401, 403, 404): then a cached copy is served. */
+function servesStaleOn(up: UpstreamConfig, err: unknown): boolean {
+  if (up.serveStaleOn.length === 0 || !isRegmirrorError(err)) return false
+  const given = (err.detail as { status?: unknown } | undefined)?.status
+  // A token the realm would not give (the repository went private) is a 401 of the upstream too.
+  const status = typeof given === 'number' ? given : err.code === 'UNAUTHORIZED' ? 401 : undefined
+  return status !== undefined && (up.serveStaleOn as readonly number[]).includes(status)
 }
 
 /** A digest an upstream gave in a header: one that is not a sha256 digest is the upstream's fault, not the client's. */

@@ -30,9 +30,11 @@ export class UpstreamBlobSource implements FillSource {
       headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
     })
     const abort = () => res.body.destroy()
+    // The upstream's `maxMbps`: the body is read no faster than its share of the link.
+    const body = this.upstream.paced<Buffer>(up, res.body)
     if (offset === 0 && res.status === 200) {
       // A body without a length (chunked) is held to the size the registry gives for the blob.
-      return { body: res.body, total: contentLength(res) ?? (await this.size()), abort }
+      return { body, total: contentLength(res) ?? (await this.size()), abort }
     }
     if (offset > 0 && res.status === 206) {
       const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(header(res.headers, 'content-range') ?? '')
@@ -40,11 +42,11 @@ export class UpstreamBlobSource implements FillSource {
         abort()
         throw new RegmirrorError('UPSTREAM_ERROR', `${up.name} answered a resume with the wrong range`, { detail: { upstream: up.name } })
       }
-      return { body: res.body, total: Number(m[3]), abort }
+      return { body, total: Number(m[3]), abort }
     }
     if (offset > 0 && res.status === 200) {
       // The upstream ignored Range: skip what we already have.
-      return { body: skip(res.body, offset), total: contentLength(res), abort }
+      return { body: skip(body, offset), total: contentLength(res), abort }
     }
     throw await upstreamFailure(up, res, 'BLOB_UNKNOWN')
   }

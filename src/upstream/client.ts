@@ -5,7 +5,9 @@ import type { Metrics } from '../metrics.js'
 import { AddressPolicy } from './address-policy.js'
 import { header, readBounded, toUpstreamError, type Headers, type UpstreamResponse } from './answers.js'
 import { UpstreamHealth } from './health.js'
+import { Gate, Pace } from './limits.js'
 import { describeProxy, Dispatchers, proxyEnvironment, proxyFailure } from './proxy.js'
+import { QuotaBook, credentialsOf, parseRateLimit, type Credential } from './quota.js'
 import { TokenAuth } from './token-auth.js'
 import { TokenCache, type SharedTokenStore } from './token-store.js'
 
@@ -26,9 +28,10 @@ const MAX_REDIRECTS = 5
 const REDIRECTS = new Set([301, 302, 303, 307, 308])
 
 /**
- * Every request to an upstream registry goes through here: auth (token-auth.ts), redirects
- * (credentials never follow to another origin; other origins only where the address policy
- * allows), outbound proxies (proxy.ts), timeouts, retries with backoff, offline marking (health.ts),
+ * Every request to an upstream registry goes through here: auth (token-auth.ts) with the
+ * credential that has the most pull quota left (quota.ts), redirects (credentials never follow to
+ * another origin; other origins only where the address policy allows), outbound proxies (proxy.ts),
+ * the upstream's limits (limits.ts), timeouts, retries with backoff, offline marking (health.ts),
  * and the upstream metrics.
  */
 export class UpstreamClient {
@@ -37,6 +40,10 @@ export class UpstreamClient {
   private readonly policies = new Map<string, AddressPolicy>()
   private readonly health = new Map<string, UpstreamHealth>()
   private readonly auth: TokenAuth
+  private readonly quota = new QuotaBook()
+  private readonly credentials = new Map<string, Credential[]>()
+  private readonly gates = new Map<string, Gate>()
+  private readonly paces = new Map<string, Pace>()
 
   constructor(
     private readonly config: Config,
@@ -113,7 +120,19 @@ export class UpstreamClient {
       })
     }
     try {
-      return await this.requestWithRetries(up, req, health)
+      const gate = this.gateOf(up)
+      const release = await gate.acquire()
+      let res: UpstreamResponse
+      try {
+        res = await this.requestWithRetries(up, req, health, gate)
+      } catch (err) {
+        release()
+        throw err
+      }
+      // The turn is held until the body is done with: a blob download is a request in flight until its last byte.
+      if (res.body.destroyed || res.body.readableEnded) release()
+      else for (const ev of ['close', 'end', 'error']) res.body.once(ev, release)
+      return res
     } finally {
       // Whatever happened, a probe has had its outcome: an upstream never stays offline because
       // the one request allowed through ended in a way the loop does not count.
@@ -121,11 +140,63 @@ export class UpstreamClient {
     }
   }
 
-  private async requestWithRetries(up: UpstreamConfig, req: UpstreamRequest, health: UpstreamHealth): Promise<UpstreamResponse> {
+  /**
+   * Whether the upstream's pull quota is below its `quotaReserve` for every credential it has: then tags are
+   * not revalidated (tag-service.ts), so what is left goes to content nobody has.
+   */
+  quotaLow(up: UpstreamConfig): boolean {
+    return this.quota.low(this.credentialsOf(up), up.quotaReserve)
+  }
+
+  /** A blob body of this upstream, read no faster than its `maxMbps` share (all its bodies together). */
+  paced<T extends Uint8Array>(up: UpstreamConfig, body: AsyncIterable<T>): AsyncIterable<T> {
+    if (up.maxMbps <= 0) return body
+    let pace = this.paces.get(up.name)
+    if (!pace) {
+      pace = new Pace((up.maxMbps * 1e6) / 8, (n) => this.metrics.upstreamThrottledBytes.inc({ upstream: up.name }, n))
+      this.paces.set(up.name, pace)
+    }
+    return pace.paced(body)
+  }
+
+  private credentialsOf(up: UpstreamConfig): Credential[] {
+    let list = this.credentials.get(up.name)
+    if (!list) {
+      list = credentialsOf(new URL(up.url).origin, up.credentials)
+      this.credentials.set(up.name, list)
+    }
+    return list
+  }
+
+  private gateOf(up: UpstreamConfig): Gate {
+    let gate = this.gates.get(up.name)
+    if (!gate) {
+      const labels = { upstream: up.name }
+      gate = new Gate(up.name, up.maxConcurrent, up.maxRequestsPerSecond, up.maxQueueWait, {
+        waited: (ms, admitted) => {
+          this.metrics.upstreamQueueWait.observe({ ...labels, outcome: admitted ? 'admitted' : 'timeout' }, ms / 1000)
+          if (!admitted) this.log.warn({ upstream: up.name, waitedMs: ms }, 'no turn to ask the upstream within maxQueueWait')
+        },
+        queueLength: (n) => this.metrics.upstreamQueueLength.set(labels, n),
+      })
+      this.gates.set(up.name, gate)
+    }
+    return gate
+  }
+
+  private async requestWithRetries(
+    up: UpstreamConfig,
+    req: UpstreamRequest,
+    health: UpstreamHealth,
+    gate: Gate,
+  ): Promise<UpstreamResponse> {
     const attempts = req.retry === false ? 1 : Math.max(1, this.config.retries.attempts)
     let lastErr: unknown
     for (let attempt = 0; attempt < attempts; attempt++) {
-      if (attempt > 0) await sleep(backoff(this.config.retries.backoff, attempt))
+      if (attempt > 0) {
+        await sleep(backoff(this.config.retries.backoff, attempt))
+        await gate.spend()
+      }
       try {
         const res = await this.requestOnce(up, req)
         if (res.status < 500 && res.status !== 429) {
@@ -154,21 +225,36 @@ export class UpstreamClient {
   private async requestOnce(up: UpstreamConfig, req: UpstreamRequest): Promise<UpstreamResponse> {
     const base = new URL(up.url)
     const scope = req.repo ? `repository:${req.repo}:pull` : undefined
-    let auth = await this.auth.upFront(up, scope)
+    const creds = this.credentialsOf(up)
+    let cred = this.quota.pick(creds)
+    let auth = await this.auth.upFront(up, cred, scope)
     let url = new URL(base.pathname.replace(/\/$/, '') + req.path, base)
     let triedAuth = false
+    let switched = false
     const seen = new Set<string>()
     for (;;) {
       const sameOrigin = url.origin === base.origin
       const headers: Record<string, string> = { 'user-agent': 'regmirror', ...req.headers }
       if (auth && sameOrigin) headers.authorization = auth
       const res = await this.send(up, url, req.method, headers)
+      if (sameOrigin) this.noteRateLimit(up, cred, res.headers)
+      // This account's quota is spent (the 429 said how much is left): another one with quota asks once more.
+      const other = res.status === 429 && sameOrigin && !switched ? this.quota.pick(creds) : cred
+      if (other !== cred) {
+        switched = true
+        await res.body.dump().catch(() => {})
+        this.log.info({ upstream: up.name, from: cred.label, to: other.label }, 'pull quota of a credential spent; asking with another')
+        cred = other
+        auth = await this.auth.upFront(up, cred, scope)
+        triedAuth = false
+        continue
+      }
       if (res.status === 401 && sameOrigin && !triedAuth) {
         triedAuth = true
         const challenge = header(res.headers, 'www-authenticate')
         await res.body.dump().catch(() => {})
         const refused = auth?.startsWith('Bearer ') ? auth.slice('Bearer '.length) : undefined
-        auth = await this.auth.authorize(up, challenge, scope, refused)
+        auth = await this.auth.authorize(up, cred, challenge, scope, refused)
         if (auth === undefined) {
           throw new RegmirrorError('UNAUTHORIZED', `upstream ${up.name} requires authentication`, { detail: { upstream: up.name } })
         }
@@ -206,7 +292,6 @@ export class UpstreamClient {
       }
       this.metrics.upstreamRequests.inc({ upstream: up.name, status: String(res.statusCode) })
       this.metrics.upstreamDuration.observe({ upstream: up.name }, Number(process.hrtime.bigint() - started) / 1e9)
-      this.noteRateLimit(up, res.headers as Headers)
       const body = res.body
       // Paused first: a 'data' listener on a stream not explicitly paused switches it to flowing
       // mode, and whatever arrives before the caller starts reading (say, while a fill awaits
@@ -223,13 +308,17 @@ export class UpstreamClient {
     }
   }
 
-  private noteRateLimit(up: UpstreamConfig, headers: Headers): void {
-    const remaining = header(headers, 'ratelimit-remaining')
-    if (remaining === undefined) return
-    const n = Number.parseInt(remaining, 10)
-    if (!Number.isFinite(n)) return
-    this.metrics.rateLimitRemaining.set({ upstream: up.name }, n)
-    this.log.info({ upstream: up.name, ratelimitRemaining: n, ratelimitLimit: header(headers, 'ratelimit-limit') }, 'upstream rate limit')
+  /** Docker Hub's `ratelimit-remaining: 76;w=21600`: what this credential has left for the window. */
+  private noteRateLimit(up: UpstreamConfig, cred: Credential, headers: Headers): void {
+    const rl = parseRateLimit(header(headers, 'ratelimit-remaining'))
+    if (rl === undefined) return
+    this.quota.note(cred, rl.remaining, rl.windowMs)
+    this.metrics.quotaRemaining.set({ upstream: up.name, credential: cred.label }, rl.remaining)
+    this.metrics.rateLimitRemaining.set({ upstream: up.name }, this.quota.best(this.credentialsOf(up)) ?? rl.remaining)
+    this.log.debug(
+      { upstream: up.name, credential: cred.label, ratelimitRemaining: rl.remaining, ratelimitLimit: header(headers, 'ratelimit-limit') },
+      'upstream rate limit',
+    )
   }
 
   /** The address policy of an upstream's redirect targets and token realms. */

@@ -4,6 +4,7 @@ import type { Logger } from '../log.js'
 import { SingleFlight } from '../single-flight.js'
 import { readBounded, type UpstreamResponse } from './answers.js'
 import { parseChallenges, realmAllowed } from './auth.js'
+import type { Credential } from './quota.js'
 import { TokenCache } from './token-store.js'
 
 /** A token response is a few kilobytes of JSON; anything near this is not one. */
@@ -19,9 +20,9 @@ export type TokenSend = (up: UpstreamConfig, url: URL, headers: Record<string, s
 /**
  * The registry auth flow of the distribution spec: a 401 with a Bearer challenge is answered by
  * a token from the realm (with the upstream's credentials as HTTP Basic, when it has any), a
- * Basic challenge by the credentials themselves. Tokens are cached per upstream, realm, service
- * and scope, shared between replicas through the token store, and one token request serves
- * every concurrent request for a scope.
+ * Basic challenge by the credentials themselves. Tokens are cached per upstream, credential (one
+ * of several accounts, or none), realm, service and scope, shared between replicas through the
+ * token store, and one token request serves every concurrent request for a scope.
  */
 export class TokenAuth {
   /** The last Bearer challenge per upstream, so later requests can send a token up front. */
@@ -36,15 +37,15 @@ export class TokenAuth {
   ) {}
 
   /** An Authorization header to send before any challenge, if a token for this scope is cached. */
-  async upFront(up: UpstreamConfig, scope: string | undefined): Promise<string | undefined> {
+  async upFront(up: UpstreamConfig, cred: Credential, scope: string | undefined): Promise<string | undefined> {
     const ch = this.lastChallenge.get(up.name)
     if (!ch || !scope) return undefined
-    const t = await this.tokens.get(tokenKey(up, ch.realm, ch.service, scope))
+    const t = await this.tokens.get(tokenKey(up, cred, ch.realm, ch.service, scope))
     return t ? `Bearer ${t}` : undefined
   }
 
-  basic(up: UpstreamConfig): string | undefined {
-    const c = up.credentials
+  basic(cred: Credential): string | undefined {
+    const c = cred.credentials
     const password = c?.password ?? c?.token
     if (password === undefined) return undefined
     return `Basic ${Buffer.from(`${c?.username ?? 'token'}:${password}`).toString('base64')}`
@@ -57,6 +58,7 @@ export class TokenAuth {
    */
   async authorize(
     up: UpstreamConfig,
+    cred: Credential,
     challengeHeader: string | undefined,
     scope: string | undefined,
     refused: string | undefined,
@@ -67,7 +69,7 @@ export class TokenAuth {
     if (bearer && realm) {
       const service = bearer.params.service ?? ''
       const tokenScope = bearer.params.scope ?? scope ?? ''
-      if (!realmAllowed(up.url, realm, up.realms, this.basic(up) !== undefined)) {
+      if (!realmAllowed(up.url, realm, up.realms, this.basic(cred) !== undefined)) {
         this.log.warn(
           { upstream: up.name, realmHost: safeHost(realm) },
           'token realm not allowed for this upstream; refusing to authenticate',
@@ -75,23 +77,30 @@ export class TokenAuth {
         throw new RegmirrorError('REALM_DENIED', `token realm of ${up.name} is not allowed`, { detail: { upstream: up.name } })
       }
       this.lastChallenge.set(up.name, { realm, service })
-      const key = tokenKey(up, realm, service, tokenScope)
+      const key = tokenKey(up, cred, realm, service, tokenScope)
       const cached = await this.tokens.get(key)
       if (cached !== undefined && cached !== refused) return `Bearer ${cached}`
       if (cached !== undefined) await this.tokens.reject(key, cached)
-      const token = await this.flights.do(key, () => this.fetchToken(up, realm, service, tokenScope, key)).promise
+      const token = await this.flights.do(key, () => this.fetchToken(up, cred, realm, service, tokenScope, key)).promise
       return `Bearer ${token}`
     }
-    if (challenges.some((c) => c.scheme === 'basic')) return this.basic(up)
+    if (challenges.some((c) => c.scheme === 'basic')) return this.basic(cred)
     return undefined
   }
 
-  private async fetchToken(up: UpstreamConfig, realm: string, service: string, tokenScope: string, key: string): Promise<string> {
+  private async fetchToken(
+    up: UpstreamConfig,
+    cred: Credential,
+    realm: string,
+    service: string,
+    tokenScope: string,
+    key: string,
+  ): Promise<string> {
     const tokenUrl = new URL(realm)
     if (service) tokenUrl.searchParams.set('service', service)
     if (tokenScope) for (const s of tokenScope.split(' ')) tokenUrl.searchParams.append('scope', s)
     const headers: Record<string, string> = { 'user-agent': 'regmirror' }
-    const basic = this.basic(up)
+    const basic = this.basic(cred)
     if (basic) headers.authorization = basic
     const res = await this.send(up, tokenUrl, headers)
     if (res.status !== 200) {
@@ -129,11 +138,12 @@ function parseTokenResponse(up: UpstreamConfig, body: Buffer): { token: string; 
 }
 
 /**
- * Tokens are kept per upstream: a token got with one upstream's credentials must never be sent
- * to another upstream that names the same realm, service and scope.
+ * Tokens are kept per upstream and credential: a token got with one upstream's credentials must
+ * never be sent to another upstream that names the same realm, service and scope, and a token of
+ * one account must not spend another account's pull quota.
  */
-function tokenKey(up: UpstreamConfig, realm: string, service: string, scope: string): string {
-  return `${up.name}\u0000${TokenCache.key(realm, service, scope)}`
+function tokenKey(up: UpstreamConfig, cred: Credential, realm: string, service: string, scope: string): string {
+  return `${up.name}\u0000${cred.key}\u0000${TokenCache.key(realm, service, scope)}`
 }
 
 function safeHost(u: string): string {

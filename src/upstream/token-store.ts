@@ -14,7 +14,8 @@ export interface SharedTokenStore {
 }
 
 /**
- * Tokens keyed by realm + service + scope, kept until shortly before they expire. A Map in
+ * Tokens keyed by upstream + credential + realm + service + scope (token-auth.ts), kept until
+ * shortly before they expire. A Map in
  * the process answers the hot path; with a shared store behind it, a token one replica fetched
  * is found by the others on their first miss instead of costing another token request.
  */
@@ -72,8 +73,8 @@ export class TokenCache {
 }
 
 /**
- * Tokens in a shared kv (Redis), for the other replicas: under a hash of upstream + realm +
- * service + scope, with a TTL equal to their remaining lifetime. Never on disk: they are
+ * Tokens in a shared kv (Redis), for the other replicas: under a hash of upstream + credential +
+ * realm + service + scope, with a TTL equal to their remaining lifetime. Never on disk: they are
  * secrets, and short-lived.
  */
 export class KvTokens implements SharedTokenStore {

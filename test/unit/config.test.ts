@@ -127,6 +127,14 @@ t.test('defaults', async (t) => {
     offline: false,
     tagTtl: 300_000,
     tagTtlRules: [],
+    negativeTtl: 30_000,
+    serveStaleOn: [],
+    quotaReserve: 10,
+    quotaMaxStale: 86_400_000,
+    maxConcurrent: 0,
+    maxRequestsPerSecond: 0,
+    maxMbps: 0,
+    maxQueueWait: 30_000,
     allow: [],
     deny: [],
     realms: [],
@@ -205,7 +213,7 @@ t.test('full upstream entry', async (t) => {
     { cwd: tmp },
   )
   const g = upstream(c, 'ghcr.io')!
-  t.same(g.credentials, { username: 'bot', password: 'hunter2' }, 'secret file read, trailing newline removed')
+  t.same(g.credentials, [{ username: 'bot', password: 'hunter2' }], 'secret file read, trailing newline removed')
   t.equal(g.url, 'https://ghcr.io')
   t.equal(g.tagTtl, 600_000)
   t.same(g.tagTtlRules, [
@@ -627,18 +635,18 @@ t.test('credentials from file and env are resolved and redacted', async (t) => {
   }
   const env = { QUAY_TOKEN: 's3cret-token', HUB_PASS: 's3cret-hub' }
   const c = resolveConfig(raw, { env, cwd: tmp })
-  t.same(upstream(c, 'ghcr.io')!.credentials, { username: 'bot', password: 's3cret-from-file' })
-  t.same(upstream(c, 'quay.io')!.credentials, { token: 's3cret-token' })
-  t.same(upstream(c, 'docker.io')!.credentials, { username: 'me', password: 's3cret-hub' })
+  t.same(upstream(c, 'ghcr.io')!.credentials, [{ username: 'bot', password: 's3cret-from-file' }])
+  t.same(upstream(c, 'quay.io')!.credentials, [{ token: 's3cret-token' }])
+  t.same(upstream(c, 'docker.io')!.credentials, [{ username: 'me', password: 's3cret-hub' }])
   t.notOk(upstream(c, 'gcr.io')!.credentials, 'no credentials key when none configured')
 
   const r = redactConfig(c) as Config
-  t.same(r.upstreams.find((u) => u.name === 'ghcr.io')!.credentials, { username: '[REDACTED]', password: '[REDACTED]' })
-  t.same(r.upstreams.find((u) => u.name === 'quay.io')!.credentials, { token: '[REDACTED]' })
+  t.same(r.upstreams.find((u) => u.name === 'ghcr.io')!.credentials, [{ username: '[REDACTED]', password: '[REDACTED]' }])
+  t.same(r.upstreams.find((u) => u.name === 'quay.io')!.credentials, [{ token: '[REDACTED]' }])
   t.equal(r.metadata.redis, 'redis://user:[REDACTED]@redis:6379/0')
   const text = JSON.stringify(r)
   t.notMatch(text, /s3cret|redispass/, 'no secret in the redacted copy')
-  t.equal(upstream(c, 'ghcr.io')!.credentials!.password, 's3cret-from-file', 'the original is untouched')
+  t.equal(upstream(c, 'ghcr.io')!.credentials![0]!.password, 's3cret-from-file', 'the original is untouched')
 
   const yamlFile = join(tmp, 'c.yaml')
   writeFileSync(
@@ -803,4 +811,51 @@ t.test('offline: --offline, REGMIRROR_OFFLINE and the file set every upstream of
     'online by default',
   )
   t.throws(() => parseFlags(['--offline=yes']), 'a switch takes no value')
+})
+
+t.test('issue #14 upstream fields: several credentials, limits, negative cache and serveStaleOn', async (t) => {
+  const c = resolveConfig(
+    {
+      negativeTtl: '1m',
+      upstreams: [
+        {
+          name: 'docker.io',
+          credentials: [
+            { username: 'alice', password: 'a' },
+            { username: 'bob', passwordEnv: 'BOB_PASS' },
+          ],
+          serveStaleOn: [404, 401, 404],
+          quotaReserve: 0,
+          maxConcurrent: 4,
+          maxRequestsPerSecond: 10,
+          maxMbps: 2.5,
+          maxQueueWait: '5s',
+        },
+        { name: 'ghcr.io', negativeTtl: 0 },
+      ],
+    },
+    { env: { BOB_PASS: 'b' } },
+  )
+  const hub = upstream(c, 'docker.io')!
+  t.same(hub.credentials, [
+    { username: 'alice', password: 'a' },
+    { username: 'bob', password: 'b' },
+  ])
+  t.same(hub.serveStaleOn, [404, 401], 'repeated statuses dropped')
+  t.equal(hub.negativeTtl, 60_000, 'inherits the top-level negativeTtl')
+  t.equal(upstream(c, 'ghcr.io')!.negativeTtl, 0, 'an upstream of its own says otherwise')
+  t.same([hub.quotaReserve, hub.maxConcurrent, hub.maxRequestsPerSecond, hub.maxMbps, hub.maxQueueWait], [0, 4, 10, 2.5, 5000])
+  const r = redactConfig(c) as Config
+  t.same(upstream(r, 'docker.io')!.credentials, [
+    { username: '[REDACTED]', password: '[REDACTED]' },
+    { username: '[REDACTED]', password: '[REDACTED]' },
+  ])
+  const problems = (raw: Record<string, unknown>): string[] => problemsOf(() => resolveConfig(raw))
+  t.same(problems({ upstreams: [{ name: 'docker.io', serveStaleOn: [500] }] }), [
+    'upstreams[0].serveStaleOn[0]: must be one of 401, 403, 404',
+  ])
+  t.same(problems({ upstreams: [{ name: 'docker.io', maxMbps: -1 }] }), ['upstreams[0].maxMbps: must be >= 0'])
+  t.same(problems({ upstreams: [{ name: 'docker.io', credentials: [{ username: 'a' }, { password: 'p' }] }] }), [
+    'upstreams[0].credentials[1].username: a password needs a username',
+  ])
 })

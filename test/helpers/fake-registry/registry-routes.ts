@@ -25,7 +25,8 @@ function acceptable(accept: string | undefined, mediaType: string): boolean {
 
 export class RegistryRoutes {
   /** a copy: the fake counts it down as it serves manifests */
-  private readonly rate: { limit: number; remaining: number } | undefined
+  private readonly rate: { limit: number; remaining: number; window: number } | undefined
+  private readonly perUser: Map<string, number> | undefined
   private readonly redirectBlobs: boolean
   private readonly scopedBlobs: boolean
   private readonly referrersApi: boolean
@@ -36,7 +37,10 @@ export class RegistryRoutes {
     private readonly realm: TokenRealm,
     private readonly cdn: Cdn,
   ) {
-    this.rate = opts.rateLimit ? { ...opts.rateLimit } : undefined
+    this.rate = opts.rateLimit
+      ? { limit: opts.rateLimit.limit, remaining: opts.rateLimit.remaining, window: opts.rateLimit.window ?? 21600 }
+      : undefined
+    this.perUser = opts.rateLimit?.perUser ? new Map(Object.entries(opts.rateLimit.perUser)) : undefined
     this.redirectBlobs = opts.redirectBlobs ?? true
     this.scopedBlobs = opts.scopedBlobs ?? false
     this.referrersApi = opts.referrersApi ?? true
@@ -44,6 +48,15 @@ export class RegistryRoutes {
 
   get rateLimitRemaining(): number | undefined {
     return this.rate?.remaining
+  }
+
+  remainingOf(user: string): number | undefined {
+    return this.perUser?.get(user)
+  }
+
+  setRemaining(n: number, user?: string): void {
+    if (user !== undefined) this.perUser?.set(user, n)
+    else if (this.rate) this.rate.remaining = n
   }
 
   route(req: http.IncomingMessage, u: URL): Reply {
@@ -110,14 +123,25 @@ export class RegistryRoutes {
   private manifest(req: http.IncomingMessage, name: string, ref: string): Reply {
     const method = req.method ?? 'GET'
     const rate = this.rate
+    // Docker Hub counts per account: the one the token was issued to, else the anonymous count.
+    const user = this.perUser ? this.realm.userOf(req) : undefined
+    const count = {
+      get: () => (user !== undefined && this.perUser?.has(user) ? this.perUser.get(user)! : (rate?.remaining ?? 0)),
+      spend: () => {
+        if (user !== undefined && this.perUser?.has(user)) this.perUser.set(user, this.perUser.get(user)! - 1)
+        else if (rate) rate.remaining--
+      },
+    }
     const rl = (): Record<string, string> =>
-      rate ? { 'ratelimit-limit': `${rate.limit};w=21600`, 'ratelimit-remaining': `${rate.remaining};w=21600` } : {}
+      rate
+        ? { 'ratelimit-limit': `${rate.limit};w=${rate.window}`, 'ratelimit-remaining': `${Math.max(0, count.get())};w=${rate.window}` }
+        : {}
     const isDigest = ref.includes(':')
     if (isDigest && !DIGEST_RE.test(ref)) {
       return ociError(400, 'DIGEST_INVALID', 'provided digest did not match uploaded content', { digest: ref }, rl())
     }
     if (!isDigest && !TAG_RE.test(ref)) return ociError(400, 'TAG_INVALID', 'manifest tag did not match URI', { tag: ref }, rl())
-    if (rate && method === 'GET' && rate.remaining <= 0) {
+    if (rate && method === 'GET' && count.get() <= 0) {
       return ociError(429, 'TOOMANYREQUESTS', 'You have reached your pull rate limit.', null, rl())
     }
     const digest = isDigest ? ref : this.content.tagTarget(name, ref)
@@ -125,7 +149,7 @@ export class RegistryRoutes {
     if (!digest || !man || !acceptable(req.headers.accept, man.mediaType)) {
       return ociError(404, 'MANIFEST_UNKNOWN', 'manifest unknown', { name, reference: ref }, rl())
     }
-    if (rate && method === 'GET') rate.remaining--
+    if (rate && method === 'GET') count.spend()
     return {
       status: 200,
       headers: { 'content-type': man.mediaType, 'docker-content-digest': digest, etag: `"${digest}"`, ...rl() },

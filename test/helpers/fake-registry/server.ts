@@ -21,6 +21,10 @@ export interface RecordedRequest {
   headers: Record<string, string | string[] | undefined>
   /** status sent (0 while not answered yet, e.g. during delayHeaders) */
   status: number
+  /** Date.now() when it arrived */
+  at: number
+  /** Date.now() when its answer was written whole (undefined while it is being sent, or if it never was) */
+  doneAt?: number
 }
 
 export interface ServersOptions {
@@ -117,7 +121,8 @@ class Servers {
   private async handle(server: ServerName, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const method = req.method ?? 'GET'
     const path = req.url ?? '/'
-    const rec: RecordedRequest = { server, method, path, headers: { ...req.headers }, status: 0 }
+    const rec: RecordedRequest = { server, method, path, headers: { ...req.headers }, status: 0, at: Date.now() }
+    res.once('finish', () => (rec.doneAt = Date.now()))
     this.o.requests.push(rec)
     const u = new URL(path, this.o.urls[server])
     // The token realm reads a POST's form body; every other body is drained unread.

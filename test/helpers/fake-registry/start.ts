@@ -12,13 +12,17 @@ export interface FakeRegistryOptions {
   auth?: 'none' | 'bearer'
   /** if set, the token endpoint requires HTTP Basic with these for any token; else tokens are anonymous */
   credentials?: { username: string; password: string }
+  /** more accounts the token endpoint accepts besides `credentials` (several accounts of one registry) */
+  users?: { username: string; password: string }[]
   /** expires_in in token responses (default 300) */
   tokenTtlSeconds?: number
   /** default true: blob GET on the registry -> 307 to the CDN server with a signed query string */
   redirectBlobs?: boolean
   /** Docker Hub style ratelimit-* headers on manifest responses; each manifest GET served with 200 decrements
-   *  remaining (HEADs don't); a manifest GET with remaining 0 gets 429 TOOMANYREQUESTS. */
-  rateLimit?: { limit: number; remaining: number }
+   *  remaining (HEADs don't); a manifest GET with remaining 0 gets 429 TOOMANYREQUESTS. `window` is the `w=`
+   *  the headers give (seconds, default 21600). `perUser`: each account's own count, by the user name the token
+   *  was issued to (`remaining` is then the anonymous count). */
+  rateLimit?: { limit: number; remaining: number; window?: number; perUser?: Record<string, number> }
   /** advertise this token realm in challenges instead of the fake's own auth server (hostile-upstream tests) */
   realm?: string
   /** address the three servers listen on (default 127.0.0.1) */
@@ -50,8 +54,12 @@ export interface FakeRegistry {
   clearFaults(): void
   /** makes every token issued so far invalid (registry answers 401 again) */
   expireTokens(): void
-  /** current remaining count when rateLimit is set */
+  /** current remaining count when rateLimit is set (the anonymous one with perUser) */
   readonly rateLimitRemaining: number | undefined
+  /** current remaining count of an account, with rateLimit.perUser */
+  remainingOf(user: string): number | undefined
+  /** sets what an account (or, without a user, the anonymous count) has left, e.g. to start a new window */
+  setRemaining(remaining: number, user?: string): void
   close(): Promise<void>
 }
 
@@ -97,6 +105,8 @@ export async function startFakeRegistry(opts: FakeRegistryOptions = {}): Promise
     get rateLimitRemaining() {
       return registry.rateLimitRemaining
     },
+    remainingOf: (user) => registry.remainingOf(user),
+    setRemaining: (n, user) => registry.setRemaining(n, user),
     close,
   }
 }

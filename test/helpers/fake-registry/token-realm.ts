@@ -10,11 +10,13 @@ import type { FakeRegistryOptions } from './start.js'
 /** the `service` the challenge names */
 export const SERVICE = 'fake-registry'
 
-export type RealmOptions = Pick<FakeRegistryOptions, 'auth' | 'credentials' | 'tokenTtlSeconds' | 'realm'>
+export type RealmOptions = Pick<FakeRegistryOptions, 'auth' | 'credentials' | 'users' | 'tokenTtlSeconds' | 'realm'>
 
 interface Token {
   repos: Set<string>
   expiresAt: number
+  /** the account it was issued to; undefined for an anonymous token */
+  user?: string
 }
 
 function readBody(req: http.IncomingMessage): Promise<Buffer> {
@@ -95,13 +97,23 @@ export class TokenRealm {
     if (service !== null && service !== SERVICE) {
       return jsonReply(400, { details: `unknown service ${service}` })
     }
-    const creds = this.opts.credentials
-    if (creds && (user !== creds.username || pass !== creds.password)) {
+    const accounts = [...(this.opts.credentials ? [this.opts.credentials] : []), ...(this.opts.users ?? [])]
+    if (accounts.length > 0 && !accounts.some((a) => a.username === user && a.password === pass)) {
       return jsonReply(401, { details: 'incorrect username or password' }, { 'www-authenticate': `Basic realm="${SERVICE}"` })
     }
     const token = randomBytes(24).toString('base64url')
-    this.tokens.set(token, { repos: pullableRepos(params.getAll('scope')), expiresAt: Date.now() + this.ttl * 1000 })
+    this.tokens.set(token, {
+      repos: pullableRepos(params.getAll('scope')),
+      expiresAt: Date.now() + this.ttl * 1000,
+      user: accounts.length > 0 ? user : undefined,
+    })
     return jsonReply(200, { token, access_token: token, expires_in: this.ttl, issued_at: new Date().toISOString() })
+  }
+
+  /** The account whose token the request carries (undefined: anonymous, or no valid token). */
+  userOf(req: http.IncomingMessage): string | undefined {
+    const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')
+    return m?.[1] ? this.tokens.get(m[1])?.user : undefined
   }
 
   /** makes every token issued so far invalid */
