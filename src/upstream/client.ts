@@ -92,8 +92,15 @@ export class UpstreamClient {
         coolDown: this.config.offline.coolDown,
         onEndpoint: (ep, online) => {
           this.metrics.endpointUp.set(endpointLabels(ep), online ? 1 : 0)
-          if (online) this.log.info({ upstream: up.name, endpoint: ep.label }, 'endpoint is back')
-          else this.log.warn({ upstream: up.name, endpoint: ep.label, coolDownMs: this.config.offline.coolDown }, 'endpoint set aside')
+          // What was measured of it, for the operator deciding whether it belongs in the pool.
+          const health = {
+            upstream: up.name,
+            endpoint: ep.label,
+            latencyMs: ep.latency === undefined ? undefined : Math.round(ep.latency * 1000),
+            bytesPerSecond: ep.throughput === undefined ? undefined : Math.round(ep.throughput),
+          }
+          if (online) this.log.info(health, 'endpoint is back')
+          else this.log.warn({ ...health, coolDownMs: this.config.offline.coolDown }, 'endpoint set aside')
         },
         onUpstream: (online) => {
           this.metrics.upstreamOnline.set({ upstream: up.name }, online ? 1 : 0)
