@@ -92,6 +92,8 @@ export class UpstreamClient {
         coolDown: this.config.offline.coolDown,
         onEndpoint: (ep, online) => {
           this.metrics.endpointUp.set(endpointLabels(ep), online ? 1 : 0)
+          // With one endpoint, the upstream's own line below says it all.
+          if (this.poolOf(up).size === 1) return
           // What was measured of it, for the operator deciding whether it belongs in the pool.
           const health = {
             upstream: up.name,
