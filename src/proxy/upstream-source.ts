@@ -36,7 +36,7 @@ export class UpstreamBlobSource implements FillSource {
       path: this.path,
       repo: this.repo,
       headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
-      byDigest: true,
+      byDigest: 'blob',
     })
     this.serving = res.endpoint
     const abort = () => res.body.destroy()
@@ -67,7 +67,7 @@ export class UpstreamBlobSource implements FillSource {
         path: this.path,
         repo: this.repo,
         retry: false,
-        byDigest: true,
+        byDigest: 'small',
       })
       await res.body.dump().catch(() => {})
       return res.status === 200 ? contentLength(res) : undefined

@@ -22,10 +22,17 @@ export interface UpstreamRequest {
   /** Retry on connection errors and 502/503/504 (only while nothing was sent to a client). */
   retry?: boolean
   /**
-   * The answer is checked against a digest the mirror already has (a blob, a manifest by digest):
-   * any endpoint may give it, fastest first. Without it, endpoints are asked in trust order.
+   * The answer is checked against a digest the mirror already has: any endpoint may give it, fastest
+   * first. `blob` for a blob's body; `small` for a manifest or a HEAD, which also measures endpoints
+   * not measured yet. Without it, endpoints are asked in trust order.
    */
-  byDigest?: boolean
+  byDigest?: 'blob' | 'small'
+}
+
+/** How a request ranks the endpoints (pool.ts `order`). */
+function orderFor(req: UpstreamRequest): 'trust' | 'fastest' | 'explore' {
+  if (req.byDigest === undefined) return 'trust'
+  return req.byDigest === 'small' || req.method === 'HEAD' ? 'explore' : 'fastest'
 }
 
 const MAX_REDIRECTS = 5
@@ -160,7 +167,7 @@ export class UpstreamClient {
     for (let attempt = 0; attempt < attempts; attempt++) {
       if (attempt > 0) await sleep(backoff(this.config.retries.backoff, attempt))
       let again = false
-      for (const ep of pool.order(req.byDigest ? 'fastest' : 'trust')) {
+      for (const ep of pool.order(orderFor(req))) {
         const admission = ep.health.admit()
         if (!admission.ok) continue
         asked = true

@@ -56,7 +56,8 @@ export interface PoolOptions {
 
 /**
  * The endpoints of one upstream and the choice between them. Answers a digest verifies (blobs,
- * manifests by digest) come from any endpoint, fastest first; everything else (tags, tag lists,
+ * manifests by digest) come from any endpoint, fastest first (small ones try the endpoints not yet
+ * measured first: that is how a fast endpoint listed late is found); everything else (tags, tag lists,
  * referrers) from the most trusted endpoint that answers, the `trusted: false` ones last. An endpoint
  * that fails while another is up is set aside at once for the cool-down, then probed back (health.ts);
  * the last one up is held to the configured threshold, and the upstream is offline only when every
@@ -90,8 +91,13 @@ export class EndpointPool {
     return Math.min(...this.endpoints.map((e) => e.health.retryAfterSeconds(now)))
   }
 
-  /** The endpoints in the order to ask them; whether each may be asked now is its health's `admit`. */
-  order(kind: 'trust' | 'fastest'): Endpoint[] {
+  /**
+   * The endpoints in the order to ask them; whether each may be asked now is its health's `admit`.
+   * `trust`: trusted ones in the listed order, then the `trusted: false` ones. `fastest`: by measured
+   * latency and throughput. `explore`, for small requests (a manifest by digest, a HEAD): the same,
+   * but endpoints never measured first, so each gets a latency that later rankings can use.
+   */
+  order(kind: 'trust' | 'fastest' | 'explore'): Endpoint[] {
     if (kind === 'trust') return [...this.endpoints.filter((e) => e.config.trusted), ...this.endpoints.filter((e) => !e.config.trusted)]
     // What is not measured yet counts as good as the best measured: the operator's order breaks the tie.
     const latencies = this.endpoints.flatMap((e) => (e.latency === undefined ? [] : [e.latency]))
@@ -99,10 +105,11 @@ export class EndpointPool {
     const bestLatency = latencies.length > 0 ? Math.min(...latencies) : 0
     const bestRate = rates.length > 0 ? Math.max(...rates) : undefined
     const score = (e: Endpoint): number => {
+      if (kind === 'explore' && e.latency === undefined) return -1
       const rate = e.throughput ?? bestRate
       return (e.latency ?? bestLatency) + (rate === undefined ? 0 : REFERENCE_BYTES / rate)
     }
-    // Array.prototype.sort is stable: equal scores keep the trust order.
+    // Array.prototype.sort is stable: equal scores keep the listed order.
     return [...this.endpoints].sort((a, b) => score(a) - score(b))
   }
 

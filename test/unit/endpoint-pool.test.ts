@@ -54,6 +54,17 @@ t.test('digests fastest first; what is not measured counts as the best, ties in 
   t.equal(at(0).throughput, undefined, 'a short body says nothing about throughput')
 })
 
+t.test('small requests by digest try the endpoints never measured first', async (t) => {
+  const { p, at } = pool([{ url: 'https://a.example' }, { url: 'https://b.example' }, { url: 'https://c.example' }])
+  at(0).noteLatency(0.01)
+  t.same(labels(p.order('fastest')), ['a.example', 'b.example', 'c.example'], 'a blob: the unmeasured tie with a, listed after it')
+  t.same(labels(p.order('explore')), ['b.example', 'c.example', 'a.example'], 'a manifest by digest: b and c get measured')
+  at(1).noteLatency(0.3)
+  at(2).noteLatency(0.002)
+  t.same(labels(p.order('fastest')), ['c.example', 'a.example', 'b.example'], 'then the fastest first')
+  t.same(labels(p.order('explore')), ['c.example', 'a.example', 'b.example'])
+})
+
 t.test('an endpoint that fails while another is up is set aside at once, then probed back', async (t) => {
   const { p, at, changes } = pool([{ url: 'https://a.example' }, { url: 'https://b.example' }])
   p.failure(at(0), 0)
@@ -144,7 +155,7 @@ t.test('client: a tag from the untrusted endpoint only when no trusted one answe
     'logged',
   )
   // A digest is verified: any endpoint may give it, and it is no untrusted answer.
-  const byDigest = await u.request(up, { method: 'HEAD', path: `/v2/x/blobs/sha256:${'a'.repeat(64)}`, repo: 'x', byDigest: true })
+  const byDigest = await u.request(up, { method: 'HEAD', path: `/v2/x/blobs/sha256:${'a'.repeat(64)}`, repo: 'x', byDigest: 'small' })
   await byDigest.body.dump()
   t.equal((await metrics.untrustedAnswers.get()).values[0]?.value, 1, 'not counted again')
 })
