@@ -174,7 +174,7 @@ export class UpstreamClient {
         try {
           const res = await this.requestOnce(ep, req)
           if (res.status < 500 && res.status !== 429) {
-            pool.success(ep)
+            pool.success(ep, admission)
             if (ASK_NEXT.has(res.status) && pool.size > 1) {
               keep(res)
               continue
@@ -190,7 +190,7 @@ export class UpstreamClient {
           lastErr = err
           // The endpoint answered, wrongly or with a refusal: it is reachable, and asking it again
           // would get the same answer. Another endpoint may answer better.
-          if (err instanceof RegmirrorError && err.class !== 'upstream') pool.success(ep)
+          if (err instanceof RegmirrorError && err.class !== 'upstream') pool.success(ep, admission)
           else {
             pool.failure(ep)
             again = true

@@ -36,7 +36,13 @@ export class EndpointHealth {
     return { ok: true, probe: this.probe }
   }
 
-  success(): void {
+  /**
+   * A success. Given the request's admission, one admitted before the endpoint was set aside does
+   * not bring it back (an endpoint that breaks bodies off still answers headers): only its probe does.
+   */
+  success(admission?: Admission): void {
+    if (this.offline && admission !== undefined && !(admission.ok && admission.probe !== undefined && admission.probe === this.probe))
+      return
     this.failures = 0
     this.probe = 0
     if (this.offline) {

@@ -1,6 +1,6 @@
 import { endpointsOf, type ResolvedEndpoint } from '../config/endpoints.js'
 import type { UpstreamConfig } from '../config/schema.js'
-import { EndpointHealth } from './health.js'
+import { EndpointHealth, type Admission } from './health.js'
 
 /** Weight of the newest measurement in the running averages. */
 const EWMA = 0.3
@@ -99,9 +99,10 @@ export class EndpointPool {
    */
   order(kind: 'trust' | 'fastest' | 'explore'): Endpoint[] {
     if (kind === 'trust') return [...this.endpoints.filter((e) => e.config.trusted), ...this.endpoints.filter((e) => !e.config.trusted)]
-    // What is not measured yet counts as good as the best measured: the operator's order breaks the tie.
-    const latencies = this.endpoints.flatMap((e) => (e.latency === undefined ? [] : [e.latency]))
-    const rates = this.endpoints.flatMap((e) => (e.throughput === undefined ? [] : [e.throughput]))
+    // What is not measured yet counts as good as the best measured endpoint up: the operator's order breaks the tie.
+    const up = this.endpoints.filter((e) => !e.health.offline)
+    const latencies = up.flatMap((e) => (e.latency === undefined ? [] : [e.latency]))
+    const rates = up.flatMap((e) => (e.throughput === undefined ? [] : [e.throughput]))
     const bestLatency = latencies.length > 0 ? Math.min(...latencies) : 0
     const bestRate = rates.length > 0 ? Math.max(...rates) : undefined
     const score = (e: Endpoint): number => {
@@ -113,8 +114,8 @@ export class EndpointPool {
     return [...this.endpoints].sort((a, b) => score(a) - score(b))
   }
 
-  success(ep: Endpoint): void {
-    ep.health.success()
+  success(ep: Endpoint, admission?: Admission): void {
+    ep.health.success(admission)
   }
 
   failure(ep: Endpoint, now = Date.now()): void {

@@ -65,6 +65,14 @@ t.test('small requests by digest try the endpoints never measured first', async 
   t.same(labels(p.order('explore')), ['c.example', 'a.example', 'b.example'])
 })
 
+t.test('an endpoint set aside sets no standard for the unmeasured', async (t) => {
+  const { p, at } = pool([{ url: 'https://a.example' }, { url: 'https://b.example' }, { url: 'https://c.example' }])
+  at(0).noteLatency(0.001)
+  at(1).noteLatency(0.05)
+  p.failure(at(0), 0)
+  t.same(labels(p.order('fastest')), ['a.example', 'b.example', 'c.example'], 'c counts as good as b, not as the fallen a')
+})
+
 t.test('an endpoint that fails while another is up is set aside at once, then probed back', async (t) => {
   const { p, at, changes } = pool([{ url: 'https://a.example' }, { url: 'https://b.example' }])
   p.failure(at(0), 0)

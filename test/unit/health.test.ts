@@ -36,3 +36,15 @@ t.test('a request admitted while online does not settle a later probe', async (t
   h.success()
   t.notOk(h.offline)
 })
+
+t.test('a request admitted before the endpoint was set aside does not bring it back; its probe does', async (t) => {
+  const h = new EndpointHealth(1, 1000, () => {})
+  const inFlight = h.admit(0)
+  h.failure(0)
+  t.ok(h.offline)
+  h.success(inFlight)
+  t.ok(h.offline, 'the late success of an earlier request is not a probe')
+  const probe = h.admit(1000)
+  h.success(probe)
+  t.notOk(h.offline, 'the probe is')
+})
