@@ -86,6 +86,9 @@ if (requirePrograms(t, ['docker-registry', 'skopeo'])) {
     t.ok(cutRecords.length >= 1, 'a blob was cut mid-way at the faulty endpoint')
     for (const [d, size] of layerSizes) {
       const total = blobBytes(faulty.requests(), d) + blobBytes(good.requests(), d)
+      t.comment(
+        `layer ${d.slice(7, 19)}: ${blobBytes(faulty.requests(), d)} B from the faulty endpoint, ${blobBytes(good.requests(), d)} B from the good one`,
+      )
       t.equal(total, size, `layer ${d.slice(7, 19)}: ${size} bytes in all, nothing fetched twice`)
     }
     for (const cut of cutRecords) {
