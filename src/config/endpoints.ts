@@ -41,6 +41,11 @@ export const ENDPOINT_FIELDS = {
     docDefault: "the upstream's `allowedNetworks`",
     doc: "address ranges this endpoint's redirect targets and token realm may reach although they are not public",
   }),
+  proxy: setting(v.proxy, {
+    optional: true,
+    docDefault: "the upstream's `proxy`",
+    doc: 'the outbound proxy for this endpoint (see the upstream field `proxy`); `none` goes direct',
+  }),
 } as const
 
 /** One endpoint as the file gives it. */
@@ -53,6 +58,7 @@ export interface EndpointConfig {
   trusted: boolean
   realms: string[]
   allowedNetworks: string[]
+  proxy?: string
 }
 
 const endpointEntry: ValueType<EndpointEntry> = {
@@ -66,7 +72,11 @@ const endpointEntry: ValueType<EndpointEntry> = {
     }
     return out
   },
-  redact: (e) => (e.credentials === undefined ? e : { ...e, credentials: credentials.redact!(e.credentials) }),
+  redact: (e) => ({
+    ...e,
+    ...(e.credentials === undefined ? {} : { credentials: credentials.redact!(e.credentials) }),
+    ...(e.proxy === undefined ? {} : { proxy: v.proxy.redact!(e.proxy) }),
+  }),
 }
 
 /**

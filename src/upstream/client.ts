@@ -265,7 +265,7 @@ export class UpstreamClient {
     const up = ep.up
     const labels = endpointLabels(ep)
     const started = process.hrtime.bigint()
-    const route = this.dispatchers.route(up.proxy, url, url.origin === ep.origin ? undefined : this.policyOf(ep))
+    const route = this.dispatchers.route(ep.config.proxy ?? up.proxy, url, url.origin === ep.origin ? undefined : this.policyOf(ep))
     try {
       const res = await route.dispatcher.request({
         origin: url.origin,
