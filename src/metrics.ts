@@ -168,6 +168,43 @@ export class Metrics {
     labelNames: ['upstream'] as const,
     registers: [this.registry],
   })
+  readonly endpointUp = new Gauge({
+    name: 'regmirror_upstream_endpoint_up',
+    help: "1 while an endpoint of an upstream's pool is used, 0 while it is set aside after failing (until a probe brings it back).",
+    labelNames: ['upstream', 'endpoint'] as const,
+    registers: [this.registry],
+  })
+  readonly endpointRequests = new Counter({
+    name: 'regmirror_upstream_endpoint_requests_total',
+    help: 'Requests sent to each endpoint of an upstream, by HTTP status (0 = no response).',
+    labelNames: ['upstream', 'endpoint', 'status'] as const,
+    registers: [this.registry],
+  })
+  readonly endpointDuration = new Histogram({
+    name: 'regmirror_upstream_endpoint_request_duration_seconds',
+    help: 'Time to response headers, per endpoint (its latency).',
+    labelNames: ['upstream', 'endpoint'] as const,
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  })
+  readonly endpointBytes = new Counter({
+    name: 'regmirror_upstream_endpoint_bytes_total',
+    help: 'Body bytes received from each endpoint.',
+    labelNames: ['upstream', 'endpoint'] as const,
+    registers: [this.registry],
+  })
+  readonly endpointThroughput = new Gauge({
+    name: 'regmirror_upstream_endpoint_throughput_bytes_per_second',
+    help: 'Running average of body throughput per endpoint (bodies of 256 KiB or more); ranks endpoints for blobs.',
+    labelNames: ['upstream', 'endpoint'] as const,
+    registers: [this.registry],
+  })
+  readonly untrustedAnswers = new Counter({
+    name: 'regmirror_upstream_untrusted_answers_total',
+    help: 'Tag and other mutable answers taken from a `trusted: false` endpoint because no trusted endpoint answered.',
+    labelNames: ['upstream', 'endpoint'] as const,
+    registers: [this.registry],
+  })
 
   readonly clusterPeers = new Gauge({
     name: 'regmirror_cluster_peers',

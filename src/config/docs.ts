@@ -5,6 +5,7 @@
  */
 import { entries, isList, type Declaration, type Table } from './declare.js'
 import { CONFIG_FILE, SETTINGS } from './settings.js'
+import { ENDPOINT_FIELDS } from './endpoints.js'
 import { UPSTREAM_FIELDS, WELL_KNOWN_UPSTREAMS } from './upstreams.js'
 
 const code = (s: string): string => `\`${s}\``
@@ -66,6 +67,7 @@ export function renderTables(): Map<string, string> {
     out.set(name, settingsTable(withFile.map(([path, d]) => [path === '—' ? path : code(path), d])))
   }
   out.set('upstream-fields', settingsTable(entries(UPSTREAM_FIELDS).map(([k, d]) => [code(k), d])))
+  out.set('endpoint-fields', settingsTable(entries(ENDPOINT_FIELDS).map(([k, d]) => [code(k), d])))
   const builtIns = Object.entries(WELL_KNOWN_UPSTREAMS).map(
     ([n, u]) => `| ${code(n)} | ${code(u.url)} | ${code(String(u.libraryPrefix))} |`,
   )

@@ -1,3 +1,4 @@
+import { endpointsOf } from './endpoints.js'
 import { repoAllowed, type Config, type UpstreamConfig } from './schema.js'
 import { RegmirrorError } from '../errors.js'
 
@@ -18,10 +19,14 @@ export class Registries {
       for (const h of up.hosts) this.byHostHeader.set(h.toLowerCase(), up)
     }
     // Registry hosts are also accepted for their upstream (`?ns=registry-1.docker.io`), unless
-    // a configured name already claims that host.
+    // a configured name already claims that host. A mirror that serves several registries under
+    // name prefixes (`https://m.daocloud.io/docker.io`) is not one registry's host.
     for (const up of config.upstreams) {
-      const host = new URL(up.url).host.toLowerCase()
-      if (!this.byKey.has(host)) this.byKey.set(host, up)
+      for (const ep of endpointsOf(up)) {
+        if (ep.prefix !== '') continue
+        const host = new URL(ep.url).host.toLowerCase()
+        if (!this.byKey.has(host)) this.byKey.set(host, up)
+      }
     }
     const def = this.byKey.get(config.defaultUpstream.toLowerCase())
     if (!def) throw new RegmirrorError('INTERNAL', `default upstream ${config.defaultUpstream} is not configured`)
@@ -56,5 +61,5 @@ export class Registries {
 
 /** Whether content fetched through `up` is its own (docs/configuration.md, "Private content"): `private`, else whether it has credentials. */
 export function isPrivate(up: UpstreamConfig): boolean {
-  return up.private ?? up.credentials !== undefined
+  return up.private ?? (up.credentials !== undefined || (up.endpoints ?? []).some((e) => e.credentials !== undefined))
 }

@@ -161,9 +161,14 @@ export const SETTINGS = {
   'retries.backoff': setting(v.duration, { default: '200ms', doc: 'base of the exponential backoff between retries' }),
   'offline.failureThreshold': setting(v.integer(1), {
     default: 5,
-    doc: 'consecutive upstream failures before the upstream is treated as down (cache only)',
+    doc:
+      'consecutive upstream failures before the upstream is treated as down (cache only); in an endpoint pool, the last endpoint ' +
+      'up is held to it, the others are set aside at their first failure',
   }),
-  'offline.coolDown': setting(v.duration, { default: '30s', doc: 'how long it stays down before the next attempt' }),
+  'offline.coolDown': setting(v.duration, {
+    default: '30s',
+    doc: 'how long it (or an endpoint set aside) stays down before one request probes it',
+  }),
   'server.headersTimeout': setting(v.duration, {
     default: '20s',
     doc:

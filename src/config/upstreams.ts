@@ -5,6 +5,7 @@
  */
 import { z } from 'zod'
 import { credentials } from './credentials.js'
+import { endpointList, resolvePool, urlList } from './endpoints.js'
 import { defaultOf, entries, getPath, isRecord, objectSchema, setting, type ResolveContext, type Resolved } from './declare.js'
 import { parseUpstreamAssignment } from './parse.js'
 import * as v from './values.js'
@@ -56,7 +57,23 @@ export const UPSTREAM_FIELDS = {
     doc: '`false` removes the upstream (typically a built-in)',
   }),
   // No default: the built-in registry's, and an entry that is not built in must give it (checkUpstreamEntries).
-  url: setting(v.httpUrl, { docDefault: 'built-in URL; required otherwise', doc: 'base URL of the registry API (`/v2/` is appended)' }),
+  url: setting(v.httpUrl, {
+    docDefault: 'built-in URL; required otherwise',
+    doc:
+      'base URL of the registry API (`/v2/` is appended); with `urls` or `endpoints`, their first URL. ' +
+      'Give one of `url`, `urls`, `endpoints`',
+  }),
+  urls: setting(urlList, {
+    optional: true,
+    resolvedInto: 'upstreams', // into each upstream's `endpoints`
+    docDefault: '—',
+    doc: 'several endpoints of this registry, most trusted first: short for `endpoints` with only `url`; see [Endpoint pools](#endpoint-pools)',
+  }),
+  endpoints: setting(endpointList, {
+    optional: true,
+    docDefault: '—',
+    doc: 'the endpoints of this registry, most trusted first, each with its own credentials and realms; see [Endpoint pools](#endpoint-pools)',
+  }),
   hosts: setting(v.listOf(v.hostName, { unique: true }), {
     default: [],
     doc:
@@ -68,7 +85,11 @@ export const UPSTREAM_FIELDS = {
     docDefault: '`true` for docker.io, else `false`',
     doc: "one-component repository names get `library/` (Docker Hub's official images)",
   }),
-  credentials: setting(credentials, { optional: true, docDefault: 'none', doc: 'see [Credentials](#credentials)' }),
+  credentials: setting(credentials, {
+    optional: true,
+    docDefault: 'none',
+    doc: 'see [Credentials](#credentials); with `urls` or `endpoints`, give them per endpoint instead',
+  }),
   private: setting(v.boolean, {
     optional: true,
     docDefault: '`true` with `credentials`, else `false`',
@@ -157,6 +178,9 @@ export const UPSTREAM_FIELDS = {
   }),
 } as const
 
+/** The fields that say where an upstream is; one source gives them all (resolveUpstreams). */
+const POOL_FIELDS = new Set(['url', 'urls', 'endpoints'])
+
 /** One resolved upstream (built-in defaults merged in). */
 export type UpstreamConfig = Resolved<typeof UPSTREAM_FIELDS>
 
@@ -195,6 +219,8 @@ export const upstreamEntries: ValueType<Entry[] | null> = {
       const out: Record<string, unknown> = {}
       for (const [k, d] of entries(UPSTREAM_FIELDS)) {
         const x = u[k]
+        // A pool's `url` is its first endpoint: printing both would not load back.
+        if (k === 'url' && u.endpoints !== undefined) continue
         if (x !== undefined && !(Array.isArray(x) && x.length === 0)) out[k] = d.type.format(x)
       }
       return out
@@ -230,13 +256,22 @@ export function resolveUpstreams(list: Entry[] | null, ctx: ResolveContext): Ups
     const sources = [overrides.get(name), entry, builtIn(name), { name }]
     const u: Record<string, unknown> = {}
     for (const [k, d] of entries(UPSTREAM_FIELDS)) {
-      if (d.resolvedInto !== undefined) continue
+      if (d.resolvedInto !== undefined || POOL_FIELDS.has(k)) continue
       const given = sources.map((s) => getPath(s, k)).find((x) => x !== undefined)
       const x = given !== undefined ? structuredClone(given) : d.inherits !== undefined ? ctx.get(d.inherits) : defaultOf(d)
       if (x === undefined && d.optional) continue
       if (x === undefined) throw new Error(`internal: upstream ${name} has no ${k}`) // excluded by checkUpstreamEntries
       u[k] = x
     }
+    // Where the upstream is comes whole from the first source that says it: a flag's URL replaces a file's pool.
+    const pool = resolvePool(
+      sources.find((s) => s !== undefined && [...POOL_FIELDS].some((f) => getPath(s, f) !== undefined)) as
+        Record<string, unknown> | undefined,
+      u as { realms: string[]; allowedNetworks: string[] },
+    )
+    if (!pool) throw new Error(`internal: upstream ${name} has no url`) // excluded by checkUpstreamEntries
+    u.url = pool.url
+    if (pool.endpoints) u.endpoints = pool.endpoints
     out.push(u as UpstreamConfig)
   }
   return out
@@ -263,9 +298,17 @@ export function checkUpstreamEntries(raw: Record<string, unknown>, overlayNames:
       return
     }
     enabled.add(e.name)
-    if (e.url === undefined && !builtIn(e.name) && !overlayNames.has(e.name)) {
+    const where = [...POOL_FIELDS].filter((f) => e[f] !== undefined)
+    if (where.length === 0 && !builtIn(e.name) && !overlayNames.has(e.name)) {
       problems.push(
         `upstreams[${i}].url: required for an upstream that is not built in (built in: ${Object.keys(WELL_KNOWN_UPSTREAMS).join(', ')})`,
+      )
+    }
+    if (where.length > 1) problems.push(`upstreams[${i}].${where[1]}: give only one of ${where.join(', ')}`)
+    // Credentials for one registry must not reach a mirror of it someone else runs: each endpoint has its own.
+    if (e.credentials !== undefined && where.some((f) => f !== 'url')) {
+      problems.push(
+        `upstreams[${i}].credentials: with ${where.find((f) => f !== 'url')}, give credentials per endpoint (endpoints[].credentials)`,
       )
     }
   })

@@ -141,7 +141,7 @@ export class BlobService {
       if (s !== undefined) return { size: s, cache: 'miss' }
     }
     if (up.offline) throw notCachedOffline(up, 'blob', repo, d.value)
-    const res = await this.upstream.request(up, { method: 'HEAD', path: `/v2/${repo}/blobs/${d.value}`, repo })
+    const res = await this.upstream.request(up, { method: 'HEAD', path: `/v2/${repo}/blobs/${d.value}`, repo, byDigest: 'small' })
     await res.body.dump().catch(() => {})
     if (res.status !== 200) throw await upstreamFailure(up, res, 'BLOB_UNKNOWN')
     const len = contentLength(res)

@@ -139,6 +139,8 @@ export class ManifestService {
       path: `/v2/${repo}/manifests/${ref}`,
       repo,
       headers: { accept: MANIFEST_ACCEPT },
+      // By digest, the body is checked below whoever sends it; a tag's meaning comes in trust order.
+      ...(expected !== undefined ? { byDigest: 'small' as const } : {}),
     })
     if (res.status !== 200) throw await upstreamFailure(up, res, 'MANIFEST_UNKNOWN')
     const body = await readLimitedWith(this.upstream, res, MAX_MANIFEST_SIZE, up)

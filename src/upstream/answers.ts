@@ -1,6 +1,7 @@
 import { errors as undiciErrors, type Dispatcher } from 'undici'
 import type { UpstreamConfig } from '../config/schema.js'
 import { RegmirrorError, type ErrorCode } from '../errors.js'
+import type { Endpoint } from './pool.js'
 
 export type Headers = Record<string, string | string[] | undefined>
 
@@ -10,6 +11,8 @@ export interface UpstreamResponse {
   body: Dispatcher.ResponseData['body']
   /** The URL that finally answered (after redirects), without its query: for logs only. */
   where: string
+  /** The endpoint of the upstream's pool that answered (client.ts `request`). */
+  endpoint?: Endpoint
 }
 
 export function header(headers: Headers, name: string): string | undefined {

@@ -2,48 +2,58 @@ import type { Config, UpstreamConfig } from '../config/schema.js'
 import { RegmirrorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
-import { AddressPolicy } from './address-policy.js'
-import { header, readBounded, toUpstreamError, type Headers, type UpstreamResponse } from './answers.js'
-import { UpstreamHealth } from './health.js'
-import { Gate, Pace } from './limits.js'
-import { describeProxy, Dispatchers, proxyEnvironment, proxyFailure } from './proxy.js'
-import { QuotaBook, credentialsOf, parseRateLimit, type Credential } from './quota.js'
+import { header, readBounded, type UpstreamResponse } from './answers.js'
+import { Allowances } from './allowance.js'
+import type { Gate } from './limits.js'
+import { EndpointPool, type Endpoint } from './pool.js'
 import { TokenAuth } from './token-auth.js'
 import { TokenCache, type SharedTokenStore } from './token-store.js'
+import { endpointLabels, Transport } from './transport.js'
 
 export { contentLength, header, upstreamFailure, type Headers, type UpstreamResponse } from './answers.js'
+export type { Endpoint } from './pool.js'
 
 export interface UpstreamRequest {
   method: 'GET' | 'HEAD'
-  /** Path under the upstream's base URL, e.g. `/v2/library/alpine/manifests/3.20`. */
+  /** Path under the API's base URL, e.g. `/v2/library/alpine/manifests/3.20`; an endpoint's name prefix goes after `/v2/`. */
   path: string
   /** Repository, for the token scope. */
   repo?: string
   headers?: Record<string, string>
   /** Retry on connection errors and 502/503/504 (only while nothing was sent to a client). */
   retry?: boolean
+  /**
+   * The answer is checked against a digest the mirror already has: any endpoint may give it, fastest
+   * first. `blob` for a blob's body; `small` for a manifest or a HEAD, which also measures endpoints
+   * not measured yet. Without it, endpoints are asked in trust order.
+   */
+  byDigest?: 'blob' | 'small'
+}
+
+/** How a request ranks the endpoints (pool.ts `order`). */
+function orderFor(req: UpstreamRequest): 'trust' | 'fastest' | 'explore' {
+  if (req.byDigest === undefined) return 'trust'
+  return req.byDigest === 'small' || req.method === 'HEAD' ? 'explore' : 'fastest'
 }
 
 const MAX_REDIRECTS = 5
 const REDIRECTS = new Set([301, 302, 303, 307, 308])
+/** Answers one endpoint may give while another has the content (a mirror that serves only some images). */
+const ASK_NEXT = new Set([401, 403, 404])
 
 /**
- * Every request to an upstream registry goes through here: auth (token-auth.ts) with the
- * credential that has the most pull quota left (quota.ts), redirects (credentials never follow to
- * another origin; other origins only where the address policy allows), outbound proxies (proxy.ts),
- * the upstream's limits (limits.ts), timeouts, retries with backoff, offline marking (health.ts),
- * and the upstream metrics.
+ * Every request to an upstream registry goes through here: the upstream's limits (limits.ts), the
+ * choice of endpoint (pool.ts), auth (token-auth.ts) with the endpoint's credential that has the most
+ * pull quota left (quota.ts), redirects (credentials never follow to another origin; other origins
+ * only where the endpoint's address policy allows), outbound proxies (proxy.ts), timeouts, retries
+ * with backoff, failover to the next endpoint, offline marking (health.ts), and the upstream and
+ * endpoint metrics.
  */
 export class UpstreamClient {
-  private readonly dispatchers: Dispatchers
-  /** Per upstream: what its redirect targets and token realms may reach. */
-  private readonly policies = new Map<string, AddressPolicy>()
-  private readonly health = new Map<string, UpstreamHealth>()
+  private readonly transport: Transport
+  private readonly pools = new Map<string, EndpointPool>()
   private readonly auth: TokenAuth
-  private readonly quota = new QuotaBook()
-  private readonly credentials = new Map<string, Credential[]>()
-  private readonly gates = new Map<string, Gate>()
-  private readonly paces = new Map<string, Pace>()
+  private readonly allowances: Allowances
 
   constructor(
     private readonly config: Config,
@@ -53,47 +63,60 @@ export class UpstreamClient {
   ) {
     this.auth = new TokenAuth(
       new TokenCache(opts.sharedTokens),
-      (up, url, h) => this.send(up, url, 'GET', h),
+      (ep, url, h) => this.transport.send(ep, url, 'GET', h),
       log,
       config.timeouts.bodyIdle,
     )
-    const env = proxyEnvironment(opts.env ?? process.env)
-    this.dispatchers = new Dispatchers(env, {
-      connectTimeout: config.timeouts.connect,
-      headersTimeout: config.timeouts.headers,
-      bodyTimeout: config.timeouts.bodyIdle,
-    })
-    for (const up of config.upstreams) this.metrics.upstreamOnline.set({ upstream: up.name }, 1)
-    // What goes where, said once: an operator reading the log knows which proxy each upstream's requests use.
-    if (env.invalid.length > 0) log.warn({ variables: env.invalid }, 'proxy environment variables that are not proxy URLs are ignored')
-    if (env.http || env.https) {
-      const show = (u: URL | undefined) => (u ? describeProxy(u) : undefined)
-      log.info(
-        { httpsProxy: show(env.https), httpProxy: show(env.http), noProxy: env.noProxy.text },
-        'outbound proxies from the environment',
-      )
-    }
+    this.allowances = new Allowances(log, metrics)
+    this.transport = new Transport(config, log, metrics, opts.env ?? process.env)
     for (const up of config.upstreams) {
-      if (up.proxy === undefined) continue
-      log.info({ upstream: up.name, proxy: up.proxy === 'none' ? 'none' : describeProxy(new URL(up.proxy)) }, 'upstream proxy')
+      this.metrics.upstreamOnline.set({ upstream: up.name }, 1)
+      for (const ep of this.poolOf(up).endpoints) this.metrics.endpointUp.set(endpointLabels(ep), 1)
     }
   }
 
-  healthOf(up: UpstreamConfig): UpstreamHealth {
-    let h = this.health.get(up.name)
-    if (!h) {
-      h = new UpstreamHealth(this.config.offline.failureThreshold, this.config.offline.coolDown, (online) => {
-        this.metrics.upstreamOnline.set({ upstream: up.name }, online ? 1 : 0)
-        if (online) this.log.info({ upstream: up.name }, 'upstream is back online')
-        else this.log.warn({ upstream: up.name, coolDownMs: this.config.offline.coolDown }, 'upstream marked offline')
+  /** The upstream's endpoints with their health and measurements. */
+  poolOf(up: UpstreamConfig): EndpointPool {
+    let pool = this.pools.get(up.name)
+    if (!pool) {
+      pool = new EndpointPool(up, {
+        threshold: this.config.offline.failureThreshold,
+        coolDown: this.config.offline.coolDown,
+        onEndpoint: (ep, online) => {
+          this.metrics.endpointUp.set(endpointLabels(ep), online ? 1 : 0)
+          // With one endpoint, the upstream's own line below says it all.
+          if (this.poolOf(up).size === 1) return
+          // What was measured of it, for the operator deciding whether it belongs in the pool.
+          const health = {
+            upstream: up.name,
+            endpoint: ep.label,
+            latencyMs: ep.latency === undefined ? undefined : Math.round(ep.latency * 1000),
+            bytesPerSecond: ep.throughput === undefined ? undefined : Math.round(ep.throughput),
+          }
+          if (online) this.log.info(health, 'endpoint is back')
+          else this.log.warn({ ...health, coolDownMs: this.config.offline.coolDown }, 'endpoint set aside')
+        },
+        onUpstream: (online) => {
+          this.metrics.upstreamOnline.set({ upstream: up.name }, online ? 1 : 0)
+          if (online) this.log.info({ upstream: up.name }, 'upstream is back online')
+          else this.log.warn({ upstream: up.name, coolDownMs: this.config.offline.coolDown }, 'upstream marked offline')
+        },
       })
-      this.health.set(up.name, h)
+      this.pools.set(up.name, pool)
     }
-    return h
+    return pool
+  }
+
+  /**
+   * A body from `endpoint` broke off: the next request (the fill's resume) goes to another
+   * endpoint if one is up.
+   */
+  bodyFailed(endpoint: Endpoint): void {
+    this.poolOf(endpoint.up).bodyFailed(endpoint)
   }
 
   async close(): Promise<void> {
-    await this.dispatchers.close()
+    await this.transport.close()
   }
 
   /**
@@ -104,40 +127,31 @@ export class UpstreamClient {
     return readBounded(up, res, limit, tooLarge, this.config.timeouts.bodyIdle)
   }
 
+  /**
+   * Asks the upstream's endpoints in turn (trust order, or fastest first `byDigest`) until one
+   * answers; an endpoint that fails is set aside and the next asked at once. A round that found
+   * no answer is repeated after a backoff, up to `retries.attempts` rounds. When every endpoint
+   * is down, fails at once with UPSTREAM_OFFLINE and a Retry-After.
+   */
   async request(up: UpstreamConfig, req: UpstreamRequest): Promise<UpstreamResponse> {
     // The last guard of offline mode: nothing, not even a token request, leaves for this upstream.
     if (up.offline)
       throw new RegmirrorError('UPSTREAM_NOT_CONTACTED', `upstream ${up.name} is offline by configuration`, {
         detail: { upstream: up.name },
       })
-    const health = this.healthOf(up)
-    const admission = health.admit()
-    if (!admission.ok) {
-      // Retry-After tells clients (and CI retry loops) when asking again can make a difference.
-      throw new RegmirrorError('UPSTREAM_OFFLINE', `upstream ${up.name} is offline`, {
-        detail: { upstream: up.name },
-        retryAfter: String(health.retryAfterSeconds()),
-      })
-    }
+    const gate = this.allowances.gateOf(up)
+    const release = await gate.acquire()
+    let res: UpstreamResponse
     try {
-      const gate = this.gateOf(up)
-      const release = await gate.acquire()
-      let res: UpstreamResponse
-      try {
-        res = await this.requestWithRetries(up, req, health, gate)
-      } catch (err) {
-        release()
-        throw err
-      }
-      // The turn is held until the body is done with: a blob download is a request in flight until its last byte.
-      if (res.body.destroyed || res.body.readableEnded) release()
-      else for (const ev of ['close', 'end', 'error']) res.body.once(ev, release)
-      return res
-    } finally {
-      // Whatever happened, a probe has had its outcome: an upstream never stays offline because
-      // the one request allowed through ended in a way the loop does not count.
-      health.settleProbe(admission)
+      res = await this.requestFromPool(up, req, gate)
+    } catch (err) {
+      release()
+      throw err
     }
+    // The turn is held until the body is done with: a blob download is a request in flight until its last byte.
+    if (res.body.destroyed || res.body.readableEnded) release()
+    else for (const ev of ['close', 'end', 'error']) res.body.once(ev, release)
+    return res
   }
 
   /**
@@ -145,107 +159,118 @@ export class UpstreamClient {
    * not revalidated (tag-service.ts), so what is left goes to content nobody has.
    */
   quotaLow(up: UpstreamConfig): boolean {
-    return this.quota.low(this.credentialsOf(up), up.quotaReserve)
+    return this.allowances.quotaLow(up, this.poolOf(up).endpoints)
   }
 
   /** A blob body of this upstream, read no faster than its `maxMbps` share (all its bodies together). */
   paced<T extends Uint8Array>(up: UpstreamConfig, body: AsyncIterable<T>): AsyncIterable<T> {
-    if (up.maxMbps <= 0) return body
-    let pace = this.paces.get(up.name)
-    if (!pace) {
-      pace = new Pace((up.maxMbps * 1e6) / 8, (n) => this.metrics.upstreamThrottledBytes.inc({ upstream: up.name }, n))
-      this.paces.set(up.name, pace)
-    }
-    return pace.paced(body)
+    return this.allowances.paced(up, body)
   }
 
-  private credentialsOf(up: UpstreamConfig): Credential[] {
-    let list = this.credentials.get(up.name)
-    if (!list) {
-      list = credentialsOf(new URL(up.url).origin, up.credentials)
-      this.credentials.set(up.name, list)
-    }
-    return list
-  }
-
-  private gateOf(up: UpstreamConfig): Gate {
-    let gate = this.gates.get(up.name)
-    if (!gate) {
-      const labels = { upstream: up.name }
-      gate = new Gate(up.name, up.maxConcurrent, up.maxRequestsPerSecond, up.maxQueueWait, {
-        waited: (ms, admitted) => {
-          this.metrics.upstreamQueueWait.observe({ ...labels, outcome: admitted ? 'admitted' : 'timeout' }, ms / 1000)
-          if (!admitted) this.log.warn({ upstream: up.name, waitedMs: ms }, 'no turn to ask the upstream within maxQueueWait')
-        },
-        queueLength: (n) => this.metrics.upstreamQueueLength.set(labels, n),
-      })
-      this.gates.set(up.name, gate)
-    }
-    return gate
-  }
-
-  private async requestWithRetries(
-    up: UpstreamConfig,
-    req: UpstreamRequest,
-    health: UpstreamHealth,
-    gate: Gate,
-  ): Promise<UpstreamResponse> {
+  private async requestFromPool(up: UpstreamConfig, req: UpstreamRequest, gate: Gate): Promise<UpstreamResponse> {
+    const pool = this.poolOf(up)
     const attempts = req.retry === false ? 1 : Math.max(1, this.config.retries.attempts)
     let lastErr: unknown
+    // The answer to return if no endpoint does better (a 404 here, a 503 there); its body is still unread.
+    let kept: UpstreamResponse | undefined
+    const keep = (res: UpstreamResponse | undefined) => {
+      kept?.body.dump().catch(() => {})
+      kept = res
+    }
+    let asked = false
     for (let attempt = 0; attempt < attempts; attempt++) {
       if (attempt > 0) {
         await sleep(backoff(this.config.retries.backoff, attempt))
+        // A retry is another request against the upstream's rate.
         await gate.spend()
       }
-      try {
-        const res = await this.requestOnce(up, req)
-        if (res.status < 500 && res.status !== 429) {
-          health.success()
-          return res
+      let again = false
+      for (const ep of pool.order(orderFor(req))) {
+        const admission = ep.health.admit()
+        if (!admission.ok) continue
+        asked = true
+        try {
+          const res = await this.requestOnce(ep, req)
+          if (res.status < 500 && res.status !== 429) {
+            pool.success(ep, admission)
+            if (ASK_NEXT.has(res.status) && pool.size > 1) {
+              keep(res)
+              continue
+            }
+            keep(undefined)
+            this.noteAnswer(ep, req, res)
+            return res
+          }
+          pool.failure(ep)
+          keep(res)
+          again ||= [502, 503, 504].includes(res.status)
+        } catch (err) {
+          lastErr = err
+          // The endpoint answered, wrongly or with a refusal: it is reachable, and asking it again
+          // would get the same answer. Another endpoint may answer better.
+          if (err instanceof RegmirrorError && err.class !== 'upstream') pool.success(ep, admission)
+          else {
+            pool.failure(ep)
+            again = true
+          }
+        } finally {
+          // Whatever happened, a probe has had its outcome: an endpoint never stays down because
+          // the one request allowed through ended in a way the loop does not count.
+          ep.health.settleProbe(admission)
         }
-        health.failure()
-        if (attempt + 1 >= attempts || ![502, 503, 504].includes(res.status)) return res
-        await res.body.dump().catch(() => {})
-        lastErr = new RegmirrorError('UPSTREAM_ERROR', `upstream ${up.name} answered ${res.status}`)
-      } catch (err) {
-        lastErr = err
-        // The upstream answered, wrongly or with a refusal: it is reachable, and asking again
-        // would get the same answer.
-        if (err instanceof RegmirrorError && err.class !== 'upstream') {
-          health.success()
-          throw err
-        }
-        health.failure()
-        if (health.offline) break
       }
+      if (!asked) {
+        // Retry-After tells clients (and CI retry loops) when asking again can make a difference.
+        throw new RegmirrorError('UPSTREAM_OFFLINE', `upstream ${up.name} is offline`, {
+          detail: { upstream: up.name },
+          retryAfter: String(pool.retryAfterSeconds()),
+        })
+      }
+      if (!again || pool.offline) break
     }
+    if (kept) return kept
     throw lastErr
   }
 
-  private async requestOnce(up: UpstreamConfig, req: UpstreamRequest): Promise<UpstreamResponse> {
-    const base = new URL(up.url)
-    const scope = req.repo ? `repository:${req.repo}:pull` : undefined
-    const creds = this.credentialsOf(up)
-    let cred = this.quota.pick(creds)
-    let auth = await this.auth.upFront(up, cred, scope)
-    let url = new URL(base.pathname.replace(/\/$/, '') + req.path, base)
+  /** An answer to a mutable request (a tag) from an endpoint the configuration does not trust with those: logged and counted. */
+  private noteAnswer(ep: Endpoint, req: UpstreamRequest, res: UpstreamResponse): void {
+    if (req.byDigest || ep.config.trusted) return
+    this.metrics.untrustedAnswers.inc(endpointLabels(ep))
+    this.log.warn(
+      { upstream: ep.up.name, endpoint: ep.label, path: req.path.slice(0, 300), status: res.status },
+      'answer from an untrusted endpoint: no trusted endpoint answered',
+    )
+  }
+
+  private async requestOnce(ep: Endpoint, req: UpstreamRequest): Promise<UpstreamResponse> {
+    const base = new URL(ep.config.base)
+    const repo = req.repo === undefined ? undefined : ep.config.prefix + req.repo
+    const scope = repo ? `repository:${repo}:pull` : undefined
+    const creds = this.allowances.credentialsOf(ep)
+    let cred = this.allowances.pick(creds)
+    let auth = await this.auth.upFront(ep, cred, scope)
+    const path = req.path.startsWith('/v2/') ? `/v2/${ep.config.prefix}${req.path.slice('/v2/'.length)}` : req.path
+    let url = new URL(base.pathname.replace(/\/$/, '') + path, base)
     let triedAuth = false
     let switched = false
     const seen = new Set<string>()
     for (;;) {
-      const sameOrigin = url.origin === base.origin
+      const sameOrigin = url.origin === ep.origin
       const headers: Record<string, string> = { 'user-agent': 'regmirror', ...req.headers }
       if (auth && sameOrigin) headers.authorization = auth
-      const res = await this.send(up, url, req.method, headers)
-      if (sameOrigin) this.noteRateLimit(up, cred, res.headers)
+      const res = await this.transport.send(ep, url, req.method, headers)
+      if (sameOrigin) this.allowances.noteRateLimit(ep, cred, res.headers, this.poolOf(ep.up).endpoints)
       // This account's quota is spent (the 429 said how much is left): another one with quota asks once more.
-      const other = res.status === 429 && sameOrigin && !switched ? this.quota.pick(creds) : cred
+      const other = res.status === 429 && sameOrigin && !switched ? this.allowances.pick(creds) : cred
       if (other !== cred) {
         switched = true
         await res.body.dump().catch(() => {})
-        this.log.info({ upstream: up.name, from: cred.label, to: other.label }, 'pull quota of a credential spent; asking with another')
+        this.log.info(
+          { upstream: ep.up.name, endpoint: ep.label, from: cred.label, to: other.label },
+          'pull quota of a credential spent; asking with another',
+        )
         cred = other
-        auth = await this.auth.upFront(up, cred, scope)
+        auth = await this.auth.upFront(ep, cred, scope)
         triedAuth = false
         continue
       }
@@ -254,78 +279,22 @@ export class UpstreamClient {
         const challenge = header(res.headers, 'www-authenticate')
         await res.body.dump().catch(() => {})
         const refused = auth?.startsWith('Bearer ') ? auth.slice('Bearer '.length) : undefined
-        auth = await this.auth.authorize(up, cred, challenge, scope, refused)
+        auth = await this.auth.authorize(ep, cred, challenge, scope, refused)
         if (auth === undefined) {
-          throw new RegmirrorError('UNAUTHORIZED', `upstream ${up.name} requires authentication`, { detail: { upstream: up.name } })
+          throw new RegmirrorError('UNAUTHORIZED', `upstream ${ep.up.name} requires authentication`, { detail: { upstream: ep.up.name } })
         }
         continue
       }
-      if (!REDIRECTS.has(res.status)) return { ...res, where: url.origin + url.pathname }
+      if (!REDIRECTS.has(res.status)) return { ...res, where: url.origin + url.pathname, endpoint: ep }
       const location = header(res.headers, 'location')
       await res.body.dump().catch(() => {})
-      const target = redirectTarget(up, url, location)
+      const target = redirectTarget(ep.up, url, location)
       if (seen.has(target.href) || seen.size >= MAX_REDIRECTS) {
-        throw new RegmirrorError('REDIRECT_INVALID', `too many redirects or a redirect loop from ${up.name}`)
+        throw new RegmirrorError('REDIRECT_INVALID', `too many redirects or a redirect loop from ${ep.up.name}`)
       }
       seen.add(url.href)
       url = target
     }
-  }
-
-  private async send(up: UpstreamConfig, url: URL, method: 'GET' | 'HEAD', headers: Record<string, string>) {
-    const started = process.hrtime.bigint()
-    const route = this.dispatchers.route(up.proxy, url, url.origin === new URL(up.url).origin ? undefined : this.policyOf(up))
-    try {
-      const res = await route.dispatcher.request({
-        origin: url.origin,
-        path: url.pathname + url.search,
-        method,
-        headers,
-        // Per request too: the SOCKS5 agent's connections take no agent-wide timeouts.
-        headersTimeout: this.config.timeouts.headers,
-        bodyTimeout: this.config.timeouts.bodyIdle,
-      })
-      if (route.proxy && res.statusCode === 407) {
-        // A plain-HTTP request the proxy refused: its answer, not the upstream's.
-        await res.body.dump().catch(() => {})
-        throw Object.assign(new Error('Proxy Authentication Required (407)'), { code: 'PROXY_407' })
-      }
-      this.metrics.upstreamRequests.inc({ upstream: up.name, status: String(res.statusCode) })
-      this.metrics.upstreamDuration.observe({ upstream: up.name }, Number(process.hrtime.bigint() - started) / 1e9)
-      const body = res.body
-      // Paused first: a 'data' listener on a stream not explicitly paused switches it to flowing
-      // mode, and whatever arrives before the caller starts reading (say, while a fill awaits
-      // eviction) would be lost. read(), async iteration, pipe and dump still emit 'data'.
-      body.pause()
-      body.on('data', (chunk: Buffer) => this.metrics.upstreamBytes.inc({ upstream: up.name }, chunk.length))
-      // A body given up before anyone read it (destroyed on a refusal, or left behind) emits
-      // 'error'; readers still see it through their own listeners, but it must never be uncaught.
-      body.on('error', () => {})
-      return { status: res.statusCode, headers: res.headers as Headers, body }
-    } catch (err) {
-      this.metrics.upstreamRequests.inc({ upstream: up.name, status: '0' })
-      throw (route.proxy && proxyFailure(up.name, route.proxy, url, err)) || toUpstreamError(up, err)
-    }
-  }
-
-  /** Docker Hub's `ratelimit-remaining: 76;w=21600`: what this credential has left for the window. */
-  private noteRateLimit(up: UpstreamConfig, cred: Credential, headers: Headers): void {
-    const rl = parseRateLimit(header(headers, 'ratelimit-remaining'))
-    if (rl === undefined) return
-    this.quota.note(cred, rl.remaining, rl.windowMs)
-    this.metrics.quotaRemaining.set({ upstream: up.name, credential: cred.label }, rl.remaining)
-    this.metrics.rateLimitRemaining.set({ upstream: up.name }, this.quota.best(this.credentialsOf(up)) ?? rl.remaining)
-    this.log.debug(
-      { upstream: up.name, credential: cred.label, ratelimitRemaining: rl.remaining, ratelimitLimit: header(headers, 'ratelimit-limit') },
-      'upstream rate limit',
-    )
-  }
-
-  /** The address policy of an upstream's redirect targets and token realms. */
-  private policyOf(up: UpstreamConfig): AddressPolicy {
-    let policy = this.policies.get(up.name)
-    if (!policy) this.policies.set(up.name, (policy = new AddressPolicy(new URL(up.url).hostname, up.allowedNetworks)))
-    return policy
   }
 }
 

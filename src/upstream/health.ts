@@ -2,13 +2,14 @@
 export type Admission = { ok: true; probe?: number } | { ok: false }
 
 /**
- * Per-upstream offline marking. After `threshold` consecutive failures the upstream is
- * offline for `coolDown` ms: requests fail at once (the caller serves from cache) instead of
- * each waiting out a timeout. After the cool-down exactly one request is let through as a
- * probe; its success brings the upstream back, its failure restarts the cool-down, and a probe
+ * Per-endpoint offline marking (pool.ts keeps one for each endpoint of an upstream). After
+ * `threshold` consecutive failures the endpoint is down for `coolDown` ms: it is skipped, and when
+ * every endpoint of an upstream is, requests fail at once (the caller serves from cache) instead
+ * of each waiting out a timeout. After the cool-down exactly one request is let through as a
+ * probe; its success brings the endpoint back, its failure restarts the cool-down, and a probe
  * that ends without either (settleProbe) counts as a failure, so another probe follows.
  */
-export class UpstreamHealth {
+export class EndpointHealth {
   private failures = 0
   private offlineUntil = 0
   /** The probe in flight (a number that changes with every probe), or 0. */
@@ -35,7 +36,13 @@ export class UpstreamHealth {
     return { ok: true, probe: this.probe }
   }
 
-  success(): void {
+  /**
+   * A success. Given the request's admission, one admitted before the endpoint was set aside does
+   * not bring it back (an endpoint that breaks bodies off still answers headers): only its probe does.
+   */
+  success(admission?: Admission): void {
+    if (this.offline && admission !== undefined && !(admission.ok && admission.probe !== undefined && admission.probe === this.probe))
+      return
     this.failures = 0
     this.probe = 0
     if (this.offline) {
@@ -44,14 +51,15 @@ export class UpstreamHealth {
     }
   }
 
-  failure(now = Date.now()): void {
+  /** A failure; `threshold` overrides the configured one (a pool sets an endpoint aside at once while another is up). */
+  failure(now = Date.now(), threshold = this.threshold): void {
     this.failures++
     this.probe = 0
     if (this.offline) {
       this.offlineUntil = now + this.coolDown
       return
     }
-    if (this.threshold > 0 && this.failures >= this.threshold) {
+    if (threshold > 0 && this.failures >= threshold) {
       this.offline = true
       this.offlineUntil = now + this.coolDown
       this.onChange(false)

@@ -1,9 +1,9 @@
-import type { UpstreamConfig } from '../config/schema.js'
 import { RegmirrorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { SingleFlight } from '../single-flight.js'
 import { readBounded, type UpstreamResponse } from './answers.js'
 import { parseChallenges, realmAllowed } from './auth.js'
+import type { Endpoint } from './pool.js'
 import type { Credential } from './quota.js'
 import { TokenCache } from './token-store.js'
 
@@ -15,17 +15,18 @@ const MAX_TOKEN_LIFETIME_S = 24 * 3600
 const TOKEN_RE = /^[\x21-\x7e]{1,16384}$/
 
 /** How the token auth sends its one kind of request (the client's `send`, with its dispatchers and metrics). */
-export type TokenSend = (up: UpstreamConfig, url: URL, headers: Record<string, string>) => Promise<Omit<UpstreamResponse, 'where'>>
+export type TokenSend = (ep: Endpoint, url: URL, headers: Record<string, string>) => Promise<Omit<UpstreamResponse, 'where'>>
 
 /**
  * The registry auth flow of the distribution spec: a 401 with a Bearer challenge is answered by
- * a token from the realm (with the upstream's credentials as HTTP Basic, when it has any), a
- * Basic challenge by the credentials themselves. Tokens are cached per upstream, credential (one
- * of several accounts, or none), realm, service and scope, shared between replicas through the
- * token store, and one token request serves every concurrent request for a scope.
+ * a token from the realm (with the credential as HTTP Basic, when there is one), a Basic challenge
+ * by the credential itself. Each endpoint of an upstream is on its own: its credentials (one of
+ * several accounts, or none), its realm rules (realmAllowed against its URL and `realms`). Tokens
+ * are cached per endpoint, credential, realm, service and scope, shared between replicas through
+ * the token store, and one token request serves every concurrent request for a scope.
  */
 export class TokenAuth {
-  /** The last Bearer challenge per upstream, so later requests can send a token up front. */
+  /** The last Bearer challenge per endpoint, so later requests can send a token up front. */
   private readonly lastChallenge = new Map<string, { realm: string; service: string }>()
   private readonly flights = new SingleFlight<string>()
 
@@ -37,10 +38,10 @@ export class TokenAuth {
   ) {}
 
   /** An Authorization header to send before any challenge, if a token for this scope is cached. */
-  async upFront(up: UpstreamConfig, cred: Credential, scope: string | undefined): Promise<string | undefined> {
-    const ch = this.lastChallenge.get(up.name)
+  async upFront(ep: Endpoint, cred: Credential, scope: string | undefined): Promise<string | undefined> {
+    const ch = this.lastChallenge.get(ep.key)
     if (!ch || !scope) return undefined
-    const t = await this.tokens.get(tokenKey(up, cred, ch.realm, ch.service, scope))
+    const t = await this.tokens.get(tokenKey(ep, cred, ch.realm, ch.service, scope))
     return t ? `Bearer ${t}` : undefined
   }
 
@@ -57,31 +58,32 @@ export class TokenAuth {
    * replaced, not sent again.
    */
   async authorize(
-    up: UpstreamConfig,
+    ep: Endpoint,
     cred: Credential,
     challengeHeader: string | undefined,
     scope: string | undefined,
     refused: string | undefined,
   ): Promise<string | undefined> {
+    const up = ep.up
     const challenges = parseChallenges(challengeHeader)
     const bearer = challenges.find((c) => c.scheme === 'bearer')
     const realm = bearer?.params.realm
     if (bearer && realm) {
       const service = bearer.params.service ?? ''
       const tokenScope = bearer.params.scope ?? scope ?? ''
-      if (!realmAllowed(up.url, realm, up.realms, this.basic(cred) !== undefined)) {
+      if (!realmAllowed(ep.config.url, realm, ep.config.realms, this.basic(cred) !== undefined)) {
         this.log.warn(
-          { upstream: up.name, realmHost: safeHost(realm) },
+          { upstream: up.name, endpoint: ep.label, realmHost: safeHost(realm) },
           'token realm not allowed for this upstream; refusing to authenticate',
         )
         throw new RegmirrorError('REALM_DENIED', `token realm of ${up.name} is not allowed`, { detail: { upstream: up.name } })
       }
-      this.lastChallenge.set(up.name, { realm, service })
-      const key = tokenKey(up, cred, realm, service, tokenScope)
+      this.lastChallenge.set(ep.key, { realm, service })
+      const key = tokenKey(ep, cred, realm, service, tokenScope)
       const cached = await this.tokens.get(key)
       if (cached !== undefined && cached !== refused) return `Bearer ${cached}`
       if (cached !== undefined) await this.tokens.reject(key, cached)
-      const token = await this.flights.do(key, () => this.fetchToken(up, cred, realm, service, tokenScope, key)).promise
+      const token = await this.flights.do(key, () => this.fetchToken(ep, cred, realm, service, tokenScope, key)).promise
       return `Bearer ${token}`
     }
     if (challenges.some((c) => c.scheme === 'basic')) return this.basic(cred)
@@ -89,20 +91,21 @@ export class TokenAuth {
   }
 
   private async fetchToken(
-    up: UpstreamConfig,
+    ep: Endpoint,
     cred: Credential,
     realm: string,
     service: string,
     tokenScope: string,
     key: string,
   ): Promise<string> {
+    const up = ep.up
     const tokenUrl = new URL(realm)
     if (service) tokenUrl.searchParams.set('service', service)
     if (tokenScope) for (const s of tokenScope.split(' ')) tokenUrl.searchParams.append('scope', s)
     const headers: Record<string, string> = { 'user-agent': 'regmirror' }
     const basic = this.basic(cred)
     if (basic) headers.authorization = basic
-    const res = await this.send(up, tokenUrl, headers)
+    const res = await this.send(ep, tokenUrl, headers)
     if (res.status !== 200) {
       await res.body.dump().catch(() => {})
       if (res.status === 401 || res.status === 403) {
@@ -120,7 +123,7 @@ export class TokenAuth {
   }
 }
 
-function parseTokenResponse(up: UpstreamConfig, body: Buffer): { token: string; expiresIn: number } {
+function parseTokenResponse(up: Endpoint['up'], body: Buffer): { token: string; expiresIn: number } {
   let doc: { token?: unknown; access_token?: unknown; expires_in?: unknown }
   try {
     doc = JSON.parse(body.toString('utf8')) as typeof doc
@@ -138,12 +141,12 @@ function parseTokenResponse(up: UpstreamConfig, body: Buffer): { token: string; 
 }
 
 /**
- * Tokens are kept per upstream and credential: a token got with one upstream's credentials must
- * never be sent to another upstream that names the same realm, service and scope, and a token of
- * one account must not spend another account's pull quota.
+ * Tokens are kept per endpoint and credential: a token got with one endpoint's credentials must
+ * never be sent to another endpoint, or another upstream, that names the same realm, service and
+ * scope, and a token of one account must not spend another account's pull quota.
  */
-function tokenKey(up: UpstreamConfig, cred: Credential, realm: string, service: string, scope: string): string {
-  return `${up.name}\u0000${cred.key}\u0000${TokenCache.key(realm, service, scope)}`
+function tokenKey(ep: Endpoint, cred: Credential, realm: string, service: string, scope: string): string {
+  return `${ep.key}\u0000${cred.key}\u0000${TokenCache.key(realm, service, scope)}`
 }
 
 function safeHost(u: string): string {

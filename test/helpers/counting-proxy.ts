@@ -35,6 +35,9 @@ export interface CountingProxy {
   stop(): Promise<void>
 }
 
+/** What a faulty proxy does with one request: answer it with `status` itself, or cut the target's body after `cutAfter` bytes. */
+export type Fault = { status: number } | { cutAfter: number }
+
 export interface CountingProxyOptions {
   /**
    * Emulates a slow link to the upstream (a site's WAN link to Docker Hub): all response bodies together
@@ -47,6 +50,12 @@ export interface CountingProxyOptions {
   tls?: { cert: string; key: string }
   /** Close at once every connection that does not come from this address (an upstream only a proxy can reach). */
   onlyFrom?: string
+  /**
+   * Fault injection, asked for every request (recorded like any other): a status answers it without
+   * reaching the target (a 503 from a broken mirror); `cutAfter` forwards that many body bytes of the
+   * target's answer, then destroys the connection (a link that breaks mid-blob). Not with `bytesPerSecond`.
+   */
+  fault?: (req: { method: string; path: string }) => Fault | undefined
 }
 
 export async function startCountingProxy(targetPort: number, opts: CountingProxyOptions = {}): Promise<CountingProxy> {
@@ -66,6 +75,23 @@ export async function startCountingProxy(targetPort: number, opts: CountingProxy
     const q = raw.indexOf('?')
     const path = q < 0 ? raw : raw.slice(0, q)
     const query = q < 0 ? '' : raw.slice(q)
+    const fault = opts.fault?.({ method: req.method ?? '', path })
+    if (fault && 'status' in fault) {
+      log.push({
+        method: req.method ?? '',
+        path,
+        query,
+        headers: req.headers,
+        from: req.socket.remoteAddress ?? '',
+        status: fault.status,
+        bytes: 0,
+        done: true,
+      })
+      req.resume()
+      res.writeHead(fault.status, { 'content-type': 'text/plain', connection: 'close' })
+      res.end('counting proxy: injected fault\n')
+      return
+    }
     const upstream = httpRequest(
       { host: '127.0.0.1', port: targetPort, method: req.method, path: raw, headers: req.headers, agent },
       (upRes) => {
@@ -81,6 +107,28 @@ export async function startCountingProxy(targetPort: number, opts: CountingProxy
         }
         log.push(record)
         res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, upRes.rawHeaders)
+        if (fault && 'cutAfter' in fault) {
+          upRes.on('data', (chunk: Buffer) => {
+            const room = fault.cutAfter - record.bytes
+            if (room > 0) {
+              record.bytes += Math.min(room, chunk.length)
+              res.write(chunk.subarray(0, room))
+            }
+            if (record.bytes >= fault.cutAfter) {
+              upRes.destroy()
+              // Flushed first, so the client gets exactly `cutAfter` bytes and then a broken connection.
+              res.socket?.end(() => res.socket?.destroy())
+            }
+          })
+          upRes.on('end', () => {
+            if (record.bytes < fault.cutAfter) res.end()
+          })
+          res.on('close', () => {
+            record.done = true
+            if (!upRes.complete) upRes.destroy()
+          })
+          return
+        }
         upRes.on('data', (chunk: Buffer) => {
           record.bytes += chunk.length
         })

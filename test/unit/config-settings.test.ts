@@ -68,7 +68,10 @@ t.test('the resolved Config holds exactly the declared settings', async (t) => {
     metadata: { redis: 'redis://r:6379' },
     server: { tls: { cert: 'c.pem', key: 'k.pem' } },
     auth: { htpasswd: 'htpasswd' },
-    upstreams: [{ name: 'ghcr.io', credentials: { token: 't' }, private: true, proxy: 'http://proxy.internal:3128' }],
+    upstreams: [
+      { name: 'ghcr.io', credentials: { token: 't' }, private: true, proxy: 'http://proxy.internal:3128' },
+      { name: 'pool.example', endpoints: [{ url: 'https://a.example' }] },
+    ],
     cluster: { peers: ['http://10.0.0.2:5000'], self: 'http://10.0.0.1:5000', secret: 'sixteen-chars-at-least' },
   }
   const c = resolveConfig(raw, { cwd: t.testdir({}) })
@@ -78,7 +81,9 @@ t.test('the resolved Config holds exactly the declared settings', async (t) => {
       .map(([p]) => p)
       .sort()
   t.same(leaves(c).sort(), declared(SETTINGS))
-  t.same(Object.keys(c.upstreams.find((u) => u.name === 'ghcr.io')!).sort(), declared(UPSTREAM_FIELDS))
+  // `credentials` is only on the first, `endpoints` only on the pool.
+  const upstreamKeys = new Set(c.upstreams.flatMap((u) => Object.keys(u)))
+  t.same([...upstreamKeys].sort(), declared(UPSTREAM_FIELDS))
   t.notOk('redis' in resolveConfig({}).metadata, 'an optional setting not given is absent')
   // Compile-time: the derived types are the resolved ones, not the file's.
   const size: number = c.cache.maxSize

@@ -1,9 +1,9 @@
 import t from 'tap'
-import { UpstreamHealth } from '../../src/upstream/health.js'
+import { EndpointHealth } from '../../src/upstream/health.js'
 
 t.test('offline marking: one probe after the cool-down, and every probe outcome settles the state', async (t) => {
   const changes: boolean[] = []
-  const h = new UpstreamHealth(2, 1000, (online) => changes.push(online))
+  const h = new EndpointHealth(2, 1000, (online) => changes.push(online))
   t.ok(h.admit(0).ok)
   h.failure(0)
   h.failure(0)
@@ -26,7 +26,7 @@ t.test('offline marking: one probe after the cool-down, and every probe outcome 
 })
 
 t.test('a request admitted while online does not settle a later probe', async (t) => {
-  const h = new UpstreamHealth(1, 1000, () => {})
+  const h = new EndpointHealth(1, 1000, () => {})
   const early = h.admit(0)
   h.failure(0)
   const probe = h.admit(1000)
@@ -35,4 +35,16 @@ t.test('a request admitted while online does not settle a later probe', async (t
   t.notOk(h.admit(1000).ok, 'the probe is still the only one in flight')
   h.success()
   t.notOk(h.offline)
+})
+
+t.test('a request admitted before the endpoint was set aside does not bring it back; its probe does', async (t) => {
+  const h = new EndpointHealth(1, 1000, () => {})
+  const inFlight = h.admit(0)
+  h.failure(0)
+  t.ok(h.offline)
+  h.success(inFlight)
+  t.ok(h.offline, 'the late success of an earlier request is not a probe')
+  const probe = h.admit(1000)
+  h.success(probe)
+  t.notOk(h.offline, 'the probe is')
 })
