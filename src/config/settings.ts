@@ -306,6 +306,13 @@ export const SETTINGS = {
       'how long a referrers list is answered from memory before the upstream is asked again; the last list is also kept on disk and ' +
       'served when the upstream fails or the mirror is offline',
   }),
+  'ui.enabled': setting(v.boolean, {
+    default: true,
+    env: 'REGMIRROR_UI',
+    doc:
+      'the status page at `/` and its data at `/api/status` (upstreams, cache, downloads in progress, recent pulls, pins); ' +
+      'behind `auth.htpasswd` when that is set. `false`: both answer 404. See [Status page](#status-page)',
+  }),
 } as const
 
 /** Not a setting of the file: where the file is. */

@@ -8,6 +8,7 @@ import type { Req, RequestContext, Res } from './handlers/context.js'
 import { handleManifest } from './handlers/manifest.js'
 import { handleReferrers } from './handlers/referrers.js'
 import { handlePing, handleSearch } from './handlers/search.js'
+import { handleStatus } from './handlers/status.js'
 import { handleTags } from './handlers/tags.js'
 import { PEER_HEADER, verifyPeerRequest } from '../cluster/peer-auth.js'
 import { PEER_PREFIX } from '../cluster/peers.js'
@@ -50,6 +51,11 @@ export async function handle(req: Req, res: Res, s: Services): Promise<void> {
         res.end(body)
         return
       }
+      case 'ui':
+      case 'status':
+        ctx.kind = 'other'
+        await handleStatus(ctx, r.kind, s)
+        return
       case 'base':
         ctx.kind = 'base'
         notWhileStarting(s)

@@ -8,6 +8,7 @@ import { UpstreamHealth } from './health.js'
 import { Gate, Pace } from './limits.js'
 import { describeProxy, Dispatchers, proxyEnvironment, proxyFailure } from './proxy.js'
 import { QuotaBook, credentialsOf, parseRateLimit, type Credential } from './quota.js'
+import { UpstreamIncidents } from './incidents.js'
 import { TokenAuth } from './token-auth.js'
 import { TokenCache, type SharedTokenStore } from './token-store.js'
 
@@ -44,6 +45,8 @@ export class UpstreamClient {
   private readonly credentials = new Map<string, Credential[]>()
   private readonly gates = new Map<string, Gate>()
   private readonly paces = new Map<string, Pace>()
+  /** Each upstream's last failure, for the status page. */
+  readonly incidents = new UpstreamIncidents()
 
   constructor(
     private readonly config: Config,
@@ -129,10 +132,14 @@ export class UpstreamClient {
         release()
         throw err
       }
+      if (res.status >= 500 || res.status === 429) this.incidents.noteStatus(up.name, res.status)
       // The turn is held until the body is done with: a blob download is a request in flight until its last byte.
       if (res.body.destroyed || res.body.readableEnded) release()
       else for (const ev of ['close', 'end', 'error']) res.body.once(ev, release)
       return res
+    } catch (err) {
+      this.incidents.note(up.name, err)
+      throw err
     } finally {
       // Whatever happened, a probe has had its outcome: an upstream never stays offline because
       // the one request allowed through ended in a way the loop does not count.
