@@ -12,7 +12,7 @@ export const PAGE_STYLE = `
 body{margin:0 auto;max-width:72rem;padding:.75rem}
 h1{font-size:1.4rem;margin:0}h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
 header p,footer{color:GrayText;font-size:.9rem}
-code,td{overflow-wrap:anywhere}
+td{overflow-wrap:break-word}code{overflow-wrap:anywhere}
 small{display:block;color:GrayText;font-size:.8rem}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid color-mix(in srgb,CanvasText 15%,transparent);vertical-align:top}
@@ -72,7 +72,7 @@ export const PAGE_SCRIPT = `
     [u.name, small(u.host)],
     u.offlineByConfig ? h('span', { class: 'off' }, 'offline (configured)') : u.online ? h('span', { class: 'on' }, 'online') : h('span', { class: 'off' }, 'offline'),
     u.ratelimitRemaining === null ? '–' : u.ratelimitRemaining,
-    u.lastError ? [h('code', null, u.lastError.code), ' ' + u.lastError.message + ' ', when(u.lastError.at, now)] : 'none',
+    u.lastError ? [h('code', null, u.lastError.code), ' ' + u.lastError.message, h('small', null, when(u.lastError.at, now))] : 'none',
   ]), 'No upstreams.')
   const downloads = (s) => table(['Repository', 'Digest', 'Progress', 'Rate', 'Clients'], s.downloads.map((d) => {
     const pct = d.size ? ' (' + Math.floor((d.received * 100) / d.size) + ' %)' : ''

@@ -71,7 +71,7 @@ function upstreams(s: StatusSnapshot, now: number): string {
           ? '<span class="on">online</span>'
           : '<span class="off">offline</span>',
       u.ratelimitRemaining === null ? '–' : esc(u.ratelimitRemaining),
-      u.lastError ? `<code>${esc(u.lastError.code)}</code> ${esc(u.lastError.message)} ${when(u.lastError.at, now)}` : 'none',
+      u.lastError ? `<code>${esc(u.lastError.code)}</code> ${esc(u.lastError.message)}<small>${when(u.lastError.at, now)}</small>` : 'none',
     ]),
     'No upstreams.',
   )

@@ -146,7 +146,11 @@ t.test('an upstream that fails: offline, with its last error (our message, no up
   hub.fault({ kind: 'reply', status: 500, body: 'secret-upstream-body', match: { server: 'registry' } })
   t.equal((await get(`${mirror.url}/v2/alpine/manifests/3.20`, { accept: ACCEPT })).status, 502)
   const s = await status(mirror)
-  t.match(s.upstreams[0], { name: 'docker.io', online: false, lastError: { code: 'UPSTREAM_ERROR', message: 'upstream docker.io answered 500' } })
+  t.match(s.upstreams[0], {
+    name: 'docker.io',
+    online: false,
+    lastError: { code: 'UPSTREAM_ERROR', message: 'upstream docker.io answered 500' },
+  })
   t.ok(Date.now() - Date.parse(s.upstreams[0]?.lastError?.at ?? '') < 60_000)
   const page = (await get(`${mirror.url}/`)).body.toString()
   t.match(page, '<span class="off">offline</span>')
@@ -197,7 +201,12 @@ t.test('with auth.htpasswd: 401 without credentials, and only the repositories t
   hub.addImage('team-a/app', '1', ONE)
   const file = join(t.testdir({}), 'htpasswd')
   const passwords = { alice: 'alice-s3cret', bob: 'bob-s3cret' }
-  await writeFile(file, Object.entries(passwords).map(([u, p]) => `${u}:${bcrypt.hashSync(p, 4)}\n`).join(''))
+  await writeFile(
+    file,
+    Object.entries(passwords)
+      .map(([u, p]) => `${u}:${bcrypt.hashSync(p, 4)}\n`)
+      .join(''),
+  )
   const mirror = await startMirror(t, {
     upstreams: [{ name: 'docker.io', url: hub.url, credentials: creds, realms: [new URL(hub.authUrl).host] }],
     auth: { htpasswd: file, rules: [{ repositories: ['docker.io/team-a/**'], users: ['alice'] }] },

@@ -16,7 +16,12 @@ function image(config: number, layers: number[]): { mediaType: string; body: Buf
 }
 
 function index(children: { digest: string; arch: string }[]): { mediaType: string; body: Buffer } {
-  const manifests = children.map((c) => ({ mediaType: OCI_MANIFEST, digest: c.digest, size: 500, platform: { os: 'linux', architecture: c.arch } }))
+  const manifests = children.map((c) => ({
+    mediaType: OCI_MANIFEST,
+    digest: c.digest,
+    size: 500,
+    platform: { os: 'linux', architecture: c.arch },
+  }))
   return { mediaType: OCI_INDEX, body: Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests })) }
 }
 
@@ -57,7 +62,14 @@ t.test('an index then its child is one pull, sized and with the platform of the 
   a.manifestServed('docker.io', 'library/alpine', undefined, { digest: D('b'), ...image(100, [1000, 2000]) })
   const pulls = a.recentPulls()
   t.equal(pulls.length, 1, 'the child is part of the same pull')
-  t.match(pulls[0], { upstream: 'docker.io', repository: 'library/alpine', tag: '3.20', digest: D('a'), size: 3100, platform: 'linux/arm64' })
+  t.match(pulls[0], {
+    upstream: 'docker.io',
+    repository: 'library/alpine',
+    tag: '3.20',
+    digest: D('a'),
+    size: 3100,
+    platform: 'linux/arm64',
+  })
   t.same(
     a.topRepositories(10).map((r) => [r.repository, r.pulls]),
     [['library/alpine', 1]],
