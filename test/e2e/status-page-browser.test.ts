@@ -72,6 +72,13 @@ if (requirePrograms(t, ['chromium', 'docker-registry', 'skopeo'])) {
     await skopeoCopy(`docker://${host}/library/alpine:3.20`, `oci:${join(work, 'pulled')}:3.20`)
     t.equal((await get(`${mirror.url}/v2/evil.example/team/app/manifests/1`)).status, 502, 'the hostile answer is refused')
 
+    // A name no client can send (the router's grammar refuses it) but the page must show as text if one ever got in.
+    const index = { mediaType: 'application/vnd.oci.image.index.v1+json', body: Buffer.from('{"schemaVersion":2,"manifests":[]}') }
+    mirror.app.services.activity.manifestServed('evil.example', `x/<b>${HOSTILE}</b>`, 'latest', {
+      digest: `sha256:${'e'.repeat(64)}`,
+      ...index,
+    })
+
     const browser = await chromium.launch({ executablePath: findProgram('chromium'), args: ['--no-sandbox'], headless: true })
     t.teardown(() => browser.close())
     const errors: string[] = []
@@ -85,7 +92,8 @@ if (requirePrograms(t, ['chromium', 'docker-registry', 'skopeo'])) {
     t.match(await pulled.innerText(), image.digest.slice(7, 19), 'with its digest')
     t.match(await pulled.innerText(), /\d+(\.\d)? KiB/, 'and its size')
     t.match(await main.innerText(), HOSTILE, "the upstream's hostile text shows as text")
-    t.equal(await page.locator('main img').count(), 0, 'and makes no element')
+    t.equal(await page.locator('main img, main b').count(), 0, 'and makes no element')
+    t.match(await pulled.innerText(), `evil.example/x/<b>${HOSTILE}</b>:latest`, 'a hostile repository name is text too')
 
     const download = pausedGet(`${mirror.url}/v2/slow.example/team/big/blobs/${sha256(big)}`)
     await gated.waiting()
@@ -99,7 +107,8 @@ if (requirePrograms(t, ['chromium', 'docker-registry', 'skopeo'])) {
     t.match(await downloads.innerText(), 'slow.example/team/big')
     t.match(await downloads.innerText(), /\(\d+ %\)/)
     t.match(await main.innerText(), HOSTILE, 'still text after the script rendered the page again')
-    t.equal(await page.locator('main img').count(), 0)
+    t.match(await pulled.innerText(), `x/<b>${HOSTILE}</b>`)
+    t.equal(await page.locator('main img, main b').count(), 0)
     const desktopShot = join(ARTIFACTS, 'status-page.png')
     await page.screenshot({ path: desktopShot, fullPage: true })
     t.comment(`screenshot: ${desktopShot}`)
@@ -125,7 +134,7 @@ if (requirePrograms(t, ['chromium', 'docker-registry', 'skopeo'])) {
     t.match(text, 'docker.io/library/alpine:3.20', 'readable without JavaScript: the pull')
     t.match(text, 'slow.example/team/big', '... the download')
     t.equal(await plain.locator('main progress').count(), 1)
-    t.equal(await plain.locator('main img').count(), 0)
+    t.equal(await plain.locator('main img, main b').count(), 0)
     // The script's rendering (the desktop page, refreshed) and the server's say the same, numbers aside.
     const figures = (s: string) => s.replace(/\d+(\.\d+)?( (B|KiB|MiB|GiB|TiB)(\/s)?| s| min| h| %)?/g, '#')
     t.equal(figures(await main.innerText()), figures(text), 'the script renders what the server renders')

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto'
 import t from 'tap'
+import { RegmirrorError } from '../../src/errors.js'
 import { PullActivity, imageSize } from '../../src/status/activity.js'
+import { UpstreamIncidents } from '../../src/upstream/incidents.js'
 import { PAGE_CSP, PAGE_SCRIPT, PAGE_STYLE } from '../../src/status/page-assets.js'
 import { esc, renderPage } from '../../src/status/page.js'
 import type { StatusSnapshot } from '../../src/status/report.js'
@@ -167,4 +169,24 @@ t.test('the Content-Security-Policy allows exactly the inline style and script, 
   t.notMatch(PAGE_CSP, 'unsafe')
   t.doesNotThrow(() => new Function(PAGE_SCRIPT), 'the script parses')
   t.notMatch(PAGE_SCRIPT, 'innerHTML', 'the script builds the page from text nodes only')
+})
+
+t.test("an upstream's last error keeps only our own code and message", async (t) => {
+  const i = new UpstreamIncidents()
+  t.equal(i.lastOf('docker.io'), undefined)
+  const cause = new Error('connect ECONNREFUSED 10.0.0.5:443 Authorization: Bearer abc.def')
+  i.note('docker.io', new RegmirrorError('UPSTREAM_TIMEOUT', 'upstream docker.io timed out', { cause }), 1000)
+  t.same(i.lastOf('docker.io'), { code: 'UPSTREAM_TIMEOUT', message: 'upstream docker.io timed out', at: 1000 })
+  i.note('docker.io', cause, 2000)
+  t.same(
+    i.lastOf('docker.io'),
+    { code: 'UPSTREAM_ERROR', message: 'upstream docker.io failed', at: 2000 },
+    'a foreign error: no text of it',
+  )
+  i.note('docker.io', new RegmirrorError('INTERNAL', 'a bug with details'), 3000)
+  t.equal(i.lastOf('docker.io')?.message, 'upstream docker.io failed', 'internal errors say nothing, as on the wire')
+  i.noteStatus('ghcr.io', 429, 4000)
+  t.same(i.lastOf('ghcr.io'), { code: 'TOOMANYREQUESTS', message: 'upstream ghcr.io answered 429', at: 4000 })
+  i.note('quay.io', new RegmirrorError('UPSTREAM_MANIFEST_INVALID', 'x'.repeat(5000)))
+  t.equal(i.lastOf('quay.io')?.message.length, 300, 'bounded')
 })
