@@ -8,6 +8,7 @@ import { startGatedUpstream } from '../helpers/gated-upstream.js'
 import { get, pausedGet, startMirror, type TestMirror } from '../helpers/mirror.js'
 import { ACCEPT_ALL_MANIFESTS as ACCEPT, errorCode } from '../helpers/oci-http.js'
 import { sha256 } from '../helpers/oci-fixtures.js'
+import { PEER_HEADER, signPeerRequest } from '../../src/cluster/peer-auth.js'
 import type { StatusSnapshot } from '../../src/status/report.js'
 
 // Two platforms, so a tag names an index and the pull's size comes from the child a client picks.
@@ -227,7 +228,11 @@ t.test('ui.enabled: false answers 404 on / and /api/status; /v2/ is unchanged', 
   const v2 = await get(`${mirror.url}/v2/`)
   t.equal(v2.status, 200)
   t.equal(v2.body.toString(), '{}')
-  const on = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }] })
+  const secret = 'a-cluster-secret-of-some-length'
+  const on = await startMirror(t, { upstreams: [{ name: 'docker.io', url: hub.url }], cluster: { secret } })
+  const peerPath = '/_regmirror/peer/api/status'
+  const viaPeer = await get(`${on.url}${peerPath}`, { [PEER_HEADER]: signPeerRequest(secret, peerPath) })
+  t.equal(viaPeer.status, 404, "a replica's signed peer path does not reach the page")
   t.equal((await get(`${on.url}/`, {}, 'POST')).status, 405, 'the page is read-only')
   t.equal((await get(`${on.url}/`, {}, 'HEAD')).status, 200)
   t.equal((await get(`${on.url}/v2/`)).body.toString(), '{}', '/v2/ is the registry base with the page on too')
