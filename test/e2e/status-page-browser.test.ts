@@ -23,12 +23,13 @@ import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
 
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url))
 const HOSTILE = '<img src=x onerror=alert(1)>'
-// The page's script refreshes every 5 s; a few refreshes at most.
-const REFRESHED_WITHIN = 20_000
+// The page's script refreshes every 5 s; generous, for a loaded CI machine (the page is not timed, only awaited).
+const REFRESHED_WITHIN = 60_000
 
 /** A page that records every console error and uncaught exception. */
 async function open(browser: Browser, url: string, errors: string[], opts: BrowserContextOptions = {}): Promise<Page> {
   const context = await browser.newContext(opts)
+  context.setDefaultTimeout(REFRESHED_WITHIN)
   const page = await context.newPage()
   page.on('console', (m) => {
     if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`)
