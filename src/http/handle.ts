@@ -38,6 +38,7 @@ export async function handle(req: Req, res: Res, s: Services): Promise<void> {
   res.once('close', () => logRequest(ctx, s, started, error))
   try {
     const r = route(req.method ?? 'GET', peerPath(ctx, s), req.headers.host, s.registries)
+    if (r.kind === 'ui' || r.kind === 'status') return await handleStatus(ctx, r.kind, s)
     switch (r.kind) {
       case 'healthz':
       case 'readyz':
@@ -51,11 +52,6 @@ export async function handle(req: Req, res: Res, s: Services): Promise<void> {
         res.end(body)
         return
       }
-      case 'ui':
-      case 'status':
-        ctx.kind = 'other'
-        await handleStatus(ctx, r.kind, s)
-        return
       case 'base':
         ctx.kind = 'base'
         notWhileStarting(s)

@@ -11,6 +11,7 @@ import type { RequestContext } from './context.js'
  * are asked for, and the page lists only the repositories the client may pull.
  */
 export async function handleStatus(ctx: RequestContext, kind: 'ui' | 'status', s: Services): Promise<void> {
+  ctx.kind = 'other'
   // A replica's signed peer path is for blobs only.
   if (!s.config.ui.enabled || ctx.peer) throw new RegmirrorError('NAME_UNKNOWN', 'not a registry API path')
   const who = await s.access.identify({ authorization: header(ctx.req.headers.authorization), address: ctx.req.socket.remoteAddress ?? '' })
