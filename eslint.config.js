@@ -80,6 +80,11 @@ export default tseslint.config(
     ['cache', 'upstream', 'proxy', 'access', 'http', 'app.js', 'app-types.js', 'airgap', 'commands'],
     'cluster/ knows the other replicas; the services decide what to ask them',
   ),
+  layer(
+    ['src/status/**'],
+    ['access', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
+    'status/ reads the parts for the status page; who may see it is decided in http/',
+  ),
   layer(['src/airgap/**'], ['http', 'commands'], 'the air-gap tools work on the services and the data directory, not on HTTP requests'),
   layer(
     ['src/clients/**'],

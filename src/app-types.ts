@@ -11,6 +11,8 @@ import type { ReferrersService } from './proxy/referrers-service.js'
 import type { SearchService } from './proxy/search-service.js'
 import type { TagListService } from './proxy/tag-list-service.js'
 import type { TagService } from './proxy/tag-service.js'
+import type { PullActivity } from './status/activity.js'
+import type { StatusReport } from './status/report.js'
 
 /** Everything the HTTP layer may use, built once by app.ts: the services, and what requests report to. */
 export interface Services {
@@ -31,6 +33,10 @@ export interface Services {
   catalog: CatalogService
   /** `/v1/search`: `docker search MIRROR/term`. */
   search: SearchService
+  /** Recent pulls and the most pulled repositories: the manifest handler tells it what it served. */
+  activity: PullActivity
+  /** The status page's data (`/`, `/api/status`). */
+  statusReport: StatusReport
   /** Where the server is in its life: /readyz answers from it, and registry requests wait for `ready`. */
   status: { ready: boolean; draining: boolean }
 }

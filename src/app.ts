@@ -28,6 +28,8 @@ import { Reporter } from './proxy/reporting.js'
 import { SearchService } from './proxy/search-service.js'
 import { TagListService } from './proxy/tag-list-service.js'
 import { TagService } from './proxy/tag-service.js'
+import { PullActivity } from './status/activity.js'
+import { StatusReport } from './status/report.js'
 import { UpstreamClient } from './upstream/client.js'
 import { KvTokens } from './upstream/token-store.js'
 
@@ -160,7 +162,7 @@ async function buildParts(config: Config, log: Logger, tool: boolean): Promise<A
   const pins = new Pins(registries, store, metadata, index, log)
   // Only a shared store is worth a second lookup: in memory it would just be a copy of the client's own.
   const upstream = new UpstreamClient(config, log, metrics, kv.shared ? { sharedTokens: new KvTokens(kv) } : {})
-  const report = new Reporter(metrics, log)
+  const report = new Reporter(metrics, log, upstream.incidents)
   const links = await ContentLinks.open(store.layout, config.upstreams.some(isPrivate))
   const fills = new Fills(store, index, log, config.retries.resumeAttempts)
   const negative = new NegativeCache(metrics)
@@ -175,6 +177,9 @@ async function buildParts(config: Config, log: Logger, tool: boolean): Promise<A
   const search = new SearchService(config, registries, upstream, catalog, metrics, log)
   const access = new Access(config, log)
   const visibility = new Visibility(links, index, fills, upstream)
+  const status = { ready: false, draining: false }
+  const activity = new PullActivity()
+  const statusReport = new StatusReport({ config, metrics, index, blobs, pins, upstream, activity, status })
   return {
     config,
     log,
@@ -196,6 +201,8 @@ async function buildParts(config: Config, log: Logger, tool: boolean): Promise<A
     search,
     links,
     peers,
-    status: { ready: false, draining: false },
+    activity,
+    statusReport,
+    status,
   }
 }

@@ -73,7 +73,7 @@ export class Access {
 
   /** Throws unless `who` may pull from `repo` of `upstream`. */
   authorize(who: Identity, upstream: string, repo: string): void {
-    if (this.rules.allows(who, upstream, repo)) return
+    if (this.may(who, upstream, repo)) return
     if (who.user !== undefined) {
       throw new RegmirrorError('DENIED', `${who.user} may not pull ${upstream}/${repo}`, { detail: { upstream, repository: repo } })
     }

@@ -8,6 +8,7 @@ import type { Req, RequestContext, Res } from './handlers/context.js'
 import { handleManifest } from './handlers/manifest.js'
 import { handleReferrers } from './handlers/referrers.js'
 import { handlePing, handleSearch } from './handlers/search.js'
+import { handleStatus } from './handlers/status.js'
 import { handleTags } from './handlers/tags.js'
 import { PEER_HEADER, verifyPeerRequest } from '../cluster/peer-auth.js'
 import { PEER_PREFIX } from '../cluster/peers.js'
@@ -37,6 +38,7 @@ export async function handle(req: Req, res: Res, s: Services): Promise<void> {
   res.once('close', () => logRequest(ctx, s, started, error))
   try {
     const r = route(req.method ?? 'GET', peerPath(ctx, s), req.headers.host, s.registries)
+    if (r.kind === 'ui' || r.kind === 'status') return await handleStatus(ctx, r.kind, s)
     switch (r.kind) {
       case 'healthz':
       case 'readyz':

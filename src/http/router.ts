@@ -12,6 +12,8 @@ export type Route =
   | { kind: 'search' }
   /** `up`: the one upstream a `?ns=` or a mapped Host names; none: every upstream. */
   | { kind: 'catalog'; up?: UpstreamConfig }
+  /** The status page (`/`) and its data (`/api/status`); http/handlers/status.ts. */
+  | { kind: 'ui' | 'status' }
   | { kind: 'manifest'; up: UpstreamConfig; repo: string; name: string; ref: ManifestRef }
   | { kind: 'blob'; up: UpstreamConfig; repo: string; name: string; digest: Digest }
   | { kind: 'tags'; up: UpstreamConfig; repo: string; name: string }
@@ -36,6 +38,10 @@ export function route(method: string, rawUrl: string, host: string | undefined, 
   if (path === '/healthz') return { kind: 'healthz' }
   if (path === '/readyz') return { kind: 'readyz' }
   if (path === '/metrics') return { kind: 'metrics' }
+  if (path === '/' || path === '/api/status') {
+    if (method !== 'GET' && method !== 'HEAD') throw unsupported()
+    return { kind: path === '/' ? 'ui' : 'status' }
+  }
   if (path === '/v2' || path === '/v2/') {
     if (WRITE_METHODS.has(method)) throw unsupported()
     return { kind: 'base' }

@@ -21,6 +21,9 @@ export type { BlobHandle } from '../cache/hits.js'
  * starts one from the upstream. There is never more than one joinable fill per digest.
  */
 export class BlobService {
+  /** Which upstream and repository each fill in progress is for (the status page). */
+  private readonly subjects = new WeakMap<Fill, { upstream: string; repository: string }>()
+
   constructor(
     private readonly hits: Hits,
     private readonly fills: Fills,
@@ -35,6 +38,11 @@ export class BlobService {
   /** Fills in progress (for shutdown and tests). */
   activeFills() {
     return this.fills.active()
+  }
+
+  /** The upstream and repository a fill from `get` downloads for (not for imports: they have none). */
+  subjectOf(fill: Fill): { upstream: string; repository: string } | undefined {
+    return this.subjects.get(fill)
   }
 
   /** `local`: fetch from upstream here whoever owns the digest (a peer's request, the tools). */
@@ -159,7 +167,7 @@ export class BlobService {
     const priv = isPrivate(up)
     const keep = owner === undefined && (!priv || (await this.links.markRestricted(d)))
     this.metrics.fillsStarted.inc()
-    return this.fills.start(
+    const fill = this.fills.start(
       d,
       owner === undefined ? fromUpstream : new PeerBlobSource(this.peers as Peers, owner, up, repo, d, fromUpstream, this.metrics),
       {
@@ -181,5 +189,7 @@ export class BlobService {
       // Who may see it is on disk before its readers get their last byte.
       { keep, onKept: () => this.links.record(up.name, repo, d, priv) },
     )
+    this.subjects.set(fill, { upstream: up.name, repository: repo })
+    return fill
   }
 }

@@ -6,6 +6,7 @@ import { header, readBounded, type UpstreamResponse } from './answers.js'
 import { Allowances } from './allowance.js'
 import type { Gate } from './limits.js'
 import { EndpointPool, type Endpoint } from './pool.js'
+import { UpstreamIncidents } from './incidents.js'
 import { TokenAuth } from './token-auth.js'
 import { TokenCache, type SharedTokenStore } from './token-store.js'
 import { endpointLabels, Transport } from './transport.js'
@@ -54,6 +55,8 @@ export class UpstreamClient {
   private readonly pools = new Map<string, EndpointPool>()
   private readonly auth: TokenAuth
   private readonly allowances: Allowances
+  /** Each upstream's last failure, for the status page. */
+  readonly incidents = new UpstreamIncidents()
 
   constructor(
     private readonly config: Config,
@@ -146,8 +149,10 @@ export class UpstreamClient {
       res = await this.requestFromPool(up, req, gate)
     } catch (err) {
       release()
+      this.incidents.note(up.name, err)
       throw err
     }
+    if (res.status >= 500 || res.status === 429) this.incidents.noteStatus(up.name, res.status)
     // The turn is held until the body is done with: a blob download is a request in flight until its last byte.
     if (res.body.destroyed || res.body.readableEnded) release()
     else for (const ev of ['close', 'end', 'error']) res.body.once(ev, release)

@@ -65,14 +65,14 @@ t.test('url keeps its meaning (API base); urls and endpoints become a pool in tr
 
   const ghcr = endpointsOf(upstream(c, 'ghcr.io'))
   t.match(ghcr[0], { trusted: false, realms: [], allowedNetworks: [] })
-  t.match(ghcr[1], { trusted: true, credentials: { username: 'bot', password: 's3cret' }, allowedNetworks: ['10.0.0.0/8'] })
+  t.match(ghcr[1], { trusted: true, credentials: [{ username: 'bot', password: 's3cret' }], allowedNetworks: ['10.0.0.0/8'] })
   t.ok(isPrivate(upstream(c, 'ghcr.io')), 'an endpoint with credentials makes the upstream private by default')
   t.notOk(isPrivate(hub))
   t.same(
     (redactConfig(c) as { upstreams: { name: string; endpoints?: { credentials?: unknown }[] }[] }).upstreams.find(
       (u) => u.name === 'ghcr.io',
     )!.endpoints![1]!.credentials,
-    { username: '[REDACTED]', password: '[REDACTED]' },
+    [{ username: '[REDACTED]', password: '[REDACTED]' }],
     'endpoint credentials are redacted',
   )
 

@@ -39,6 +39,8 @@ export class Fill extends EventEmitter<{ change: []; advance: [] }> implements F
   kept = false
   /** 'memory' once the temp file is not written: nothing will be cached. */
   mode: 'disk' | 'memory' = 'disk'
+  /** When the download started (ms since the epoch): the status page's rate over its first seconds. */
+  readonly startedAt = Date.now()
   readonly ready: Promise<number | undefined>
   readonly finished: Promise<void>
   private readonly file: TempFile
@@ -305,6 +307,11 @@ export class Fill extends EventEmitter<{ change: []; advance: [] }> implements F
   }
 
   // --- who still needs the fill ---
+
+  /** Clients reading this fill, or holding it to read (the status page's "clients attached"). */
+  get clients(): number {
+    return this.marks.size
+  }
 
   /**
    * A client's hold on the fill until it opens its reader or lets go: keeps the file open, and

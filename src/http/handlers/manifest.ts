@@ -8,6 +8,7 @@ export async function handleManifest(ctx: RequestContext, route: Extract<Route, 
   const r = ref.kind === 'tag' ? await s.tags.resolve(up, repo, ref.tag) : await s.manifests.get(up, repo, ref.digest)
   ctx.cache = r.cache
   const m = await s.manifests.forAccept(r.manifest, parseAccept(ctx.req.headers.accept), up, repo)
+  s.activity.manifestServed(up.name, repo, ref.kind === 'tag' ? ref.tag : undefined, m)
   const headers: Record<string, string | number> = {
     'content-type': m.mediaType,
     'content-length': m.body.length,
