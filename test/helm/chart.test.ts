@@ -9,16 +9,16 @@
 import t, { type Test } from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { parse } from 'yaml'
 import { ConfigError } from '../../src/config/load.js'
 import { scenarios, selects } from '../helpers/chart-scenarios.js'
-import { CHART_DIR, REPO, find, kinds, renderText, type K8sObject, type RenderOptions } from '../helpers/helm.js'
-import { containerOf, loadPodConfig, podView, type PodViewOptions } from '../helpers/pod-view.js'
+import { CHART_DIR, FULLNAME, NAMESPACE, REPO, find, kinds, renderText, type K8sObject, type RenderOptions } from '../helpers/helm.js'
+import { containerOf, loadPodConfig, podView, type EnvVar, type PodViewOptions } from '../helpers/pod-view.js'
 import { requireGoLibraries } from '../helpers/programs.js'
 
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
-const FULLNAME = 'mirror-regmirror' // release "mirror", chart "regmirror"
-const NS = 'registry'
+const NS = NAMESPACE
 
 /** The configuration the mirror would start with in the rendered StatefulSet's pod. */
 async function podConfig(t: Test, objects: K8sObject[], opts: PodViewOptions = {}) {
@@ -27,7 +27,7 @@ async function podConfig(t: Test, objects: K8sObject[], opts: PodViewOptions = {
   return { ...(await loadPodConfig(view)), view }
 }
 
-function envOf(objects: K8sObject[]): Record<string, { value?: string; valueFrom?: Record<string, { name?: string; key?: string }> }> {
+function envOf(objects: K8sObject[]): Record<string, EnvVar> {
   const env = containerOf(objects).container.env ?? []
   return Object.fromEntries(env.map((e) => [e.name, e]))
 }
@@ -62,7 +62,7 @@ if (requireGoLibraries(t)) {
       ],
       'only what a single replica needs',
     )
-    const appVersion = (/^appVersion: "(.+)"$/m.exec(readFileSync(join(CHART_DIR, 'Chart.yaml'), 'utf8')) ?? [])[1]
+    const { appVersion } = parse(readFileSync(join(CHART_DIR, 'Chart.yaml'), 'utf8')) as { appVersion?: string }
     const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }
     t.equal(appVersion, pkg.version, "the chart's appVersion is the mirror's version")
     const { container } = containerOf(objects)
@@ -213,13 +213,10 @@ if (requireGoLibraries(t)) {
       `redis://:${password}@${FULLNAME}-redis.${NS}.svc.cluster.local:6379`,
       'the mirror gets the URL with the password',
     )
-    const redis = containerOf(objects, 'Deployment', `${FULLNAME}-redis`).container as {
-      args: string[]
-      env: { name: string; valueFrom: { secretKeyRef: { name: string } } }[]
-    }
-    t.same(redis.args.slice(0, 2), ['--requirepass', '$(REDIS_PASSWORD)'], 'Redis requires the password')
-    t.equal(redis.env[0]!.valueFrom.secretKeyRef.name, `${FULLNAME}-redis`, 'the same Secret')
-    t.same(redis.args.slice(2), ['--save', '', '--appendonly', 'no'], 'no persistence by default')
+    const redis = containerOf(objects, 'Deployment', `${FULLNAME}-redis`).container
+    t.same(redis.args?.slice(0, 2), ['--requirepass', '$(REDIS_PASSWORD)'], 'Redis requires the password')
+    t.equal(redis.env?.[0]?.valueFrom?.secretKeyRef?.name, `${FULLNAME}-redis`, 'the same Secret')
+    t.same(redis.args?.slice(2), ['--save', '', '--appendonly', 'no'], 'no persistence by default')
     const svc = find(objects, 'Service', `${FULLNAME}-redis`).spec as { selector: Record<string, string> }
     const deployment = find(objects, 'Deployment').spec as { template: { metadata: { labels: Record<string, string> } } }
     t.ok(selects(svc.selector, deployment.template.metadata.labels), 'the Redis Service selects the Redis pod')

@@ -19,6 +19,11 @@ const run = promisify(execFile)
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 export const CHART_DIR = join(REPO, 'helm/regmirror')
 const RENDER_SOURCE = join(REPO, 'test/helm/render/main.go')
+
+/** The release the tests render unless told otherwise, and the base name of its objects (`<release>-<chart>`). */
+export const RELEASE = 'mirror'
+export const NAMESPACE = 'registry'
+export const FULLNAME = 'mirror-regmirror'
 const CACHE_DIR = join(REPO, 'node_modules/.cache/regmirror-helm-render')
 
 /** A rendered Kubernetes object, with the template file it came from. */
@@ -69,7 +74,7 @@ export async function renderText(opts: RenderOptions & { notes?: boolean } = {})
   const bin = await renderer()
   const dir = await mkdtemp(join(tmpdir(), 'regmirror-helm-'))
   try {
-    const args = ['-chart', CHART_DIR, '-release', opts.release ?? 'mirror', '-namespace', opts.namespace ?? 'registry']
+    const args = ['-chart', CHART_DIR, '-release', opts.release ?? RELEASE, '-namespace', opts.namespace ?? NAMESPACE]
     if (opts.values !== undefined) {
       await writeFile(join(dir, 'values.yaml'), stringify(opts.values))
       args.push('-f', join(dir, 'values.yaml'))
@@ -77,7 +82,7 @@ export async function renderText(opts: RenderOptions & { notes?: boolean } = {})
     if (opts.apiVersions !== undefined) args.push('-api-versions', opts.apiVersions.join(','))
     if (opts.existing !== undefined) {
       // As the API server returns them: in the release's namespace (the chart's objects do not name one).
-      const ns = opts.namespace ?? 'registry'
+      const ns = opts.namespace ?? NAMESPACE
       const inCluster = opts.existing.map((o) => {
         const { source: _source, ...rest } = o as Partial<K8sObject>
         return { ...rest, metadata: { namespace: ns, ...(rest.metadata ?? {}) } }

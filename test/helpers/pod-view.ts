@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path'
 import { loadConfig, type Config } from '../../src/config/load.js'
 import type { K8sObject } from './helm.js'
 
-interface EnvVar {
+export interface EnvVar {
   name: string
   value?: string
   valueFrom?: {
@@ -30,10 +30,14 @@ interface Volume {
   secret?: { secretName: string; items?: KeyToPath[] }
   projected?: { sources: { secret?: { name: string; items?: KeyToPath[] }; configMap?: { name: string; items?: KeyToPath[] } }[] }
   emptyDir?: object
+  hostPath?: { path: string }
   persistentVolumeClaim?: object
 }
-interface Container {
+export interface Container {
   name: string
+  image?: string
+  command?: string[]
+  args?: string[]
   env?: EnvVar[]
   volumeMounts?: { name: string; mountPath: string; subPath?: string }[]
 }
@@ -43,6 +47,8 @@ export interface PodView {
   env: Record<string, string>
   /** Stands for the container's `/`. */
   root: string
+  /** Where a path of the container is here: under `root` when a volume is mounted there, else unchanged. */
+  path(containerPath: string): string
   /** The pod's spec, for the assertions. */
   container: Container
   close(): Promise<void>
@@ -52,6 +58,10 @@ export interface PodViewOptions {
   /** Secrets that exist in the cluster before the chart (existingSecret values): name → key → plain value. */
   secrets?: Record<string, Record<string, string>>
   podIP?: string
+  /** The pod of this workload; default: the StatefulSet. */
+  workload?: { kind: string; name?: string }
+  /** The variables the kubelet defines before the container's own (service links: `<SVC>_SERVICE_HOST`, ...). */
+  serviceLinks?: Record<string, string>
 }
 
 /** The pod template's first container of the workload (StatefulSet by default). */
@@ -63,7 +73,7 @@ export function containerOf(objects: K8sObject[], kind = 'StatefulSet', name?: s
 }
 
 export async function podView(objects: K8sObject[], opts: PodViewOptions = {}): Promise<PodView> {
-  const { container, volumes } = containerOf(objects)
+  const { container, volumes } = containerOf(objects, opts.workload?.kind, opts.workload?.name)
   const dataOf = (kind: 'Secret' | 'ConfigMap', name: string): Record<string, string> => {
     const o = objects.find((x) => x.kind === kind && x.metadata.name === name)
     if (o !== undefined) {
@@ -100,7 +110,7 @@ export async function podView(objects: K8sObject[], opts: PodViewOptions = {}): 
       }
       return out
     }
-    return undefined // emptyDir, a volume claim: an empty directory
+    return undefined // emptyDir, a volume claim, a host directory: an empty directory
   }
   for (const m of container.volumeMounts ?? []) {
     const v = volumes.find((x) => x.name === m.name)
@@ -125,7 +135,7 @@ export async function podView(objects: K8sObject[], opts: PodViewOptions = {}): 
     return m === undefined ? value : join(root, value)
   }
 
-  const env: Record<string, string> = {}
+  const env: Record<string, string> = { ...opts.serviceLinks }
   for (const e of container.env ?? []) {
     let value: string
     if (e.value !== undefined) value = expand(e.value, env)
@@ -136,7 +146,7 @@ export async function podView(objects: K8sObject[], opts: PodViewOptions = {}): 
     env[e.name] = value
   }
   const rerooted = Object.fromEntries(Object.entries(env).map(([k, v]) => [k, reroot(v)]))
-  return { env: rerooted, root, container, close: () => rm(root, { recursive: true, force: true }) }
+  return { env: rerooted, root, path: reroot, container, close: () => rm(root, { recursive: true, force: true }) }
 }
 
 /**
