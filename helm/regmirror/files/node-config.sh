@@ -71,11 +71,14 @@ remove_ours_except() {
   done
 }
 
-trap 'remove_ours_except " "; exit 0' TERM INT
+sleeper=
+# The sleep is ended too: in a container the kernel ends it with PID 1, elsewhere it would linger.
+trap 'kill "$sleeper" 2>/dev/null; remove_ours_except " "; exit 0' TERM INT
 echo "pointing containerd at $MIRROR_URL for: $(cut -d ' ' -f 2 "$SOURCE/registries" | tr '\n' ' ')"
 while :; do
   write_all
   # In the background, so that the trap runs as soon as the signal arrives, not when sleep ends.
   sleep "$INTERVAL" &
-  wait $!
+  sleeper=$!
+  wait "$sleeper"
 done
