@@ -27,6 +27,7 @@ export const DEBIAN_PACKAGE_OF: Readonly<Record<string, string>> = {
   danted: 'dante-server',
   podman: 'podman',
   go: 'golang-go',
+  busybox: 'busybox',
 }
 
 /**
