@@ -7,8 +7,10 @@
  * node configuration DaemonSet.
  */
 import t, { type Test } from 'tap'
+import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import { parse } from 'yaml'
 import { ConfigError } from '../../src/config/load.js'
 import { scenarios, selects } from '../helpers/chart-scenarios.js'
@@ -16,6 +18,7 @@ import { CHART_DIR, FULLNAME, NAMESPACE, REPO, find, kinds, renderText, type K8s
 import { containerOf, loadPodConfig, podView, type EnvVar, type PodViewOptions } from '../helpers/pod-view.js'
 import { requireGoLibraries } from '../helpers/programs.js'
 
+const run = promisify(execFile)
 const MiB = 1024 * 1024
 const GiB = 1024 * MiB
 const NS = NAMESPACE
@@ -118,6 +121,24 @@ if (requireGoLibraries(t)) {
     const notes = await renderText({ notes: true })
     t.match(notes, new RegExp(`http://${FULLNAME}\\.${NS}\\.svc\\.cluster\\.local:5000`), 'NOTES name the in-cluster address')
     t.match(notes, /Cache per replica: 46080MiB/)
+  })
+
+  t.test('stopping: a wait before SIGTERM while the proxies let go, then the drain, all within the grace period', async (t) => {
+    const objects = await chart.render(t, 'preStopSeconds', { values: { preStopSeconds: 1, shutdownTimeoutSeconds: 10 } })
+    const { config } = await podConfig(t, objects)
+    const pod = statefulSetSpec(objects).template.spec as { terminationGracePeriodSeconds: number }
+    const container = containerOf(objects).container as { lifecycle?: { preStop?: { exec?: { command: string[] } } } }
+    const command = container.lifecycle?.preStop?.exec?.command ?? []
+    t.equal(command[0], 'node', 'with the one program the image is sure to have')
+    const started = Date.now()
+    await run(command[0]!, command.slice(1))
+    t.ok(Date.now() - started >= 1000, 'the preStop command runs, and waits preStopSeconds')
+    t.ok(
+      pod.terminationGracePeriodSeconds > 1 + config.timeouts.shutdown / 1000,
+      'the grace period outlasts the wait and the drain (timeouts.shutdown) together',
+    )
+    const none = await chart.render(t, 'preStopSeconds 0', { values: { preStopSeconds: 0 } })
+    t.equal((containerOf(none).container as { lifecycle?: unknown }).lifecycle, undefined, '0: no preStop')
   })
 
   t.test('cache.maxSize: derived from the volume size, or as given', async (t) => {
