@@ -4,7 +4,8 @@
  * pod would start with loaded by the mirror's own loader (test/helpers/pod-view.ts). This file: the mirror's
  * configuration, storage and cache size, replicas and peers, Redis, credentials, client authentication, and
  * the pod. chart-network.test.ts: Services, Ingress, TLS, monitoring, NetworkPolicy; node-config.test.ts: the
- * node configuration DaemonSet.
+ * node configuration DaemonSet; dashboard.test.ts: the Grafana dashboard against /metrics; chart-readme.test.ts:
+ * the README's values table against values.yaml.
  */
 import t, { type Test } from 'tap'
 import { execFile } from 'node:child_process'
