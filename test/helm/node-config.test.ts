@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs'
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createApp } from '../../src/app.js'
+import { clientConfigs, parseMirrorUrl } from '../../src/clients/client-config.js'
 import { WELL_KNOWN_UPSTREAMS } from '../../src/config/upstreams.js'
 import { createLogger } from '../../src/log.js'
 import { scenarios } from '../helpers/chart-scenarios.js'
@@ -91,7 +92,7 @@ if (requireGoLibraries(t)) {
 
   t.test('defaults: a hosts.toml for every built-in registry, the Service found through service links', async (t) => {
     const objects = await chart.render(t, 'nodeConfig', { values: { nodeConfig: { enabled: true } } })
-    const expected = Object.keys(WELL_KNOWN_UPSTREAMS).sort()
+    const expected = Object.keys(WELL_KNOWN_UPSTREAMS)
     const registries = registriesOf(objects)
     t.same(
       registries.map(([, dir]) => dir),
@@ -143,24 +144,41 @@ if (requireGoLibraries(t)) {
     t.match(await renderText({ values: { nodeConfig: { enabled: true } }, notes: true }), /pointed at the mirror for: docker\.io/)
   })
 
-  t.test('registries: a chosen few, custom upstreams, disabled ones, unknown ones refused', async (t) => {
+  t.test('registries: the same hosts.toml as `regmirror client-config --containerd` for the same configuration', async (t) => {
     const values: RenderOptions['values'] = {
       upstreams: [
         { name: 'registry.internal:5000', url: 'http://10.0.0.5:5000' },
         { name: 'quay.io', enabled: false },
         { name: 'ghcr.io', url: 'https://ghcr.example.com' },
+        { name: 'internal', url: 'http://10.0.0.6:5000' },
       ],
       nodeConfig: { enabled: true },
     }
-    const all = await chart.render(t, 'nodeConfig, custom upstreams', { values })
-    const dirs = registriesOf(all).map(([, dir]) => dir)
-    t.ok(dirs.includes('registry.internal:5000'), 'a custom upstream gets its hosts.toml')
-    t.notOk(dirs.includes('quay.io'), 'a disabled one does not')
-    const key = registriesOf(all).find(([, dir]) => dir === 'registry.internal:5000')![0]
-    t.equal(key, 'registry.internal_5000.toml', "a ConfigMap key cannot hold ':'")
-    const data = find(all, 'ConfigMap', NODE_CONFIG).data as Record<string, string>
-    t.match(data[key], /^server = "http:\/\/10\.0\.0\.5:5000"$/m, "the fallback is the upstream's url")
-    t.match(data['ghcr.io.toml'], /^server = "https:\/\/ghcr\.example\.com"$/m, "an entry's url wins over the built-in one")
+    const objects = await chart.render(t, 'nodeConfig, custom upstreams', { values })
+    const mirrorUrl = `http://${CLUSTER_IP}:5000`
+    const pod = await podView(objects)
+    t.teardown(pod.close)
+    const { config } = await loadPodConfig(pod)
+    const { configs } = clientConfigs(config, parseMirrorUrl(mirrorUrl), ['containerd'])
+    const expected = Object.fromEntries(configs[0]!.files.map((f) => [f.path, f.text.trim()]))
+    const data = find(objects, 'ConfigMap', NODE_CONFIG).data as Record<string, string>
+    // What the script writes, less this release's comment lines.
+    const written = (key: string) =>
+      data[key]!.replaceAll('@MIRROR_URL@', mirrorUrl)
+        .split('\n')
+        .filter((l) => !l.startsWith('#'))
+        .join('\n')
+        .trim()
+    const actual = Object.fromEntries(
+      registriesOf(objects).map(([key, dir]) => [`/etc/containerd/certs.d/${dir}/hosts.toml`, written(key)]),
+    )
+    t.same(actual, expected, 'the files of the configuration the pods start with, disabled ones and non-registry names left out')
+    t.ok(`/etc/containerd/certs.d/registry.internal:5000/hosts.toml` in actual, 'a custom upstream gets its hosts.toml')
+    t.equal(
+      registriesOf(objects).find(([, dir]) => dir === 'registry.internal:5000')?.[0],
+      'registry.internal_5000.toml',
+      "a ConfigMap key cannot hold ':'",
+    )
 
     const few = await chart.render(t, 'nodeConfig.registries', {
       values: { nodeConfig: { enabled: true, registries: ['docker.io', 'registry.k8s.io'], ca: '/etc/ssl/mirror-ca.pem' } },
@@ -176,6 +194,10 @@ if (requireGoLibraries(t)) {
     await t.rejects(
       renderText({ values: { nodeConfig: { enabled: true, registries: ['quay.io'] }, upstreams: [{ name: 'quay.io', enabled: false }] } }),
       /nodeConfig.registries: "quay.io" is not an enabled upstream/,
+    )
+    await t.rejects(
+      renderText({ values: { ...values, nodeConfig: { enabled: true, registries: ['internal'] } } }),
+      /nodeConfig.registries: "internal" names no registry/,
     )
     const only = await chart.render(t, 'nodeConfig without the built-ins', {
       values: {
@@ -257,11 +279,13 @@ if (requireGoLibraries(t)) {
     const fake = await startFakeRegistry()
     t.teardown(() => fake.close())
     const image = fake.addImage('library/alpine', '3.20')
-    // docker.io is the fake registry: the mirror's upstream, and containerd's fallback (`server`), both local.
+    // The fake registry is named by its own address: containerd's fallback (`server`, https:// there) stays local.
+    const registry = new URL(fake.url).host
     const objects = await chart.render(t, 'nodeConfig with containerd', {
       values: {
         wellKnownUpstreams: false,
-        upstreams: [{ name: 'docker.io', url: fake.url }],
+        defaultUpstream: registry,
+        upstreams: [{ name: registry, url: fake.url }],
         persistence: { size: '1Gi' },
         nodeConfig: { enabled: true },
       },
@@ -279,11 +303,11 @@ if (requireGoLibraries(t)) {
     const view = await nodePod(t, objects, serviceLinks(objects, '127.0.0.1', { http: port }))
     const script = runScript(t, view)
     t.teardown(() => script.stop())
-    const hostsToml = join(view.env.HOSTS_DIR!, 'docker.io/hosts.toml')
-    await waitFor('docker.io/hosts.toml', () => existsSync(hostsToml))
+    const hostsToml = join(view.env.HOSTS_DIR!, registry, 'hosts.toml')
+    await waitFor(`${registry}/hosts.toml`, () => existsSync(hostsToml))
 
     const ctrd = await startContainerd({ t })
-    await ctrd.ctr(['content', 'fetch', '--all-platforms', 'docker.io/library/alpine:3.20'], { hostsDir: view.env.HOSTS_DIR! })
+    await ctrd.ctr(['content', 'fetch', '--all-platforms', `${registry}/library/alpine:3.20`], { hostsDir: view.env.HOSTS_DIR! })
     const content = (await ctrd.ctr(['content', 'ls', '-q'])).stdout.split('\n')
     t.same(
       image.blobs.map((b) => b.digest).filter((d) => !content.includes(d)),

@@ -261,56 +261,52 @@ one. Called with (list $ secretName key); returns it base64-encoded, ready for `
 {{- end -}}
 {{- end -}}
 
-{{/*
-The built-in upstreams of the mirror and where containerd goes when the mirror does not answer (hosts.toml's
-`server`). Must match src/config/upstreams.ts WELL_KNOWN_UPSTREAMS (a test compares them).
-*/}}
+{{/* The mirror's built-in upstreams: src/config/upstreams.ts WELL_KNOWN_UPSTREAMS (a test compares them). */}}
 {{- define "regmirror.builtInUpstreams" -}}
-docker.io: https://registry-1.docker.io
-ghcr.io: https://ghcr.io
-quay.io: https://quay.io
-registry.k8s.io: https://registry.k8s.io
-gcr.io: https://gcr.io
-nvcr.io: https://nvcr.io
-mcr.microsoft.com: https://mcr.microsoft.com
-public.ecr.aws: https://public.ecr.aws
+docker.io ghcr.io quay.io registry.k8s.io gcr.io nvcr.io mcr.microsoft.com public.ecr.aws
 {{- end -}}
 
 {{/*
-The registries the node configuration writes hosts.toml for: a JSON list of {name, server, key}, every enabled
-upstream (the built-ins unless wellKnownUpstreams is false, then the upstreams list; an entry's url wins), or
-those named in nodeConfig.registries. key is the ConfigMap key of its hosts.toml (no ':' allowed there).
+"true" when an image reference can name this upstream as its registry (a '.' or ':' in it, or localhost), as
+`regmirror client-config` decides: containerd reads `internal/app` as a Docker Hub image.
+*/}}
+{{- define "regmirror.namesRegistry" -}}
+{{- if or (contains "." .) (contains ":" .) (eq . "localhost") -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The registries the node configuration writes hosts.toml for: a JSON list of {name, server, key}, each enabled
+upstream that names a registry (the built-ins unless wellKnownUpstreams is false, then the upstreams list), or
+those named in nodeConfig.registries. server is where containerd goes when the mirror fails: the registry itself,
+as containerd would without the file and as `regmirror client-config --containerd` writes it. key is the
+ConfigMap key of its hosts.toml (no ':' allowed there).
 */}}
 {{- define "regmirror.nodeRegistries" -}}
-{{- $servers := dict -}}
-{{- $order := list -}}
+{{- $enabled := list -}}
 {{- if .Values.wellKnownUpstreams -}}
-{{- range $name, $url := include "regmirror.builtInUpstreams" . | fromYaml -}}
-{{- $_ := set $servers $name $url -}}
-{{- end -}}
-{{- $order = include "regmirror.builtInUpstreams" . | fromYaml | keys | sortAlpha -}}
+{{- $enabled = splitList " " (include "regmirror.builtInUpstreams" .) -}}
 {{- end -}}
 {{- range $u := .Values.upstreams -}}
 {{- if eq (toString $u.enabled) "false" -}}
-{{- $_ := unset $servers $u.name -}}
-{{- else -}}
-{{- if not (hasKey $servers $u.name) -}}
-{{- $order = append $order $u.name -}}
-{{- end -}}
-{{- $_ := set $servers $u.name (default (get $servers $u.name) $u.url) -}}
+{{- $enabled = without $enabled $u.name -}}
+{{- else if not (has $u.name $enabled) -}}
+{{- $enabled = append $enabled $u.name -}}
 {{- end -}}
 {{- end -}}
-{{- $wanted := .Values.nodeConfig.registries -}}
-{{- range $name := $wanted -}}
-{{- if not (hasKey $servers $name) -}}
+{{- range $name := .Values.nodeConfig.registries -}}
+{{- if not (has $name $enabled) -}}
 {{- fail (printf "nodeConfig.registries: %q is not an enabled upstream of the mirror" $name) -}}
+{{- end -}}
+{{- if not (include "regmirror.namesRegistry" $name) -}}
+{{- fail (printf "nodeConfig.registries: %q names no registry (no '.' or ':'): containerd reads %s/app as a Docker Hub image" $name $name) -}}
 {{- end -}}
 {{- end -}}
 {{- $out := list -}}
-{{- range $name := default $order $wanted -}}
-{{- if hasKey $servers $name -}}
+{{- range $name := default $enabled .Values.nodeConfig.registries -}}
+{{- if include "regmirror.namesRegistry" $name -}}
+{{- $server := ternary "https://registry-1.docker.io" (printf "https://%s" $name) (eq $name "docker.io") -}}
 {{- $key := printf "%s.toml" (include "regmirror.credentialsSlug" $name) -}}
-{{- $out = append $out (dict "name" $name "server" (required (printf "upstreams: %s needs a url" $name) (get $servers $name)) "key" $key) -}}
+{{- $out = append $out (dict "name" $name "server" $server "key" $key) -}}
 {{- end -}}
 {{- end -}}
 {{- toJson $out -}}
