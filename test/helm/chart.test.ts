@@ -331,6 +331,34 @@ if (requireGoLibraries(t)) {
     }
   })
 
+  t.test('outbound proxies: per upstream in the configuration, with credentials only from a Secret', async (t) => {
+    const objects = await chart.render(t, 'proxy per upstream', {
+      values: { upstreams: [{ name: 'docker.io', proxy: 'http://proxy.corp:3128' }] },
+    })
+    const { config } = await podConfig(t, objects)
+    t.match(
+      config.upstreams.find((u) => u.name === 'docker.io'),
+      { proxy: 'http://proxy.corp:3128' },
+      "the upstream's proxy reaches the mirror",
+    )
+    await t.rejects(
+      renderText({ values: { upstreams: [{ name: 'docker.io', proxy: 'http://bot:s3cret@proxy.corp:3128' }] } }),
+      /upstreams\[0\] \(docker.io\): a proxy with credentials would be written into the ConfigMap/,
+      'a password in a proxy URL is refused: the ConfigMap is no place for it',
+    )
+    const env = await chart.render(t, 'proxy from the environment', {
+      values: {
+        extraEnv: [
+          { name: 'HTTPS_PROXY', valueFrom: { secretKeyRef: { name: 'corp-proxy', key: 'url' } } },
+          { name: 'NO_PROXY', value: '.svc,.cluster.local' },
+        ],
+      },
+    })
+    const view = await podView(env, { secrets: { 'corp-proxy': { url: 'http://bot:s3cret@proxy.corp:3128' } } })
+    t.teardown(view.close)
+    t.equal(view.env.HTTPS_PROXY, 'http://bot:s3cret@proxy.corp:3128', 'HTTPS_PROXY from a Secret, through extraEnv')
+  })
+
   t.test('client authentication: htpasswd from a Secret, anonymous networks and rules in the configuration', async (t) => {
     const line = 'alice:$2y$05$0/Lz9yPdvAf5E2jDbRYN1uaDv7lN1dHLz6.qXW8bFjMoRZr5LbVRu'
     const values = {

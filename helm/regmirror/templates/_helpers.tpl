@@ -166,7 +166,10 @@ as JSON, for the Secret, the volume and the configuration. Inline secrets go to 
 {{- define "regmirror.configUpstreams" -}}
 {{- $files := include "regmirror.credentialFiles" . | fromJsonArray -}}
 {{- $out := list -}}
-{{- range $u := .Values.upstreams -}}
+{{- range $i, $u := .Values.upstreams -}}
+{{- if regexMatch "://[^/]*@" (toString (default "" $u.proxy)) -}}
+{{- fail (printf "upstreams[%d] (%s): a proxy with credentials would be written into the ConfigMap; set HTTPS_PROXY in extraEnv from a Secret instead" $i $u.name) -}}
+{{- end -}}
 {{- $entry := omit (deepCopy $u) "credentials" -}}
 {{- with $u.credentials -}}
 {{- $creds := omit (deepCopy .) "password" "token" "existingSecret" "passwordKey" "tokenKey" -}}
