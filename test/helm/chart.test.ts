@@ -290,24 +290,42 @@ if (requireGoLibraries(t)) {
         },
         { name: 'nvcr.io', credentials: { username: '$oauthtoken', existingSecret: 'ngc', tokenKey: 'api-key' } },
         { name: 'gcr.io', deny: ['secret/**'], tagTtl: '1m' },
+        {
+          name: 'docker.io',
+          credentials: [
+            { username: 'hub-one', password: 'hub-one-password' },
+            { username: 'hub-two', existingSecret: 'hub', passwordKey: 'two' },
+          ],
+        },
       ],
     }
     const objects = await chart.render(t, 'credentials', { values })
     const { config, text } = await podConfig(t, objects, {
-      secrets: { internal: { pw: 'internal-password' }, ngc: { 'api-key': 'ngc-api-key' } },
+      secrets: { internal: { pw: 'internal-password' }, ngc: { 'api-key': 'ngc-api-key' }, hub: { two: 'hub-two-password' } },
     })
     const creds = Object.fromEntries(config.upstreams.map((u) => [u.name, u.credentials]))
-    t.same(creds['ghcr.io'], { username: 'bot', password: 'ghcr-inline-password' }, 'inline password, read from its file')
-    t.same(creds['quay.io'], { token: 'quay-inline-token' }, 'inline token')
-    t.same(creds['registry.internal:5000'], { username: 'ci', password: 'internal-password' }, 'existingSecret, passwordKey')
-    t.same(creds['nvcr.io'], { username: '$oauthtoken', token: 'ngc-api-key' }, 'existingSecret, tokenKey')
+    t.same(creds['ghcr.io'], [{ username: 'bot', password: 'ghcr-inline-password' }], 'inline password, read from its file')
+    t.same(creds['quay.io'], [{ token: 'quay-inline-token' }], 'inline token')
+    t.same(creds['registry.internal:5000'], [{ username: 'ci', password: 'internal-password' }], 'existingSecret, passwordKey')
+    t.same(creds['nvcr.io'], [{ username: '$oauthtoken', token: 'ngc-api-key' }], 'existingSecret, tokenKey')
+    t.same(
+      creds['docker.io'],
+      [
+        { username: 'hub-one', password: 'hub-one-password' },
+        { username: 'hub-two', password: 'hub-two-password' },
+      ],
+      'a list of accounts stays a list, each from its own source',
+    )
     t.same(config.upstreams.find((u) => u.name === 'gcr.io')?.deny, ['secret/**'], 'other fields pass through')
-    for (const s of ['ghcr-inline-password', 'quay-inline-token']) t.notMatch(text, s, `${s} is not in the configuration file`)
+    for (const s of ['ghcr-inline-password', 'quay-inline-token', 'hub-one-password']) {
+      t.notMatch(text, s, `${s} is not in the configuration file`)
+    }
     t.match(text, /passwordFile: \/etc\/regmirror\/credentials\/ghcr.io\/password/)
     t.match(text, /passwordFile: \/etc\/regmirror\/credentials\/registry.internal_5000\/password/, "':' is not in a file name")
+    t.match(text, /passwordFile: \/etc\/regmirror\/credentials\/docker.io\/1\/password/, 'a directory per account of a list')
     t.same(
       Object.keys(find(objects, 'Secret').data as object).sort(),
-      ['ghcr.io.password', 'quay.io.token'],
+      ['docker.io.0.password', 'ghcr.io.password', 'quay.io.token'],
       'the chart’s Secret holds the inline ones',
     )
 
@@ -326,6 +344,13 @@ if (requireGoLibraries(t)) {
       ],
       [{ username: 'u', existingSecret: 's' }, /existingSecret needs passwordKey or tokenKey/],
       [{ password: 'p', token: 't' }, /a password or a token, not both/],
+      [
+        [
+          { username: 'u', password: 'p' },
+          { username: 'v', existingSecret: 's' },
+        ],
+        /credentials\[1\]: existingSecret needs passwordKey or tokenKey/,
+      ],
     ] as const) {
       await t.rejects(renderText({ values: { upstreams: [{ name: 'ghcr.io', credentials }] } }), message)
     }

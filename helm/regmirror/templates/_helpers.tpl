@@ -127,42 +127,55 @@ auto
 {{- end -}}
 
 {{/*
-Which files an upstream's credentials come from: a list of {upstream, slug, kind (password|token), secret, key}
-as JSON, for the Secret, the volume and the configuration. Inline secrets go to the chart's Secret
-<fullname>-credentials under <slug>.<kind>; existingSecret names the user's.
+Which files an upstream's credentials come from: a list of {upstream, entry, dir, kind (password|token), secret,
+key} as JSON, for the Secret, the volume and the configuration. credentials is one mapping or a list of them
+(several accounts of one registry); entry is the index in that list (0 for a mapping). Inline secrets go to the
+chart's Secret <fullname>-credentials; existingSecret names the user's. Files: credentials/<dir>/<kind>, dir
+<slug> for a mapping, <slug>/<entry> for a list.
 */}}
 {{- define "regmirror.credentialFiles" -}}
 {{- $files := list -}}
 {{- $chartSecret := printf "%s-credentials" (include "regmirror.fullname" .) -}}
 {{- range $i, $u := .Values.upstreams -}}
 {{- $name := required (printf "upstreams[%d].name is required" $i) $u.name -}}
-{{- with $u.credentials -}}
+{{- if $u.credentials -}}
 {{- $slug := include "regmirror.credentialsSlug" $name -}}
-{{- if and .password .token -}}
-{{- fail (printf "upstreams[%d] (%s): credentials take a password or a token, not both" $i $name) -}}
+{{- $isList := kindIs "slice" $u.credentials -}}
+{{- $entries := $u.credentials -}}
+{{- if not $isList }}{{ $entries = list $u.credentials }}{{ end -}}
+{{- range $j, $c := $entries -}}
+{{- $at := ternary (printf "upstreams[%d] (%s) credentials[%d]" $i $name $j) (printf "upstreams[%d] (%s)" $i $name) $isList -}}
+{{- $dir := ternary (printf "%s/%d" $slug $j) $slug $isList -}}
+{{- if and $c.password $c.token -}}
+{{- fail (printf "%s: credentials take a password or a token, not both" $at) -}}
 {{- end -}}
-{{- if .existingSecret -}}
-{{- if or .password .token -}}
-{{- fail (printf "upstreams[%d] (%s): give the secret inline (password/token) or in existingSecret, not both" $i $name) -}}
+{{- if $c.existingSecret -}}
+{{- if or $c.password $c.token -}}
+{{- fail (printf "%s: give the secret inline (password/token) or in existingSecret, not both" $at) -}}
 {{- end -}}
-{{- if and .passwordKey .tokenKey -}}
-{{- fail (printf "upstreams[%d] (%s): existingSecret takes passwordKey or tokenKey, not both" $i $name) -}}
+{{- if and $c.passwordKey $c.tokenKey -}}
+{{- fail (printf "%s: existingSecret takes passwordKey or tokenKey, not both" $at) -}}
 {{- end -}}
-{{- if not (or .passwordKey .tokenKey) -}}
-{{- fail (printf "upstreams[%d] (%s): existingSecret needs passwordKey or tokenKey" $i $name) -}}
+{{- if not (or $c.passwordKey $c.tokenKey) -}}
+{{- fail (printf "%s: existingSecret needs passwordKey or tokenKey" $at) -}}
 {{- end -}}
-{{- $kind := ternary "password" "token" (not (empty .passwordKey)) -}}
-{{- $files = append $files (dict "upstream" $name "slug" $slug "kind" $kind "secret" .existingSecret "key" (default .tokenKey .passwordKey)) -}}
-{{- else if or .password .token -}}
-{{- $kind := ternary "password" "token" (not (empty .password)) -}}
-{{- $files = append $files (dict "upstream" $name "slug" $slug "kind" $kind "secret" $chartSecret "key" (printf "%s.%s" $slug $kind) "value" (default .token .password)) -}}
+{{- $kind := ternary "password" "token" (not (empty $c.passwordKey)) -}}
+{{- $files = append $files (dict "upstream" $name "entry" $j "dir" $dir "kind" $kind "secret" $c.existingSecret "key" (default $c.tokenKey $c.passwordKey)) -}}
+{{- else if or $c.password $c.token -}}
+{{- $kind := ternary "password" "token" (not (empty $c.password)) -}}
+{{- $key := printf "%s.%s" (replace "/" "." $dir) $kind -}}
+{{- $files = append $files (dict "upstream" $name "entry" $j "dir" $dir "kind" $kind "secret" $chartSecret "key" $key "value" (default $c.token $c.password)) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 {{- toJson $files -}}
 {{- end -}}
 
-{{/* The upstreams list of the configuration: the values' entries, secrets replaced by the files they are in. */}}
+{{/*
+The upstreams list of the configuration: the values' entries, each credential's secret replaced by the file it is
+in (a list of credentials stays a list). A proxy URL with a password is refused: it would be in the ConfigMap.
+*/}}
 {{- define "regmirror.configUpstreams" -}}
 {{- $files := include "regmirror.credentialFiles" . | fromJsonArray -}}
 {{- $out := list -}}
@@ -171,14 +184,21 @@ as JSON, for the Secret, the volume and the configuration. Inline secrets go to 
 {{- fail (printf "upstreams[%d] (%s): a proxy with credentials would be written into the ConfigMap; set HTTPS_PROXY in extraEnv from a Secret instead" $i $u.name) -}}
 {{- end -}}
 {{- $entry := omit (deepCopy $u) "credentials" -}}
-{{- with $u.credentials -}}
-{{- $creds := omit (deepCopy .) "password" "token" "existingSecret" "passwordKey" "tokenKey" -}}
+{{- if $u.credentials -}}
+{{- $isList := kindIs "slice" $u.credentials -}}
+{{- $entries := $u.credentials -}}
+{{- if not $isList }}{{ $entries = list $u.credentials }}{{ end -}}
+{{- $creds := list -}}
+{{- range $j, $c := $entries -}}
+{{- $one := omit (deepCopy $c) "password" "token" "existingSecret" "passwordKey" "tokenKey" -}}
 {{- range $f := $files -}}
-{{- if eq $f.upstream $u.name -}}
-{{- $_ := set $creds (printf "%sFile" $f.kind) (printf "/etc/regmirror/credentials/%s/%s" $f.slug $f.kind) -}}
+{{- if and (eq $f.upstream $u.name) (eq (int $f.entry) $j) -}}
+{{- $_ := set $one (printf "%sFile" $f.kind) (printf "/etc/regmirror/credentials/%s/%s" $f.dir $f.kind) -}}
 {{- end -}}
 {{- end -}}
-{{- $_ := set $entry "credentials" $creds -}}
+{{- $creds = append $creds $one -}}
+{{- end -}}
+{{- $_ := set $entry "credentials" (ternary $creds (first $creds) $isList) -}}
 {{- end -}}
 {{- $out = append $out $entry -}}
 {{- end -}}
