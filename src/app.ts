@@ -171,6 +171,7 @@ async function buildParts(config: Config, log: Logger, tool: boolean): Promise<A
   // The tools keep what they fetch in their own data directory: no peers for them.
   const peers = Peers.enabled(config) && !tool ? new Peers(config, log, metrics) : undefined
   const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links, peers)
+  metrics.countFillsWith(() => fills.active().length)
   const tagLists = new TagListService(upstream, metadata, metrics, log)
   const referrers = new ReferrersService(store.layout, upstream, tags, report, metrics, config.referrers.cacheTtl)
   const catalog = new CatalogService(metadata, registries)

@@ -121,6 +121,15 @@ export class Metrics {
     labelNames: ['cause'] as const,
     registers: [this.registry],
   })
+  /** Counts the fills running now; the app sets it once it has them (see countFillsWith). */
+  private fillsNow: () => number = () => 0
+  readonly fillsInProgress: Gauge = new Gauge({
+    name: 'regmirror_fills_in_progress',
+    help: 'Blob downloads (from upstream or from the owning replica) in progress now.',
+    registers: [this.registry],
+    // Read at scrape time: counting starts and ends would drift whenever a fill ends by an unexpected path.
+    collect: (): void => this.fillsInProgress.set(this.fillsNow()),
+  })
   readonly fillResumes = new Counter({
     name: 'regmirror_fill_resumes_total',
     help: 'Upstream blob downloads continued with a Range request after breaking off.',
@@ -226,6 +235,10 @@ export class Metrics {
     labelNames: ['kind', 'source'] as const,
     registers: [this.registry],
   })
+
+  countFillsWith(count: () => number): void {
+    this.fillsNow = count
+  }
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'regmirror_' })

@@ -2,7 +2,7 @@
  * Gate for e2e tests that need real programs. Present → true. Missing → with CI=true the test fails (a missing
  * program in CI is a broken CI image, not a reason to go green); elsewhere the test is skipped, loudly.
  */
-import { accessSync, constants } from 'node:fs'
+import { accessSync, constants, existsSync } from 'node:fs'
 import { delimiter, join } from 'node:path'
 import type { TestContext } from './test-context.js'
 
@@ -27,6 +27,18 @@ export const DEBIAN_PACKAGE_OF: Readonly<Record<string, string>> = {
   danted: 'dante-server',
   podman: 'podman',
   chromium: 'chromium',
+  go: 'golang-go',
+  busybox: 'busybox',
+}
+
+/**
+ * Go source libraries the tests build against (GOPATH mode, from Debian's /usr/share/gocode), by the directory
+ * that proves them installed: the chart's renderer (test/helm/render) needs sprig and yaml.v3 (Debian installs
+ * yaml.v3 with sprig's package, through testify; .ci/run names it all the same).
+ */
+export const GO_LIBRARY_PACKAGE_OF: Readonly<Record<string, string>> = {
+  '/usr/share/gocode/src/github.com/Masterminds/sprig': 'golang-github-masterminds-sprig-dev',
+  '/usr/share/gocode/src/gopkg.in/yaml.v3': 'golang-gopkg-yaml.v3-dev',
 }
 
 /** Absolute path of `name` on PATH, or undefined. */
@@ -49,9 +61,23 @@ export function requirePrograms(t: TestContext, names: readonly string[]): boole
   if (missing.length === 0) return true
   const packages = [...new Set(missing.map((name) => DEBIAN_PACKAGE_OF[name] ?? name))]
   const what = missing.map((name) => `${name} (Debian package: ${DEBIAN_PACKAGE_OF[name] ?? 'unknown'})`).join(', ')
+  return missingPrerequisites(t, what, packages, 'required program(s)', missing.join(', '))
+}
+
+/** Like requirePrograms, for the Go source libraries of GO_LIBRARY_PACKAGE_OF (and the go program). */
+export function requireGoLibraries(t: TestContext): boolean {
+  if (!requirePrograms(t, ['go'])) return false
+  const missing = Object.keys(GO_LIBRARY_PACKAGE_OF).filter((dir) => !existsSync(dir))
+  if (missing.length === 0) return true
+  const packages = missing.map((dir) => GO_LIBRARY_PACKAGE_OF[dir]!)
+  return missingPrerequisites(t, packages.join(', '), packages, 'required Go librar(ies)', packages.join(', '))
+}
+
+/** With CI=true a failure; elsewhere a loud skip (plan 0). Returns false. */
+function missingPrerequisites(t: TestContext, what: string, packages: string[], kind: string, short: string): boolean {
   const install = `apt-get install -y ${packages.join(' ')}`
   if (process.env.CI === 'true') {
-    t.fail(`e2e: required program(s) missing: ${what}. CI=true, so this is a failure. Install with: ${install}`)
+    t.fail(`e2e: ${kind} missing: ${what}. CI=true, so this is a failure. Install with: ${install}`)
     return false
   }
   const banner = [
@@ -63,6 +89,6 @@ export function requirePrograms(t: TestContext, names: readonly string[]): boole
     '',
   ].join('\n')
   console.error(banner)
-  t.plan(0, `missing ${missing.join(', ')} (${install})`)
+  t.plan(0, `missing ${short} (${install})`)
   return false
 }

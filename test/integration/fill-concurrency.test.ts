@@ -89,6 +89,11 @@ t.test('clients joining in the middle of a fill, whole and with a Range, read fr
   const early = get(url, { range: 'bytes=10-99' }) // wholly inside what is already written
   const late = get(url, { range: `bytes=${up.half - 5}-${up.half + 99}` }) // straddles the gate
   await waitFor(async () => (await joinedCount(mirror)) === 3, 'three joined readers')
+  t.match(
+    await metric(mirror, 'regmirror_fills_in_progress'),
+    /regmirror_fills_in_progress 1$/,
+    'one fill in progress, however many read it',
+  )
   up.open()
   const [a, b, c, d] = await Promise.all([first, mid, early, late])
   t.equal(sha256(a.body), sha256(bytes))
@@ -98,6 +103,8 @@ t.test('clients joining in the middle of a fill, whole and with a Range, read fr
   t.equal(d.status, 206)
   t.same(d.body, bytes.subarray(up.half - 5, up.half + 100), 'a Range across the written edge follows the file')
   t.equal(up.blobGets, 1)
+  await waitFor(() => mirror.app.services.blobs.activeFills().length === 0, 'the fill is over')
+  t.match(await metric(mirror, 'regmirror_fills_in_progress'), /regmirror_fills_in_progress 0$/, 'none once it is over')
 })
 
 t.test('a reader that stops reading does not hold up the fill or the other readers', async (t) => {
