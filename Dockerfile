@@ -1,8 +1,8 @@
 # regmirror's container image (README: "Container image").
 #
 #   docker build -t regmirror .
-#   docker run -d -p 5000:5000 -v regmirror-data:/var/lib/regmirror \
-#     -v ./regmirror.yaml:/etc/regmirror/regmirror.yaml:ro regmirror
+#   docker run -d -p 5000:5000 --stop-timeout 35 -v regmirror-data:/var/lib/regmirror \
+#     -v "$PWD/regmirror.yaml:/etc/regmirror/regmirror.yaml:ro" regmirror
 #
 # BASE is any image laid out like the official node:24-slim (node and npm in /usr/local/bin, Debian's useradd).
 # Where Docker Hub cannot be reached, scripts/node-base.sh assembles one from Debian and npm packages.
@@ -14,7 +14,7 @@ WORKDIR /src
 # The lockfile first, so that a change to the sources alone reuses the installed dependencies. --ignore-scripts:
 # `prepare` would build before the sources are here; nothing regmirror needs runs an install script.
 COPY package.json package-lock.json ./
-RUN npm ci --ignore-scripts --no-audit --no-fund
+RUN npm ci --ignore-scripts --no-audit --no-fund --no-update-notifier
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm run build \
@@ -25,8 +25,10 @@ RUN npm run build \
 FROM ${BASE}
 # A fixed uid/gid, not 1000 (the base's `node` user), so that host directories and Kubernetes
 # securityContext can name it. The data directory is the user's; the application stays root's, read-only to it.
-RUN groupadd --system --gid 10001 regmirror \
- && useradd --system --uid 10001 --gid regmirror --home-dir /var/lib/regmirror --no-create-home \
+# Not --system: Debian's useradd warns that 10001 is past the system range. --no-log-init: no lastlog entry, which
+# for a uid this high is a sparse file that grows into megabytes in a layer.
+RUN groupadd --gid 10001 regmirror \
+ && useradd --uid 10001 --gid regmirror --home-dir /var/lib/regmirror --no-create-home --no-log-init \
       --shell /usr/sbin/nologin regmirror \
  && mkdir -p /var/lib/regmirror /etc/regmirror \
  && chown regmirror:regmirror /var/lib/regmirror
