@@ -26,6 +26,7 @@ export const DEBIAN_PACKAGE_OF: Readonly<Record<string, string>> = {
   tinyproxy: 'tinyproxy',
   danted: 'dante-server',
   podman: 'podman',
+  debootstrap: 'debootstrap',
 }
 
 /** Absolute path of `name` on PATH, or undefined. */
