@@ -4,7 +4,7 @@
  * `npm run docs` rewrites them, and a test fails while the file differs from what this renders.
  */
 import { entries, isList, type Declaration, type Table } from './declare.js'
-import { CONFIG_FILE, SETTINGS } from './settings.js'
+import { CONFIG_FILE, DEFAULT_CONFIG_FILE, SETTINGS } from './settings.js'
 import { ENDPOINT_FIELDS } from './endpoints.js'
 import { UPSTREAM_FIELDS, WELL_KNOWN_UPSTREAMS } from './upstreams.js'
 
@@ -63,7 +63,7 @@ function sections(t: Table): Map<string, [string, Declaration][]> {
 export function renderTables(): Map<string, string> {
   const out = new Map<string, string>()
   for (const [name, rows] of sections(SETTINGS)) {
-    const withFile: [string, Declaration][] = name === 'top-level' ? [['—', CONFIG_FILE], ...rows] : rows
+    const withFile: [string, Declaration][] = name === 'top-level' ? [['—', CONFIG_FILE], ['—', DEFAULT_CONFIG_FILE], ...rows] : rows
     out.set(name, settingsTable(withFile.map(([path, d]) => [path === '—' ? path : code(path), d])))
   }
   out.set('upstream-fields', settingsTable(entries(UPSTREAM_FIELDS).map(([k, d]) => [code(k), d])))

@@ -10,7 +10,7 @@ import { defaultOf, entries, getPath, isRecord, setPath } from './declare.js'
 import { ConfigError } from './errors.js'
 import { envLayer, flagLayer, nonEmpty, resolveLayers, type Env, type Layer } from './layers.js'
 import { fileSchema, formatIssues } from './schema.js'
-import { CONFIG_FILE, SETTINGS, type Config } from './settings.js'
+import { CONFIG_FILE, DEFAULT_CONFIG_FILE, SETTINGS, type Config } from './settings.js'
 import { checkUpstreamEntries } from './upstreams.js'
 import { parseHttpUrl, parsePinRef } from './parse.js'
 
@@ -123,25 +123,37 @@ export function parseYaml(text: string, file: string): unknown {
 }
 
 /**
- * Loads the configuration: the YAML file named by flags.config ?? env.REGMIRROR_CONFIG (none = defaults only),
- * then env (default process.env), then flags. Throws ConfigError listing every problem.
+ * The parsed YAML file at `full`; `where` names the layer that named it. `ifPresent`: a file that does not exist
+ * is no file (undefined) rather than a problem; one that exists but cannot be read still is.
+ */
+function readConfigFile(full: string, where: string, ifPresent: boolean): unknown {
+  let text: string
+  try {
+    text = readFileSync(full, 'utf8')
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (ifPresent && code === 'ENOENT') return undefined
+    throw new ConfigError([`${where}: cannot read ${full} (${code ?? 'error'})`])
+  }
+  return parseYaml(text, full)
+}
+
+/**
+ * Loads the configuration: the YAML file named by flags.config ?? env.REGMIRROR_CONFIG, else the one named by
+ * env.REGMIRROR_DEFAULT_CONFIG if it exists (none = defaults only), then env (default process.env), then flags.
+ * Throws ConfigError listing every problem.
  */
 export async function loadConfig(opts: { flags?: CliFlags; env?: Env; cwd?: string } = {}): Promise<Config> {
   const env = opts.env ?? process.env
   const cwd = opts.cwd ?? process.cwd()
   const flags = opts.flags ?? {}
-  const file = flags.config ?? nonEmpty(env[CONFIG_FILE.env])
+  const named = flags.config ?? nonEmpty(env[CONFIG_FILE.env])
+  const fallback = nonEmpty(env[DEFAULT_CONFIG_FILE.env])
   let raw: unknown = {}
-  if (file !== undefined) {
-    const where = flags.config !== undefined ? `--${CONFIG_FILE.flag}` : CONFIG_FILE.env
-    const full = resolvePath(cwd, file)
-    let text: string
-    try {
-      text = readFileSync(full, 'utf8')
-    } catch (e) {
-      throw new ConfigError([`${where}: cannot read ${full} (${(e as NodeJS.ErrnoException).code ?? 'error'})`])
-    }
-    raw = parseYaml(text, full)
+  if (named !== undefined) {
+    raw = readConfigFile(resolvePath(cwd, named), flags.config !== undefined ? `--${CONFIG_FILE.flag}` : CONFIG_FILE.env, false)
+  } else if (fallback !== undefined) {
+    raw = readConfigFile(resolvePath(cwd, fallback), DEFAULT_CONFIG_FILE.env, true) ?? {}
   }
   return resolveConfig(raw, { env, flags, cwd })
 }

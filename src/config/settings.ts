@@ -302,5 +302,16 @@ export const CONFIG_FILE = setting(v.path, {
   doc: 'the YAML file to read (relative to the working directory)',
 })
 
+/**
+ * Not a setting of the file either: a file read only if it exists. The container image sets it, so that a file
+ * mounted at /etc/regmirror/regmirror.yaml is read and a container without one starts on defaults and env.
+ */
+export const DEFAULT_CONFIG_FILE = setting(v.path, {
+  env: 'REGMIRROR_DEFAULT_CONFIG',
+  doc:
+    'a YAML file read only if it exists, when neither `--config` nor `REGMIRROR_CONFIG` names one (the container image ' +
+    'sets `/etc/regmirror/regmirror.yaml`); a file that exists but cannot be read is an error',
+})
+
 /** The resolved configuration other modules consume: every setting of SETTINGS but the `resolvedInto` ones. */
 export type Config = Resolved<typeof SETTINGS>

@@ -11,7 +11,7 @@ import { defaultOf, entries, getPath, isList, type Declaration } from '../../src
 import { renderTables, updateConfigDocs } from '../../src/config/docs.js'
 import { resolveConfig, type Config } from '../../src/config/load.js'
 import * as v from '../../src/config/values.js'
-import { CONFIG_FILE, SETTINGS } from '../../src/config/settings.js'
+import { CONFIG_FILE, DEFAULT_CONFIG_FILE, SETTINGS } from '../../src/config/settings.js'
 import { UPSTREAM_FIELDS } from '../../src/config/upstreams.js'
 
 const root = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..')
@@ -28,7 +28,12 @@ t.test('docs/configuration.md has the tables the declarations produce (npm run d
 })
 
 t.test('every declaration is complete and consistent', async (t) => {
-  const all: [string, Declaration][] = [['(config file)', CONFIG_FILE], ...entries(SETTINGS), ...entries(UPSTREAM_FIELDS)]
+  const all: [string, Declaration][] = [
+    ['(config file)', CONFIG_FILE],
+    ['(default config file)', DEFAULT_CONFIG_FILE],
+    ...entries(SETTINGS),
+    ...entries(UPSTREAM_FIELDS),
+  ]
   const envs = new Set<string>()
   const flags = new Set<string>(['help'])
   for (const [path, d] of all) {

@@ -450,6 +450,33 @@ t.test('YAML files', async (t) => {
     t.equal(upstream(c, 'ghcr.io')!.tagTtl, 90_000, 'bare number = seconds')
     t.equal(c.cache.maxSize, 10_000_000_000)
   })
+  // The container image sets REGMIRROR_DEFAULT_CONFIG=/etc/regmirror/regmirror.yaml: a mounted file is read, a
+  // container without one starts on defaults, and a file named explicitly still wins.
+  t.test('REGMIRROR_DEFAULT_CONFIG: read when it exists, no file when it does not', async (t) => {
+    const cwd = t.testdir({ 'default.yaml': 'listen: 127.0.0.1:5601\n', 'other.yaml': 'listen: 127.0.0.1:5602\n' })
+    const listen = async (env: Record<string, string>, flags = {}) => (await loadConfig({ env, flags, cwd })).listen
+    t.same(await listen({ REGMIRROR_DEFAULT_CONFIG: 'default.yaml' }), { host: '127.0.0.1', port: 5601 }, 'present: read')
+    t.same(await listen({ REGMIRROR_DEFAULT_CONFIG: 'absent.yaml' }), { host: '0.0.0.0', port: 5000 }, 'absent: defaults')
+    t.same(
+      await listen({ REGMIRROR_DEFAULT_CONFIG: 'default.yaml', REGMIRROR_CONFIG: 'other.yaml' }),
+      { host: '127.0.0.1', port: 5602 },
+      'REGMIRROR_CONFIG wins',
+    )
+    t.same(
+      await listen({ REGMIRROR_DEFAULT_CONFIG: 'default.yaml' }, { config: 'other.yaml' }),
+      { host: '127.0.0.1', port: 5602 },
+      '--config wins',
+    )
+    t.same(
+      await problemsOfAsync(loadConfig({ env: { REGMIRROR_DEFAULT_CONFIG: 'default.yaml', REGMIRROR_CONFIG: 'absent.yaml' }, cwd })),
+      [`REGMIRROR_CONFIG: cannot read ${join(cwd, 'absent.yaml')} (ENOENT)`],
+      'a file named explicitly must exist, even with a default set',
+    )
+    // Present but not a readable file (here a directory): a mistake to report, not a reason to start on defaults.
+    t.same(await problemsOfAsync(loadConfig({ env: { REGMIRROR_DEFAULT_CONFIG: '.' }, cwd })), [
+      `REGMIRROR_DEFAULT_CONFIG: cannot read ${cwd} (EISDIR)`,
+    ])
+  })
   t.test('no file: defaults only', async (t) => {
     const c = await loadConfig({ env: {} })
     t.equal(c.upstreams.length, Object.keys(WELL_KNOWN_UPSTREAMS).length)
