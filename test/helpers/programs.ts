@@ -29,6 +29,7 @@ export const DEBIAN_PACKAGE_OF: Readonly<Record<string, string>> = {
   chromium: 'chromium',
   go: 'golang-go',
   busybox: 'busybox',
+  debootstrap: 'debootstrap',
 }
 
 /**
@@ -39,7 +40,6 @@ export const DEBIAN_PACKAGE_OF: Readonly<Record<string, string>> = {
 export const GO_LIBRARY_PACKAGE_OF: Readonly<Record<string, string>> = {
   '/usr/share/gocode/src/github.com/Masterminds/sprig': 'golang-github-masterminds-sprig-dev',
   '/usr/share/gocode/src/gopkg.in/yaml.v3': 'golang-gopkg-yaml.v3-dev',
-  debootstrap: 'debootstrap',
 }
 
 /** Absolute path of `name` on PATH, or undefined. */

@@ -44,6 +44,8 @@ t.test(`hostile upstream fuzz: ${COUNT} requests under random faults (seed ${SEE
   const mirror = await startMirror(t, {
     upstreams: [{ name: 'docker.io', url: hub.url }],
     tagTtl: '20ms',
+    // The faults include 404s; remembered, they would outlive the faults and hide the recovery checked below.
+    negativeTtl: '0',
     cache: { maxSize: '1MiB' },
     retries: { attempts: 2, resumeAttempts: 2, backoff: '1ms' },
     offline: { failureThreshold: 1000 },
