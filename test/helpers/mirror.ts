@@ -51,7 +51,9 @@ export async function startMirror(t: Teardown, raw: Record<string, unknown>, opt
   }
   t.teardown(async () => {
     await close()
-    if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true })
+    // Retried: a fill the closed app gave up may still be removing its temp file (ENOTEMPTY seen under load), and a
+    // teardown that throws leaves the test's other servers open until tap's timeout.
+    if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 })
   })
   return { app, url: app.url(), tlsUrl: app.tlsUrl(), dataDir, logs, close }
 }
