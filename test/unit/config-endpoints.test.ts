@@ -3,20 +3,11 @@ import { Writable } from 'node:stream'
 import { parse as parseYamlText } from 'yaml'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { ConfigError, redactConfig, resolveConfig, type Config } from '../../src/config/load.js'
+import { redactConfig, resolveConfig, type Config } from '../../src/config/load.js'
 import { configCheck } from '../../src/config/check.js'
 import { endpointsOf, endpointTarget } from '../../src/config/endpoints.js'
 import { isPrivate, Registries } from '../../src/config/registries.js'
-
-function problemsOf(fn: () => unknown): string[] {
-  try {
-    fn()
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems
-    throw e
-  }
-  throw new Error('expected a ConfigError')
-}
+import { problemsOf } from '../helpers/config-problems.js'
 
 const upstream = (c: Config, name: string) => c.upstreams.find((u) => u.name === name)!
 

@@ -20,21 +20,12 @@ import { FLAGS_HELP, parseFlags } from '../../src/config/args.js'
 import { configCheck } from '../../src/config/check.js'
 import { formatDuration, formatSize } from '../../src/config/durations.js'
 import { WELL_KNOWN_UPSTREAMS, repoAllowed, ttlFor } from '../../src/config/schema.js'
+import { problemsOf } from '../helpers/config-problems.js'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
 const root = resolve(here, '../..')
 const fixtures = join(root, 'test/fixtures/config')
 const GiB = 1024 ** 3
-
-function problemsOf(fn: () => unknown): string[] {
-  try {
-    fn()
-  } catch (e) {
-    if (e instanceof ConfigError) return e.problems
-    throw e
-  }
-  throw new Error('expected a ConfigError')
-}
 
 async function problemsOfAsync(p: Promise<unknown>): Promise<string[]> {
   try {
