@@ -1,4 +1,5 @@
 /** Starting regmirror as a child process, finding distribution's pid, and reading peak RSS from /proc. */
+import { execFileSync } from 'node:child_process'
 import { readFile, readdir, writeFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -26,6 +27,8 @@ export interface RegmirrorOptions {
   /** How often to poll /v2/ while starting (ms). */
   pollMs?: number
   timeoutMs?: number
+  /** More `serve` flags, e.g. `['--workers', '2']`. */
+  extraArgs?: string[]
 }
 
 /** `node dist/cli.js serve` on a free loopback port, default upstream `bench` = upstreamUrl. */
@@ -52,6 +55,7 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Regmirror>
       opts.maxSize ?? '50GiB',
       '--log-level',
       opts.logLevel ?? 'info',
+      ...(opts.extraArgs ?? []),
     ],
     {
       env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('REGMIRROR_'))),
@@ -130,4 +134,43 @@ export async function resetPeakRss(pid: number): Promise<boolean> {
   } catch {
     return false
   }
+}
+
+/** Whether this build's `serve` has `--workers` (issue #16); today's main does not. */
+export function cliHasWorkers(cli = CLI): boolean {
+  return /--workers\b/.test(execFileSync(process.execPath, [cli, 'serve', '--help'], { encoding: 'utf8' }))
+}
+
+/** `pid` and every live descendant of it (node:cluster workers are children of the serve process), `pid` first. */
+export async function processTree(pid: number): Promise<number[]> {
+  const children = new Map<number, number[]>()
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = await readFile(`/proc/${entry}/stat`, 'utf8')
+      // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)])
+    } catch {
+      // gone
+    }
+  }
+  const out = [pid]
+  for (let i = 0; i < out.length; i++) out.push(...(children.get(out[i]!) ?? []))
+  return out
+}
+
+/** VmHWM of each process of the tree (bytes), by pid; a process that ended meanwhile is left out. */
+export async function peakRssOfTree(pid: number): Promise<Map<number, number>> {
+  const out = new Map<number, number>()
+  for (const p of await processTree(pid))
+    await peakRss(p).then(
+      (b) => out.set(p, b),
+      () => {},
+    )
+  return out
+}
+
+export async function resetPeakRssOfTree(pid: number): Promise<void> {
+  for (const p of await processTree(pid)) await resetPeakRss(p)
 }

@@ -31,6 +31,8 @@ export interface DistributionOptions {
   linkBytesPerSecond?: number
   /** Where the counting proxy in front listens, whether it speaks TLS, whom it lets in (counting-proxy.ts). */
   front?: Pick<CountingProxyOptions, 'host' | 'tls' | 'onlyFrom'>
+  /** Each line distribution prints (its access log is on stdout): the bench counts upstream bytes from it. */
+  onLine?: (line: string, stream: 'stdout' | 'stderr') => void
   /** Registers stop() with t.teardown. */
   t?: TestContext
 }
@@ -137,6 +139,7 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
           // REGISTRY_* variables override the config file: keep the host's out.
           env: { ...withoutRegistryEnv(process.env), HOME: dir },
           cwd: dir,
+          ...(opts.onLine !== undefined ? { onLine: opts.onLine } : {}),
         })
       },
       async (port) => {
