@@ -29,6 +29,9 @@ export interface RegmirrorOptions {
   timeoutMs?: number
   /** More `serve` flags, e.g. `['--workers', '2']`. */
   extraArgs?: string[]
+  /** Another build than CLI (bench/ab.ts), and node flags before it (e.g. --cpu-prof). */
+  cli?: string
+  nodeArgs?: string[]
 }
 
 /** `node dist/cli.js serve` on a free loopback port, default upstream `bench` = upstreamUrl. */
@@ -41,7 +44,8 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Regmirror>
     'regmirror',
     process.execPath,
     [
-      CLI,
+      ...(opts.nodeArgs ?? []),
+      opts.cli ?? CLI,
       'serve',
       '--listen',
       `127.0.0.1:${port}`,
