@@ -93,12 +93,12 @@ function rowsOf(x: ReportInput): Row[] {
         ...wall(`conc${n}-skopeo`),
         goal: { of: 'ratio', op: '≤', target: 0.35 },
       },
-      {
-        name: `${n} concurrent cold pulls, skopeo: failed pulls, run again`,
+      ...(['skopeo', 'client'] as const).map((c) => ({
+        name: `${n} concurrent cold pulls, ${c === 'client' ? 'client.ts' : c}: failed pulls, run again`,
         unit: 'count',
         digits: 0,
-        ...both((m) => val<{ failures: number }>(`conc${n}-skopeo`, m)?.failures),
-      },
+        ...both((m) => val<{ failures: number }>(`conc${n}-${c}`, m)?.failures),
+      })),
       { name: `${n} concurrent cold pulls, client.ts (skopeo's row counts): wall`, unit: 's', digits: 2, ...wall(`conc${n}-client`) },
     ]),
     {
