@@ -102,7 +102,8 @@ for (let round = 0; round < rounds; round++) {
       const started = performance.now()
       const got = await all()
       add('cold wall ms', v.label, performance.now() - started)
-      if (got.some((n) => n !== size)) throw new Error(`${v.label}: a response was short`)
+      const short = got.filter((n) => n !== size)
+      if (short.length > 0) throw new Error(`${v.label}: ${short.length} responses short: ${short.join(', ')} of ${size} bytes`)
       if (hits > 0) {
         const hitStart = performance.now()
         for (let h = 0; h < hits; h++) if ((await all()).some((n) => n !== size)) throw new Error(`${v.label}: a hit was short`)
@@ -116,6 +117,14 @@ for (let round = 0; round < rounds; round++) {
       const rss = [...(await peakRssOfTree(r.pid)).values()]
       add('VmHWM MiB, all processes', v.label, rss.reduce((a, b) => a + b, 0) / 2 ** 20)
       add('VmHWM MiB, largest process', v.label, Math.max(...rss) / 2 ** 20)
+    } catch (err) {
+      // regmirror's own warnings and errors say why (the last few).
+      const lines = r.program
+        .output()
+        .split('\n')
+        .filter((l) => /"level":(4|5|6)\d/.test(l))
+      console.error(lines.slice(-10).join('\n'))
+      throw err
     } finally {
       await r.stop()
       await rm(dataDir, { recursive: true, force: true })

@@ -1,6 +1,8 @@
 /** Starting regmirror as a child process, finding distribution's pid, and reading peak RSS from /proc. */
 import { execFileSync } from 'node:child_process'
 import { readFile, readdir, writeFile } from 'node:fs/promises'
+import { get } from 'node:http'
+import { availableParallelism } from 'node:os'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort } from '../test/helpers/free-port.js'
@@ -89,6 +91,7 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Regmirror>
     }
     await new Promise((r) => setTimeout(r, pollMs))
   }
+  await everyWorkerReady(url, deadline)
   // The log line and the first answer race by a few ms; give the line a moment to arrive through the pipe.
   await waitUntilReady(program, async () => listeningAt !== undefined, 2000).catch(() => {})
   return {
@@ -97,6 +100,30 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Regmirror>
     program,
     startup: { listeningMs: listeningAt === undefined ? undefined : listeningAt - spawnedAt, readyMs: readyAt - spawnedAt },
     stop: () => program.stop(),
+  }
+}
+
+/**
+ * With several worker processes, /v2/ answering on one says nothing of the others, which may still be rebuilding
+ * their index (503 to every registry request). Waits for /readyz to answer 200 on enough new connections in a row
+ * that each worker was asked (node:cluster hands connections round-robin). A build without /readyz (404) passes.
+ */
+async function everyWorkerReady(url: string, deadline: number): Promise<void> {
+  const status = (): Promise<number> =>
+    new Promise((ok) => {
+      const req = get(`${url}/readyz`, { agent: false, timeout: 2000 }, (res) => {
+        res.resume()
+        ok(res.statusCode ?? 0)
+      })
+      req.on('timeout', () => req.destroy()).on('error', () => ok(0))
+    })
+  for (let inARow = 0; inARow < 2 * availableParallelism() + 4;) {
+    const code = await status()
+    inARow = code === 200 || code === 404 ? inARow + 1 : 0
+    if (inARow === 0) {
+      if (Date.now() > deadline) throw new Error(`regmirror at ${url}: /readyz still ${code}`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
   }
 }
 

@@ -15,6 +15,8 @@ export interface Measured {
   upstream: Traffic
   /** VmHWM by pid of the mirror's process tree, reset before the workload. */
   peakRss: Map<number, number>
+  /** The machine's 1-minute load average when the workload started: how quiet the run was. */
+  load: number
 }
 interface Goal {
   /** 'ratio': regmirror / distribution against target; 'value': regmirror's own value. */
@@ -195,7 +197,7 @@ export async function report(x: ReportInput): Promise<void> {
     Object.entries(x.res).map(([key, r]) => {
       const d = r[m]!
       const rss = [...d.peakRss.values()].reduce((a, b) => a + b, 0)
-      return `| ${m} | ${key} | ${d.upstream.requests} | ${d.upstream.manifestRequests} | ${d.upstream.blobGets} | ${(d.upstream.bytes / MiB).toFixed(1)} | ${(rss / MiB).toFixed(1)} |`
+      return `| ${m} | ${key} | ${d.upstream.requests} | ${d.upstream.manifestRequests} | ${d.upstream.blobGets} | ${(d.upstream.bytes / MiB).toFixed(1)} | ${(rss / MiB).toFixed(1)} | ${d.load.toFixed(1)} |`
     }),
   )
   const generated = [
@@ -209,10 +211,10 @@ export async function report(x: ReportInput): Promise<void> {
     '|---|---|---:|---:|---:|---|---|',
     ...cells.map((c) => `| ${c.join(' | ')} |`),
     '',
-    "Per workload: the upstream's access log (requests, manifest requests, blob GETs, body MiB) and the mirror's peak RSS (sum over its processes).",
+    `Per workload: the upstream's access log (requests, manifest requests, blob GETs, body MiB), the mirror's peak RSS (sum over its processes) and the machine's load average as it started (${cpus().length} CPUs).`,
     '',
-    '| mirror | workload | requests | manifest | blob GETs | body MiB | peak RSS MiB |',
-    '|---|---|---:|---:|---:|---:|---:|',
+    '| mirror | workload | requests | manifest | blob GETs | body MiB | peak RSS MiB | load |',
+    '|---|---|---:|---:|---:|---:|---:|---:|',
     ...details,
     '',
   ].join('\n')

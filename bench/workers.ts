@@ -8,6 +8,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { stat } from 'node:fs/promises'
+import { loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { startDistribution, type Distribution } from '../test/helpers/distribution.js'
@@ -155,12 +156,13 @@ async function main(): Promise<void> {
         await access.settle(200)
         const before = access.records.length
         await resetPeakRssOfTree(m.pid)
+        const load = loadavg()[0]!
         const value = await w.run(m)
         const errors = (value as { errors?: string[] }).errors ?? []
         if (errors.length > 0) log(`${m.name}: ${errors.length} pulls failed and were run again; the first: ${errors[0]}`)
         await access.settle()
         const up: Traffic = traffic(access.records.slice(before))
-        ;(res[w.key] ??= {})[m.name] = { value, upstream: up, peakRss: await peakRssOfTree(m.pid) }
+        ;(res[w.key] ??= {})[m.name] = { value, upstream: up, peakRss: await peakRssOfTree(m.pid), load }
       }
     }
     const sizes: Record<string, number> = Object.fromEntries(Object.entries(images).map(([k, i]) => [k, i.layout.totalBytes]))
