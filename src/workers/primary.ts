@@ -38,6 +38,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
   const fork = (slot: number, crashes: number) => {
     const worker = cluster.fork({ [WORKER_SLOT_ENV]: String(slot) })
     slots.set(slot, { worker, started: Date.now(), crashes })
+    plog.info({ slot, pid: worker.process.pid }, 'worker started')
     const rpc = new Rpc<WorkerApi, PrimaryApi>(portOf(worker), state.handlers(worker.id))
     const link = { id: worker.id, rpc }
     state.add(link)
