@@ -18,6 +18,8 @@ export class IndexHost {
     readonly index: LruIndex,
     /** Sends the changes and totals to every worker (batched per turn of the event loop). */
     private readonly broadcast: (m: { changes: IndexChange[]; stats: IndexStats }) => void,
+    /** Whether a worker still runs: an answer that comes after it died must not leave a hold or a reservation behind. */
+    private readonly alive: (worker: number) => boolean = () => true,
   ) {
     index.onChange = (c) => {
       this.pending.push(c)
@@ -39,6 +41,10 @@ export class IndexHost {
 
   async reserve(worker: number, size: number): Promise<boolean> {
     const ok = await this.index.reserve(size)
+    if (ok && !this.alive(worker)) {
+      this.index.release(size)
+      return false
+    }
     if (ok) this.reserved.set(worker, (this.reserved.get(worker) ?? 0) + size)
     return ok
   }
@@ -58,7 +64,8 @@ export class IndexHost {
   /** adopt + acquire for `worker`, in one step so no eviction comes between them. */
   async hold(worker: number, digest: string): Promise<number | undefined> {
     const size = await this.index.adopt(digest)
-    if (size !== undefined) this.acquire(worker, digest)
+    if (size === undefined || !this.alive(worker)) return undefined
+    this.acquire(worker, digest)
     return size
   }
 

@@ -132,21 +132,28 @@ export class SharedFillsClient implements SharedFills {
       this.rpc.notify('fill.leave', digest)
       this.rpc.notify('index.releaseUse', digest)
     }
+    // Listening before the file is opened: the owner may report its end meanwhile.
+    const fill = new FollowedFill(size, written)
+    let set = this.followed.get(digest)
+    if (!set) this.followed.set(digest, (set = new Set()))
+    set.add(fill)
+    const unlist = () => {
+      set.delete(fill)
+      if (set.size === 0 && this.followed.get(digest) === set) this.followed.delete(digest)
+    }
     let fh: FileHandle
     try {
       fh = await open(path, 'r')
     } catch (err) {
+      unlist()
       leave()
+      // Gone already: committed (a hit now) or failed (the next claim says).
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { cached: true }
       throw err
     }
-    const fill = new FollowedFill(size, written, fh)
-    let set = this.followed.get(digest)
-    if (!set) this.followed.set(digest, (set = new Set()))
-    set.add(fill)
+    fill.fh = fh
     const forget = () => {
-      set.delete(fill)
-      if (set.size === 0 && this.followed.get(digest) === set) this.followed.delete(digest)
+      unlist()
       void fh.close().catch(() => {})
       leave()
     }
@@ -160,10 +167,12 @@ class FollowedFill extends EventEmitter<{ change: [] }> implements FillView {
   state: FillView['state'] = 'running'
   error: RegmirrorError | undefined
 
+  /** Set once the file is open, before any reader exists. */
+  fh!: FileHandle
+
   constructor(
     readonly size: number,
     public written: number,
-    private readonly fh: FileHandle,
   ) {
     super()
     this.setMaxListeners(0)

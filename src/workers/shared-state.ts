@@ -41,9 +41,13 @@ export class SharedState {
     private readonly log: Logger,
   ) {
     const index = new LruIndex(store, config.cache.maxSize, config.cache.touchInterval, this.metrics, log)
-    this.host = new IndexHost(index, (m) => {
-      for (const w of this.workers.values()) w.rpc.notify('index.changes', m)
-    })
+    this.host = new IndexHost(
+      index,
+      (m) => {
+        for (const w of this.workers.values()) w.rpc.notify('index.changes', m)
+      },
+      (w) => this.workers.has(w),
+    )
     this.board = new FillBoard({
       cached: (d) => index.has(d),
       acquire: (w, d) => this.host.acquire(w, d),

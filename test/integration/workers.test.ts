@@ -39,6 +39,12 @@ t.test('concurrent cold clients of one blob on several workers: one upstream dow
   }
   t.equal(fake.count({ server: 'cdn', method: 'GET' }), 1, 'one upstream download for all clients')
   t.same([...workersServing(m.logs(), path)].sort(), [1, 2], 'the clients were served by both workers')
+  // One /metrics answers for every process: the counters summed, each process's memory apart.
+  const metrics = await (await fetch(`${m.url}/metrics`)).text()
+  t.match(metrics, /^regmirror_fills_started_total 1$/m, 'one fill started, counted across the workers')
+  t.match(metrics, /^regmirror_fill_readers_joined_total 7$/m, 'the seven other clients joined it, here or on the other worker')
+  for (const w of ['0', '1', '2'])
+    t.match(metrics, new RegExp(`^regmirror_process_resident_memory_bytes\\{worker="${w}"\\} \\d+`, 'm'), `RSS of process ${w}`)
 })
 
 /** pids of the workers started so far, by slot, in order (a restarted worker adds a second pid). */
