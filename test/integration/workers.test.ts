@@ -3,9 +3,11 @@ import { readdir, stat } from 'node:fs/promises'
 import { get as httpGet } from 'node:http'
 import { join } from 'node:path'
 import t from 'tap'
+import { makeCa, makeServerCert } from '../helpers/certs.js'
 import { runCli } from '../helpers/cli.js'
 import { fetchBody, files, tempDir, until } from '../helpers/crash-tools.js'
 import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
+import { h2connect, h2get } from '../helpers/h2-client.js'
 import { startMirrorProcess } from '../helpers/mirror-process.js'
 import { sleep } from '../helpers/sleep.js'
 
@@ -188,3 +190,33 @@ t.test(
     t.ok(fills.some((w) => w.size > 0) && new Set(fills.flatMap((w) => [...w])).size === 2, 'the fills ran on both workers')
   },
 )
+
+t.test('workers accept on the TLS listener too (HTTP/2), port 0 included, and share its downloads with the plain one', async (t) => {
+  const fake = await startFakeRegistry()
+  t.teardown(() => fake.close())
+  const blob = randomBytes(2 * 1024 * 1024)
+  const digest = fake.addBlob(blob)
+  fake.fault({ kind: 'slow', bytesPerSecond: 1_000_000, match: { server: 'cdn' } })
+  const data = await tempDir(t)
+  const ca = await makeCa(data)
+  const { cert, key } = await makeServerCert(ca, 'mirror')
+  const m = await startMirrorProcess(['--data', data, '--upstream', `docker.io=${fake.url}`, '--workers', '2'], {
+    REGMIRROR_TLS_CERT: cert,
+    REGMIRROR_TLS_KEY: key,
+    REGMIRROR_TLS_LISTEN: '127.0.0.1:0',
+  })
+  t.teardown(() => m.program.stop())
+  const listening = JSON.parse(m.logs().find((l) => l.includes('"regmirror listening"'))!) as { tls: { port: number } }
+  t.ok(listening.tls.port > 0, 'the one listening line names the TLS port')
+  const sessions = await Promise.all([0, 1, 2, 3].map(() => h2connect(`https://127.0.0.1:${listening.tls.port}`, ca.caCert)))
+  t.teardown(() => sessions.forEach((s) => s.close()))
+  const path = `/v2/library/tls/blobs/${digest}`
+  const [plain, ...overTls] = await Promise.all([fetchBody(`${m.url}${path}`), ...sessions.map((s) => h2get(s, path))])
+  if (plain instanceof Error) throw plain
+  for (const r of [plain, ...overTls]) {
+    t.equal(r.status, 200)
+    t.equal(sha256(r.body), digest)
+  }
+  t.equal(fake.count({ server: 'cdn', method: 'GET' }), 1, 'one download for both listeners')
+  t.same([...workersServing(m.logs(), path)].sort(), [1, 2], 'TLS sessions reached both workers')
+})
