@@ -11,11 +11,15 @@ import { h2connect, h2get } from '../helpers/h2-client.js'
 import { startMirrorProcess } from '../helpers/mirror-process.js'
 import { sleep } from '../helpers/sleep.js'
 
-/** The `worker` of each log line about a request for `path`. */
-function workersServing(logs: string[], path: string): Set<number> {
+/**
+ * The workers whose request log lines name `path`, once `requests` of them are there (a line is written
+ * when its response ends, and read from the pipe a little later).
+ */
+async function workersServing(logs: () => string[], path: string, requests: number): Promise<Set<number>> {
+  const lines = () => logs().filter((l) => l.includes(path) && l.includes('"worker":'))
+  await until(`${requests} request log lines`, async () => lines().length >= requests)
   const seen = new Set<number>()
-  for (const line of logs) {
-    if (!line.includes(path)) continue
+  for (const line of lines()) {
     const rec = JSON.parse(line) as { worker?: number }
     if (typeof rec.worker === 'number' && rec.worker > 0) seen.add(rec.worker)
   }
@@ -40,7 +44,7 @@ t.test('concurrent cold clients of one blob on several workers: one upstream dow
     t.equal(sha256(r.body), digest, 'verified bytes')
   }
   t.equal(fake.count({ server: 'cdn', method: 'GET' }), 1, 'one upstream download for all clients')
-  t.same([...workersServing(m.logs(), path)].sort(), [1, 2], 'the clients were served by both workers')
+  t.same([...(await workersServing(m.logs, path, 8))].sort(), [1, 2], 'the clients were served by both workers')
   // One /metrics answers for every process: the counters summed, each process's memory apart.
   const metrics = await (await fetch(`${m.url}/metrics`)).text()
   t.match(metrics, /^regmirror_fills_started_total 1$/m, 'one fill started, counted across the workers')
@@ -186,7 +190,7 @@ t.test(
     await poller
     t.ok(peak <= cap, `blobs/ and tmp/ never held more than the cap (peak ${peak} of ${cap})`)
     t.ok((await bytesIn(join(data, 'blobs'))) <= cap, 'nor at the end')
-    const fills = [...digests.slice(1)].map((d) => workersServing(m.logs(), `/v2/library/lru/blobs/${d}`))
+    const fills = await Promise.all(digests.slice(1).map((d) => workersServing(m.logs, `/v2/library/lru/blobs/${d}`, 1)))
     t.ok(fills.some((w) => w.size > 0) && new Set(fills.flatMap((w) => [...w])).size === 2, 'the fills ran on both workers')
   },
 )
@@ -218,5 +222,5 @@ t.test('workers accept on the TLS listener too (HTTP/2), port 0 included, and sh
     t.equal(sha256(r.body), digest)
   }
   t.equal(fake.count({ server: 'cdn', method: 'GET' }), 1, 'one download for both listeners')
-  t.same([...workersServing(m.logs(), path)].sort(), [1, 2], 'TLS sessions reached both workers')
+  t.same([...(await workersServing(m.logs, path, 5))].sort(), [1, 2], 'TLS sessions reached both workers')
 })
