@@ -55,6 +55,17 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
       rpc.close()
       void state.gone(worker.id)
       if (stopping) return
+      if (!announced) {
+        // Before the mirror ever listened (an address in use, a key that does not load): the start failed, as a
+        // single process's would, rather than a crash loop. The worker printed the reason.
+        stopping = true
+        plog.error({ slot, code, signal }, 'a worker failed to start; stopping')
+        void drainAll(
+          [...slots.values()].map((x) => x.worker),
+          5000,
+        ).then(() => process.stderr.write('', () => process.exit(1)))
+        return
+      }
       const s = slots.get(slot)
       const healthy = s !== undefined && Date.now() - s.started > HEALTHY_AFTER_MS
       const next = healthy ? 0 : crashes + 1
