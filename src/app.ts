@@ -4,17 +4,17 @@ import { Peers } from './cluster/peers.js'
 import { Visibility } from './access/visibility.js'
 import type { Services } from './app-types.js'
 import { BlobStore } from './cache/blob-store.js'
-import { Fills } from './cache/fills.js'
+import { Fills, type SharedFills } from './cache/fills.js'
 import { Hits } from './cache/hits.js'
 import { ContentLinks } from './cache/links.js'
-import { LruIndex } from './cache/lru-index.js'
+import { LruIndex, type CacheIndex } from './cache/lru-index.js'
 import { MetadataStore } from './cache/metadata-store.js'
 import { Registries, isPrivate } from './config/registries.js'
 import type { Config } from './config/schema.js'
 import { closeNow, drain, listenAll, urlOf } from './http/lifecycle.js'
 import { createListeners, type Listeners } from './http/server.js'
 import { watchFiles } from './file-watch.js'
-import { Kv } from './kv.js'
+import { Kv, type ForwardStore } from './kv.js'
 import { createLogger, type Logger } from './log.js'
 import { Metrics } from './metrics.js'
 import { parseDigest } from './oci/reference.js'
@@ -36,7 +36,7 @@ import { KvTokens } from './upstream/token-store.js'
 /** The services and the parts under them (tests and shutdown reach into the parts). */
 export interface AppParts extends Services {
   store: BlobStore
-  index: LruIndex
+  index: CacheIndex
   metadata: MetadataStore
   pins: Pins
   upstream: UpstreamClient
@@ -62,6 +62,24 @@ export interface App {
 
 export interface AppOptions {
   logger?: Logger
+  /** This process is one of several workers (src/workers/worker.ts). */
+  worker?: WorkerRole
+}
+
+/** What a worker shares with the others through the primary (docs/architecture.md, "Workers"). */
+export interface WorkerRole {
+  /** 1…N; logs and the process metrics carry it. */
+  id: number
+  /** The primary's index, seen from here. */
+  index: CacheIndex
+  /** Downloads: one per digest across the workers. */
+  fills: SharedFills
+  /** The primary's in-memory tag records and tokens; undefined with Redis (each worker connects to it). */
+  kv?: ForwardStore
+  /** Every process's metrics, aggregated by the primary. */
+  metrics(): Promise<string>
+  /** Listening and ready: the primary logs the one "regmirror listening" line once every worker is. */
+  listening(addrs: { plain: AddressInfo; tls?: AddressInfo }): void
 }
 
 /**
@@ -69,7 +87,7 @@ export interface AppOptions {
  * draws the layers). Nothing happens on import.
  */
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
-  const parts = await openParts(config, opts.logger ?? createLogger(config.log.level), { warmLater: true })
+  const parts = await openParts(config, opts.logger ?? createLogger(config.log.level), { warmLater: true, worker: opts.worker })
   const { log, status } = parts
   const listeners = createListeners(parts)
   let addrs: { plain: AddressInfo; tls?: AddressInfo } | undefined
@@ -84,6 +102,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       status.ready = true
       const at = (a: AddressInfo | undefined) => a && { address: a.address, port: a.port }
       const upstreams = config.upstreams.map((u) => u.name)
+      if (opts.worker) {
+        opts.worker.listening(addrs)
+        return addrs.plain
+      }
       log.info({ ...at(addrs.plain), tls: at(addrs.tls), dataDir: config.dataDir, upstreams }, 'regmirror listening')
       return addrs.plain
     },
@@ -109,8 +131,12 @@ export interface OpenParts extends AppParts {
   close(): Promise<void>
 }
 
-export async function openParts(config: Config, log: Logger, opts: { tool?: boolean; warmLater?: boolean } = {}): Promise<OpenParts> {
-  const parts = await buildParts(config, log, opts.tool === true)
+export async function openParts(
+  config: Config,
+  log: Logger,
+  opts: { tool?: boolean; warmLater?: boolean; worker?: WorkerRole } = {},
+): Promise<OpenParts> {
+  const parts = await buildParts(config, log, opts.tool === true, opts.worker)
   const { index, blobs, upstream, metadata, pins, store, peers } = parts
   // preload and import may add to this directory while a mirror runs on it: new content is found
   // on its first miss (the index adopts it), new pins and changed tags when they say so here.
@@ -149,22 +175,25 @@ export async function openParts(config: Config, log: Logger, opts: { tool?: bool
   return open
 }
 
-async function buildParts(config: Config, log: Logger, tool: boolean): Promise<AppParts> {
-  const metrics = new Metrics()
+async function buildParts(config: Config, log: Logger, tool: boolean, worker?: WorkerRole): Promise<AppParts> {
+  const metrics = new Metrics({ worker: worker?.id })
+  if (worker) metrics.exposition = () => worker.metrics()
   const registries = new Registries(config)
   const store = new BlobStore(config.dataDir)
-  await store.init({ clearTmp: !tool })
-  const index = new LruIndex(store, config.cache.maxSize, config.cache.touchInterval, metrics, log)
-  const kv = await Kv.open(config.metadata, log)
+  // A worker leaves tmp/ alone: the other workers' downloads are there (the primary cleared it).
+  await store.init({ clearTmp: !tool && !worker })
+  const local = worker ? undefined : new LruIndex(store, config.cache.maxSize, config.cache.touchInterval, metrics, log)
+  const index: CacheIndex = worker?.index ?? (local as LruIndex)
+  const kv = await Kv.open({ ...config.metadata, forward: worker?.kv }, log)
   const metadata = new MetadataStore(store.layout, kv, true)
   // Eviction removes a manifest's media-type record first, so verify can tell an evicted tag from a lost one.
-  index.beforeRemove = (digest) => metadata.deleteManifestInfo(parseDigest(digest))
+  if (local) local.beforeRemove = (digest) => metadata.deleteManifestInfo(parseDigest(digest))
   const pins = new Pins(registries, store, metadata, index, log)
   // Only a shared store is worth a second lookup: in memory it would just be a copy of the client's own.
   const upstream = new UpstreamClient(config, log, metrics, kv.shared ? { sharedTokens: new KvTokens(kv) } : {})
   const report = new Reporter(metrics, log, upstream.incidents)
   const links = await ContentLinks.open(store.layout, config.upstreams.some(isPrivate))
-  const fills = new Fills(store, index, log, config.retries.resumeAttempts)
+  const fills = new Fills(store, index, log, config.retries.resumeAttempts, worker?.fills)
   const negative = new NegativeCache(metrics)
   const manifests = new ManifestService(store, index, metadata, upstream, metrics, report, links, negative, pins)
   const tags = new TagService(metadata, manifests, upstream, metrics, report, links, negative, pins)

@@ -11,6 +11,19 @@ export interface KvOptions {
   opTimeoutMs?: number
   /** How many records the in-memory store keeps; the least recently used go first. */
   memoryEntries?: number
+  /**
+   * Worker processes without Redis: a store that forwards to the primary's in-memory one (one copy
+   * for all workers, src/workers/). Cleared like the in-memory store when the data directory changes.
+   */
+  forward?: ForwardStore
+}
+
+/** A keyv store (Map-like, async) kept by another process. */
+export interface ForwardStore {
+  get(key: string): Promise<unknown>
+  set(key: string, value: unknown, ttl?: number): Promise<unknown>
+  delete(key: string): Promise<boolean>
+  clear(): Promise<void>
 }
 
 /**
@@ -24,6 +37,11 @@ class MemoryRecords extends LRUCache<string, object> {
 }
 
 const MEMORY_ENTRIES = 100_000
+
+/** The in-memory store's records, for a process that keeps them for others (the primary of workers). */
+export function memoryRecords(entries = MEMORY_ENTRIES): Map<string, object> {
+  return new MemoryRecords({ max: entries }) as unknown as Map<string, object>
+}
 
 /**
  * The key-value store behind tag records and tokens: keyv in memory, or over Redis to share it
@@ -42,6 +60,8 @@ export class Kv {
     /** Whether other processes see what this store holds (Redis). */
     readonly shared: boolean,
     opTimeoutMs: number,
+    /** Cleared by clearLocal although shared: the primary's store, which only this machine's workers see. */
+    private readonly forwarded = false,
   ) {
     this.opTimeoutMs = opTimeoutMs
     keyv.on('error', (err: unknown) => this.logError(err))
@@ -51,6 +71,16 @@ export class Kv {
     const timeout = opts.opTimeoutMs ?? 1000
     // In memory there is nothing to serialise for: records are stored as they are (and never
     // mutated; callers replace them), which keeps a JSON round trip off every tag request.
+    if (!opts.redis && opts.forward) {
+      // Stored as they are, as in memory: the channel to the primary copies them (structured clone).
+      return new Kv(
+        new Keyv({ store: opts.forward, namespace: opts.prefix, serialize: undefined, deserialize: undefined }),
+        log,
+        true,
+        timeout,
+        true,
+      )
+    }
     if (!opts.redis) {
       const store = new MemoryRecords({ max: opts.memoryEntries ?? MEMORY_ENTRIES })
       return new Kv(new Keyv({ store, namespace: opts.prefix, serialize: undefined, deserialize: undefined }), log, false, timeout)
@@ -84,7 +114,7 @@ export class Kv {
 
   /** Empties an in-memory store (tokens are fetched again, tags read again from disk); a shared one is left alone. */
   async clearLocal(): Promise<void> {
-    if (!this.shared) await this.op(() => this.keyv.clear())
+    if (!this.shared || this.forwarded) await this.op(() => this.keyv.clear())
   }
 
   async close(): Promise<void> {

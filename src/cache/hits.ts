@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream'
 import type { Logger } from '../log.js'
 import type { Digest } from '../oci/reference.js'
 import type { BlobStore } from './blob-store.js'
-import type { LruIndex } from './lru-index.js'
+import type { CacheIndex } from './lru-index.js'
 
 /** A blob a response is about to stream: from the cache, or from a fill in progress. */
 export interface BlobHandle {
@@ -28,15 +28,14 @@ export interface BlobHandle {
 export class Hits {
   constructor(
     private readonly store: BlobStore,
-    private readonly index: LruIndex,
+    private readonly index: CacheIndex,
     private readonly log: Logger,
   ) {}
 
   async open(d: Digest): Promise<BlobHandle | undefined> {
-    const size = await this.index.adopt(d.value)
-    if (size === undefined) return undefined
     // Held from before the open, so eviction cannot delete the file between the open and the reads.
-    this.index.acquire(d.value)
+    const size = await this.index.hold(d.value)
+    if (size === undefined) return undefined
     let fd: number
     try {
       fd = await this.store.openForRead(d, size)

@@ -18,6 +18,7 @@
  * the flags, of `--help`, of `config check` and of the docs' rows; and a resolve() may read (ctx.get) only
  * settings declared before it.
  */
+import { availableParallelism } from 'node:os'
 import { resolve as resolvePath } from 'node:path'
 import { autoMaxSizeFor } from './auto-size.js'
 import { setting, type Resolved } from './declare.js'
@@ -233,6 +234,19 @@ export const SETTINGS = {
     doc:
       'streams one HTTP/2 connection may have open at once; together with the stream-reset, SETTINGS and PING limits of Node ' +
       "(nghttp2) it keeps one client's flood from starving the others",
+  }),
+  'server.workers': setting(v.integer(1), {
+    optional: true,
+    docDefault: "the machine's available parallelism (`os.availableParallelism()`)",
+    env: 'REGMIRROR_WORKERS',
+    flag: 'workers',
+    arg: 'N',
+    help: 'worker processes sharing one cache (default: one per core; 1 = a single process)',
+    doc:
+      'worker processes that all accept on the listeners and share one cache, one download per blob, the tag records and ' +
+      'tokens (docs/architecture.md, "Workers"); `1` runs everything in one process',
+    // Resolved: a count, measured on this machine when not given.
+    resolve: (n: number | undefined): number => n ?? availableParallelism(),
   }),
   'auth.htpasswd': setting(v.path, {
     optional: true,

@@ -51,9 +51,18 @@ export class BlobService {
     if (hit) return hit
     let fill = this.fills.joinable(d)
     if (!fill && up.offline) throw notCachedOffline(up, 'blob', repo, d.value)
+    if (!fill && this.fills.shared) {
+      // Worker processes: another worker may be downloading it (follow it) or have just cached it.
+      const other = await this.fills.shared.share(d)
+      if (other.handle) this.metrics.fillReadersJoined.inc()
+      if (other.handle) return other.handle
+      const now = other.cached ? await this.hits.open(d) : undefined
+      if (now) return now
+      fill = this.fills.joinable(d)
+    }
     const joined = fill !== undefined
     if (fill) this.metrics.fillReadersJoined.inc()
-    else fill = await this.startFill(up, repo, d, opts.local === true)
+    else fill = await this.startOwnFill(up, repo, d, opts.local === true)
     // Holds the fill's file (or memory window) for this request even if the download ends before it reads.
     const hold = fill.attach()
     let size: number | undefined
@@ -156,6 +165,16 @@ export class BlobService {
     if (len === undefined)
       throw new RegmirrorError('UPSTREAM_ERROR', `${up.name} did not give the blob's size`, { detail: { upstream: up.name } })
     return { size: len, cache: 'miss' }
+  }
+
+  /** startFill, giving back the claim the other workers wait on when it cannot start. */
+  private async startOwnFill(up: UpstreamConfig, repo: string, d: Digest, local: boolean): Promise<Fill> {
+    try {
+      return await this.startFill(up, repo, d, local)
+    } catch (err) {
+      this.fills.shared?.abandon(d)
+      throw err
+    }
   }
 
   private async startFill(up: UpstreamConfig, repo: string, d: Digest, local: boolean) {

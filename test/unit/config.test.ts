@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process'
 import { writeFileSync, chmodSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Writable } from 'node:stream'
@@ -148,7 +149,9 @@ t.test('defaults', async (t) => {
     tls: { listen: { host: '0.0.0.0', port: 5443 } },
     reloadInterval: 10_000,
     http2: { maxConcurrentStreams: 250 },
+    workers: availableParallelism(),
   })
+  t.equal(resolveConfig({ server: { workers: 1 } }, { cwd }).server.workers, 1, 'one worker: a single process')
   t.same(c.auth, { realm: 'regmirror', anonymous: { cidrs: [] }, rules: [] })
   t.same(resolveConfig(null, { cwd }), c, 'an empty YAML document means defaults')
 })
