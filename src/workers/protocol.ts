@@ -6,7 +6,8 @@
  *   index.pins (this worker's pinned digests), fill.started / fill.running / fill.progress / fill.done /
  *   fill.failed (a download this worker owns), fill.leave (a follower is done), ready (listening).
  * primary → worker events: index.changes (entries added or removed, the totals), fill.progress,
- *   fill.done, fill.failed (a download another worker owns, for its followers here).
+ *   fill.done, fill.failed (a download another worker owns, for its followers here), kv.changed (a
+ *   record another worker wrote or deleted, '' for all: drop the local copy).
  */
 
 export interface IndexStats {

@@ -2,6 +2,16 @@ import type { CacheIndex, IndexChange } from '../cache/lru-index.js'
 import type { IndexSnapshot, IndexStats, PrimaryApi } from './protocol.js'
 import type { Rpc } from './rpc.js'
 
+const LINGER_MS = 1000
+
+interface Held {
+  readers: number
+  size: number
+  /** When index.touch was last sent for it. */
+  touched: number
+  timer?: NodeJS.Timeout
+}
+
 /**
  * A worker's view of the primary's LruIndex (docs/architecture.md, "Workers"). The primary owns the
  * index: everything that changes it (reservations, commits, adoption, in-use holds, pins, access
@@ -13,6 +23,12 @@ import type { Rpc } from './rpc.js'
  */
 export class RemoteIndex implements CacheIndex {
   private readonly entries = new Map<string, number>()
+  /**
+   * Holds this worker has with the primary, by digest: kept LINGER_MS after the last reader, so a
+   * blob or manifest read again and again costs one round trip, not one per request. The primary
+   * still knows of every hold (eviction skips it); a lingering one only delays that blob's eviction.
+   */
+  private readonly held = new Map<string, Held>()
   private stats: IndexStats = { bytes: 0, count: 0, pinnedBytes: 0 }
   private pinned = new Set<string>()
 
@@ -60,8 +76,14 @@ export class RemoteIndex implements CacheIndex {
     return this.stats.pinnedBytes
   }
 
+  /** Sent at most once per LINGER_MS per held digest: the primary's recency needs no finer grain. */
   touch(digest: string): void {
-    if (this.entries.has(digest)) this.rpc.notify('index.touch', digest)
+    if (!this.entries.has(digest)) return
+    const h = this.held.get(digest)
+    const now = Date.now()
+    if (h && now - h.touched < LINGER_MS) return
+    if (h) h.touched = now
+    this.rpc.notify('index.touch', digest)
   }
 
   /** Access times are written by the primary; it flushes them. */
@@ -87,21 +109,55 @@ export class RemoteIndex implements CacheIndex {
   }
 
   async hold(digest: string): Promise<number | undefined> {
+    if (this.reuse(digest)) return (this.held.get(digest) as Held).size
     const size = await this.rpc.call('index.hold', [digest])
-    if (size !== undefined) this.entries.set(digest, size)
+    if (size === undefined) return undefined
+    this.entries.set(digest, size)
+    // Another request took a hold while this one waited: one primary hold is enough.
+    if (this.reuse(digest)) {
+      this.rpc.notify('index.releaseUse', digest)
+      return (this.held.get(digest) as Held).size
+    }
+    this.held.set(digest, { readers: 1, size, touched: 0 })
     return size
   }
 
   forget(digest: string): void {
     this.entries.delete(digest)
+    const h = this.held.get(digest)
+    if (h && h.readers === 0) this.letGo(digest, h)
     this.rpc.notify('index.forget', digest)
   }
 
   acquire(digest: string): void {
+    if (this.reuse(digest)) return
+    this.held.set(digest, { readers: 1, size: this.entries.get(digest) ?? 0, touched: 0 })
     this.rpc.notify('index.acquire', digest)
   }
 
   releaseUse(digest: string): void {
+    const h = this.held.get(digest)
+    if (!h) return
+    h.readers -= 1
+    if (h.readers > 0) return
+    h.timer = setTimeout(() => this.letGo(digest, h), LINGER_MS)
+    h.timer.unref()
+  }
+
+  /** A hold this worker has already (in use or lingering) taken for one more reader. */
+  private reuse(digest: string): boolean {
+    const h = this.held.get(digest)
+    if (!h) return false
+    h.readers += 1
+    clearTimeout(h.timer)
+    h.timer = undefined
+    return true
+  }
+
+  private letGo(digest: string, h: Held): void {
+    clearTimeout(h.timer)
+    if (this.held.get(digest) !== h) return
+    this.held.delete(digest)
     this.rpc.notify('index.releaseUse', digest)
   }
 

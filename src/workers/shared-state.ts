@@ -109,11 +109,25 @@ export class SharedState {
       'fills.claim': (d) => board.claim(id, d),
       'fills.active': (d) => board.active(d),
       'kv.get': (key) => records.get(key),
-      'kv.set': (key, value) => !!records.set(key, value as object),
-      'kv.delete': (key) => records.delete(key),
-      'kv.clear': () => records.clear(),
+      'kv.set': (key, value) => {
+        this.kvChanged(id, key)
+        return !!records.set(key, value as object)
+      },
+      'kv.delete': (key) => {
+        this.kvChanged(id, key)
+        return records.delete(key)
+      },
+      'kv.clear': () => {
+        this.kvChanged(id, '')
+        records.clear()
+      },
       metrics: () => this.exposition(),
     }
+  }
+
+  /** Tells the other workers to drop their copy of `key` (`''`: of every record); KvClient keeps them. */
+  private kvChanged(by: number, key: string): void {
+    for (const w of this.workers.values()) if (w.id !== by) w.rpc.notify('kv.changed', key)
   }
 
   /** The one-way events of one worker. */

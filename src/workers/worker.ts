@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net'
 import { createApp } from '../app.js'
 import type { Config } from '../config/schema.js'
 import type { ForwardStore } from '../kv.js'
+import { KvClient } from './kv-client.js'
 import { createLogger } from '../log.js'
 import type { PrimaryApi, ReadyReport, WorkerApi } from './protocol.js'
 import { RemoteIndex } from './remote-index.js'
@@ -23,14 +24,7 @@ export async function runWorker(config: Config): Promise<number> {
   // Answered once the app exists; the primary asks for metrics only after this worker said it listens.
   const handlers: Partial<Handlers<WorkerApi>> = {}
   const rpc = new Rpc<PrimaryApi, WorkerApi>(parentPort(), handlers)
-  const kv: ForwardStore | undefined = config.metadata.redis
-    ? undefined
-    : {
-        get: (key) => rpc.call('kv.get', [key]),
-        set: (key, value, ttl) => rpc.call('kv.set', [key, value, ttl]),
-        delete: (key) => rpc.call('kv.delete', [key]),
-        clear: () => rpc.call('kv.clear', []),
-      }
+  const kv: ForwardStore | undefined = config.metadata.redis ? undefined : new KvClient(rpc)
   const at = (a: AddressInfo | undefined) => a && { address: a.address, port: a.port, family: a.family }
   const app = await createApp(config, {
     logger: log,
