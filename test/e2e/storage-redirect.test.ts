@@ -7,7 +7,8 @@
  */
 import t from 'tap'
 import { join } from 'node:path'
-import { bucketView, eventually, storageConfig } from '../helpers/bucket.js'
+import { bucketView, storageConfig } from '../helpers/bucket.js'
+import { until } from '../helpers/crash-tools.js'
 import { startContainerd, writeHostsToml } from '../helpers/containerd.js'
 import { startDistribution } from '../helpers/distribution.js'
 import { startDockerd } from '../helpers/dockerd.js'
@@ -20,6 +21,8 @@ import { makeTempDir, removeTempDir } from '../helpers/temp-dir.js'
 import { blobGets, readPulledOciLayout } from '../helpers/verify.js'
 
 const MiB = 1024 * 1024
+// Uploads run beside the responses, on a shared machine: a bound for a stuck test, not a timing.
+const WAIT = 60_000
 const CLIENTS = ['docker-registry', 'skopeo', 'containerd', 'ctr', 'dockerd', 'docker', 'openssl']
 
 if (requirePrograms(t, [...RADOSGW_PROGRAMS, ...CLIENTS])) {
@@ -42,7 +45,7 @@ if (requirePrograms(t, [...RADOSGW_PROGRAMS, ...CLIENTS])) {
     // Warm the bucket through a first mirror: streamed from upstream (nothing to redirect to yet), uploaded once verified.
     const first = await startMirror(t, config)
     await skopeoCopy(`docker://${new URL(first.url).host}/library/e2eapp:v1`, `oci:${join(work, 'warm')}:v1`, { all: true })
-    await eventually('every blob in the bucket', async () => (await view.digests()).length === app.blobDigests.length)
+    await until('every blob in the bucket', async () => (await view.digests()).length === app.blobDigests.length, WAIT)
     t.same((await view.digests()).sort(), [...app.blobDigests].sort(), 'the bucket holds exactly the blobs')
     await first.close()
 

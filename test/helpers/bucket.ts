@@ -74,13 +74,3 @@ export function storageConfig(rgw: Radosgw, bucket: string, extra: Record<string
     },
   }
 }
-
-/** Polls `check` until it holds (the upload runs after the fill, beside the response); fails after `ms`. */
-export async function eventually(what: string, check: () => Promise<boolean>, ms = 60_000): Promise<void> {
-  const until = Date.now() + ms
-  for (;;) {
-    if (await check()) return
-    if (Date.now() > until) throw new Error(`not reached within ${ms} ms: ${what}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}

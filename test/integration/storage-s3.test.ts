@@ -4,14 +4,26 @@
  * empty disk serves from it without asking the upstream, redirects, and pulls that go on when the bucket is gone.
  */
 import { randomBytes } from 'node:crypto'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { stringify } from 'yaml'
 import t, { type Test } from 'tap'
 import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
-import { bucketView, eventually, storageConfig } from '../helpers/bucket.js'
+import { bucketView, storageConfig } from '../helpers/bucket.js'
+import { fetchBody, tempDir, until } from '../helpers/crash-tools.js'
+import { startMirrorProcess } from '../helpers/mirror-process.js'
+import { resolveConfig } from '../../src/config/load.js'
+import { Metrics } from '../../src/metrics.js'
+import { createLogger } from '../../src/log.js'
+import { Bucket } from '../../src/storage/bucket.js'
+import { S3Store } from '../../src/storage/s3-store.js'
 import { get, startMirror } from '../helpers/mirror.js'
 import { requirePrograms } from '../helpers/programs.js'
 import { RADOSGW_PROGRAMS, startRadosgw, type Radosgw } from '../helpers/radosgw.js'
 
 const MiB = 1024 * 1024
+// Uploads run beside the responses, on a shared machine: a bound for a stuck test, not a timing.
+const WAIT = 60_000
 
 async function setup(t: Test, rgw: Radosgw, s3: Record<string, unknown> = {}, raw: Record<string, unknown> = {}) {
   const fake = await startFakeRegistry()
@@ -41,12 +53,12 @@ if (requirePrograms(t, RADOSGW_PROGRAMS)) {
       // The upstream stalls once past two parts: the upload has sent parts, the fill has not verified.
       fake.fault({ kind: 'stall', afterBytes: 11 * MiB, match: { server: 'cdn' }, times: 1 })
       const pulled = get(`${mirror.url}/v2/library/big/blobs/${digest}`)
-      await eventually('a multipart upload in progress', async () => (await view.uploads()).includes(view.key(digest)))
+      await until('a multipart upload in progress', async () => (await view.uploads()).includes(view.key(digest)), WAIT)
       t.equal(await view.exists(digest), false, 'no object while the bytes are not verified')
       const res = await pulled
       t.equal(res.status, 200)
       t.equal(sha256(res.body), digest, 'the client got the verified blob (resumed after the stall)')
-      await eventually('the object', () => view.exists(digest))
+      await until('the object', () => view.exists(digest), WAIT)
       const stored = await view.object(digest)
       t.equal(sha256(stored!), digest, 'the object holds exactly the verified bytes')
       t.same(await view.uploads(), [], 'no multipart upload left behind')
@@ -60,9 +72,10 @@ if (requirePrograms(t, RADOSGW_PROGRAMS)) {
       fake.fault({ kind: 'wrongBytes', match: { server: 'cdn' } })
       const res = await fetch(`${mirror.url}/v2/library/bad/blobs/${digest}`)
       await t.rejects(res.arrayBuffer(), 'the client never gets a complete wrong body')
-      await eventually(
+      await until(
         'the upload aborted',
         async () => (await metric(mirror.url, /regmirror_storage_uploads_total\{result="aborted"\} (\d+)/)) === 1,
+        WAIT,
       )
       t.same(await view.uploads(), [], 'the multipart upload (one part was sent) was aborted')
       t.equal(await view.exists(digest), false, 'no object under the blob key')
@@ -79,7 +92,7 @@ if (requirePrograms(t, RADOSGW_PROGRAMS)) {
       const img = fake.addImage('library/alpine', '3.20', { layerSizes: [64 * 1024, 6 * MiB] })
       const blobs = img.blobs
       for (const b of blobs) t.equal((await get(`${mirror.url}/v2/library/alpine/blobs/${b.digest}`)).status, 200)
-      await eventually('every blob in the bucket', async () => (await view.digests()).length === blobs.length)
+      await until('every blob in the bucket', async () => (await view.digests()).length === blobs.length, WAIT)
       await mirror.close()
       fake.reset()
       const fresh = await startMirror(t, config)
@@ -104,7 +117,7 @@ if (requirePrograms(t, RADOSGW_PROGRAMS)) {
       const url = (base: string) => `${base}/v2/library/r/blobs/${digest}`
       const first = await get(url(mirror.url))
       t.equal(first.status, 200, 'not in the bucket yet: streamed from upstream as usual')
-      await eventually('the object', () => view.exists(digest))
+      await until('the object', () => view.exists(digest), WAIT)
       await mirror.close()
       const fresh = await startMirror(t, config)
       const res = await fetch(url(fresh.url), { redirect: 'manual' })
@@ -125,12 +138,60 @@ if (requirePrograms(t, RADOSGW_PROGRAMS)) {
       t.equal(fake.count({ server: 'cdn' }), 1, 'the upstream was asked once, by the first mirror')
     })
 
+    t.test('kill -9 during an upload: no object under the key; after a restart the pull completes', async (t) => {
+      const fake = await startFakeRegistry()
+      t.teardown(() => fake.close())
+      const bucket = `s3core-kill-${randomBytes(4).toString('hex')}`
+      const view = bucketView(rgw, bucket)
+      t.teardown(() => view.close())
+      const data = await tempDir(t)
+      const file = join(data, 'regmirror.yaml')
+      const raw = { dataDir: join(data, 'data'), upstreams: [{ name: 'docker.io', url: fake.url }], storage: storageConfig(rgw, bucket) }
+      await writeFile(file, stringify(raw))
+      const bytes = randomBytes(12 * MiB)
+      const digest = fake.addBlob(bytes)
+      fake.fault({ kind: 'slow', bytesPerSecond: 2 * MiB, match: { server: 'cdn' } })
+      const m1 = await startMirrorProcess(['--config', file])
+      const inflight = fetchBody(`${m1.url}/v2/library/kill/blobs/${digest}`)
+      await until('a multipart upload in progress', async () => (await view.uploads()).includes(view.key(digest)), WAIT)
+      process.kill(m1.program.pid, 'SIGKILL')
+      await m1.program.exit
+      t.ok((await inflight) instanceof Error, 'the interrupted response was broken off')
+      t.equal(await view.exists(digest), false, 'no object under the blob key')
+      t.same(await view.uploads(), [view.key(digest)], 'the abandoned multipart upload is all that is left')
+
+      fake.clearFaults()
+      const m2 = await startMirrorProcess(['--config', file])
+      t.teardown(() => m2.program.stop())
+      const r = await fetchBody(`${m2.url}/v2/library/kill/blobs/${digest}`)
+      if (r instanceof Error) throw r
+      t.equal(r.status, 200)
+      t.equal(sha256(r.body), digest, 'the pull completes with verified bytes')
+      await until('the object', () => view.exists(digest), WAIT)
+      t.equal(sha256((await view.object(digest))!), digest, 'and the object holds them')
+
+      // The clean-up of abandoned uploads (at start-up and hourly, for those older than six hours), here with no age.
+      const config = resolveConfig({ storage: storageConfig(rgw, bucket) })
+      const sweeper = new Bucket(
+        new S3Store(config.storage.s3),
+        config.storage.s3,
+        1000,
+        new Metrics({ defaultMetrics: false }),
+        createLogger('silent'),
+        0,
+      )
+      t.equal(await sweeper.sweepUploads(), 1, 'the abandoned upload is aborted')
+      await sweeper.stop()
+      t.same(await view.uploads(), [])
+      t.equal(sha256((await view.object(digest))!), digest, 'the completed object is untouched')
+    })
+
     t.test('pulls go on when the gateway stops, and the bucket is used again once it is back', async (t) => {
       const { fake, mirror, view } = await setup(t, rgw, {}, { offline: { coolDown: '1s' } })
       const before = randomBytes(MiB)
       const d0 = fake.addBlob(before)
       t.equal((await get(`${mirror.url}/v2/library/x/blobs/${d0}`)).status, 200)
-      await eventually('the first object', () => view.exists(d0))
+      await until('the first object', () => view.exists(d0), WAIT)
       await rgw.stopGateway()
       let down = true
       // The next tests of this file need it back, even if this one fails half-way.
@@ -149,7 +210,7 @@ if (requirePrograms(t, RADOSGW_PROGRAMS)) {
       await new Promise((r) => setTimeout(r, 1100)) // past the cool-down
       const d2 = fake.addBlob(randomBytes(100_000))
       t.equal((await get(`${mirror.url}/v2/library/x/blobs/${d2}`)).status, 200)
-      await eventually('the object of a blob pulled once the gateway is back', () => view.exists(d2))
+      await until('the object of a blob pulled once the gateway is back', () => view.exists(d2), WAIT)
     })
   })
 }
