@@ -41,27 +41,27 @@ export default tseslint.config(
       'src/format.ts',
       'src/oci/**',
     ],
-    ['config', 'kv.js', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
+    ['config', 'kv.js', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster', 'storage'],
     'the foundation (errors, log, metrics, oci grammar) imports nothing above it',
   ),
   layer(
     ['src/config/**'],
-    ['kv.js', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
+    ['kv.js', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster', 'storage'],
     'config is read by everything and reads only the foundation',
   ),
   layer(
     ['src/kv.ts'],
-    ['config', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
+    ['config', 'cache', 'upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster', 'storage'],
     'the key-value store knows no caller',
   ),
   layer(
     ['src/cache/**'],
-    ['upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
+    ['upstream', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster', 'storage'],
     'cache/ persists; it never talks to upstreams or clients',
   ),
   layer(
     ['src/upstream/**'],
-    ['cache', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
+    ['cache', 'proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster', 'storage'],
     'upstream/ talks to registries; it keeps nothing on disk',
   ),
   layer(
@@ -74,16 +74,25 @@ export default tseslint.config(
     ['proxy', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
     'access is decided before the services, from config, cache and upstream',
   ),
-  layer(['src/http/**'], ['cache', 'upstream', 'app.js', 'airgap', 'commands'], 'handlers are HTTP glue over the services (app-types.ts)'),
+  layer(
+    ['src/http/**'],
+    ['cache', 'upstream', 'storage', 'app.js', 'airgap', 'commands'],
+    'handlers are HTTP glue over the services (app-types.ts)',
+  ),
   layer(
     ['src/cluster/**'],
-    ['cache', 'upstream', 'proxy', 'access', 'http', 'app.js', 'app-types.js', 'airgap', 'commands'],
+    ['cache', 'upstream', 'proxy', 'access', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'storage'],
     'cluster/ knows the other replicas; the services decide what to ask them',
   ),
   layer(
     ['src/status/**'],
     ['access', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster'],
     'status/ reads the parts for the status page; who may see it is decided in http/',
+  ),
+  layer(
+    ['src/storage/**'],
+    ['cache', 'upstream', 'proxy', 'access', 'http', 'app.js', 'app-types.js', 'airgap', 'commands', 'cluster', 'status', 'clients'],
+    'storage/ is the object store and its health; the services decide what goes there',
   ),
   layer(['src/airgap/**'], ['http', 'commands'], 'the air-gap tools work on the services and the data directory, not on HTTP requests'),
   layer(

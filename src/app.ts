@@ -30,6 +30,8 @@ import { TagListService } from './proxy/tag-list-service.js'
 import { TagService } from './proxy/tag-service.js'
 import { PullActivity } from './status/activity.js'
 import { StatusReport } from './status/report.js'
+import type { Bucket } from './storage/bucket.js'
+import { openBucket } from './storage/open.js'
 import { UpstreamClient } from './upstream/client.js'
 import { KvTokens } from './upstream/token-store.js'
 
@@ -43,6 +45,8 @@ export interface AppParts extends Services {
   /** Who may see what the cache holds (private content). */
   links: ContentLinks
   peers?: Peers
+  /** The bucket tier (storage.backend: s3). */
+  bucket?: Bucket
 }
 
 export interface App {
@@ -111,7 +115,7 @@ export interface OpenParts extends AppParts {
 
 export async function openParts(config: Config, log: Logger, opts: { tool?: boolean; warmLater?: boolean } = {}): Promise<OpenParts> {
   const parts = await buildParts(config, log, opts.tool === true)
-  const { index, blobs, upstream, metadata, pins, store, peers } = parts
+  const { index, blobs, upstream, metadata, pins, store, peers, bucket } = parts
   // preload and import may add to this directory while a mirror runs on it: new content is found
   // on its first miss (the index adopts it), new pins and changed tags when they say so here.
   const changes = watchFiles(opts.tool ? [] : [store.layout.pinsFile, store.layout.changedFile], config.server.reloadInterval, () => {
@@ -130,6 +134,7 @@ export async function openParts(config: Config, log: Logger, opts: { tool?: bool
       await index.load()
       log.info({ entries: index.count, bytes: index.size, pinned: index.pinnedBytes(), ms: Date.now() - loadStart }, 'cache index loaded')
       await peers?.start()
+      await bucket?.start()
     },
     close: async () => {
       changes.stop()
@@ -139,6 +144,7 @@ export async function openParts(config: Config, log: Logger, opts: { tool?: bool
       const fills = blobs.activeFills()
       for (const f of fills) f.cancel()
       await Promise.allSettled(fills.map((f) => f.finished))
+      await bucket?.stop()
       parts.access.stop()
       await index.flush()
       await upstream.close()
@@ -170,7 +176,8 @@ async function buildParts(config: Config, log: Logger, tool: boolean): Promise<A
   const tags = new TagService(metadata, manifests, upstream, metrics, report, links, negative, pins)
   // The tools keep what they fetch in their own data directory: no peers for them.
   const peers = Peers.enabled(config) && !tool ? new Peers(config, log, metrics) : undefined
-  const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links, peers)
+  const bucket = await openBucket(config, metrics, log)
+  const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links, peers, bucket)
   metrics.countFillsWith(() => fills.active().length)
   const tagLists = new TagListService(upstream, metadata, metrics, log)
   const referrers = new ReferrersService(store.layout, upstream, tags, report, metrics, config.referrers.cacheTtl)
@@ -202,6 +209,7 @@ async function buildParts(config: Config, log: Logger, tool: boolean): Promise<A
     search,
     links,
     peers,
+    bucket,
     activity,
     statusReport,
     status,

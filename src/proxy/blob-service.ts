@@ -12,6 +12,8 @@ import { contentLength, upstreamFailure, type UpstreamClient } from '../upstream
 import { notCachedOffline } from '../upstream/offline.js'
 import type { Reporter } from './reporting.js'
 import { PeerBlobSource } from './peer-source.js'
+import { BucketBlobSource } from './bucket-source.js'
+import type { Bucket } from '../storage/bucket.js'
 import { UpstreamBlobSource } from './upstream-source.js'
 
 export type { BlobHandle } from '../cache/hits.js'
@@ -33,6 +35,8 @@ export class BlobService {
     private readonly links: ContentLinks,
     /** The other replicas, when there are (cluster.peers): a digest another one owns is streamed from it. */
     private readonly peers?: Peers,
+    /** The bucket tier (storage.backend: s3): a miss here is looked up there before the upstream is asked. */
+    private readonly bucket?: Bucket,
   ) {}
 
   /** Fills in progress (for shutdown and tests). */
@@ -50,10 +54,21 @@ export class BlobService {
     const hit = await this.hits.open(d)
     if (hit) return hit
     let fill = this.fills.joinable(d)
-    if (!fill && up.offline) throw notCachedOffline(up, 'blob', repo, d.value)
     const joined = fill !== undefined
     if (fill) this.metrics.fillReadersJoined.inc()
-    else fill = await this.startFill(up, repo, d, opts.local === true)
+    else {
+      const inBucket = await this.bucketSize(up, d)
+      // A client (not a peer, not the tools) is sent to the object itself; a fill started meanwhile is joined instead.
+      if (inBucket !== undefined && this.bucket?.redirects && !opts.local && !this.fills.joinable(d)) {
+        const url = await this.bucket.presign(d)
+        if (url !== undefined) {
+          this.metrics.storageServed.inc({ how: 'redirect' })
+          return { size: inBucket, source: 'fill', joined: false, redirect: url, open: () => noBody(), release: () => {} }
+        }
+      }
+      if (inBucket === undefined && up.offline) throw notCachedOffline(up, 'blob', repo, d.value)
+      fill = this.fills.joinable(d) ?? (await this.startFill(up, repo, d, opts.local === true, inBucket !== undefined))
+    }
     // Holds the fill's file (or memory window) for this request even if the download ends before it reads.
     const hold = fill.attach()
     let size: number | undefined
@@ -148,6 +163,8 @@ export class BlobService {
       const s = await fill.ready
       if (s !== undefined) return { size: s, cache: 'miss' }
     }
+    const inBucket = await this.bucketSize(up, d)
+    if (inBucket !== undefined) return { size: inBucket, cache: 'miss' }
     if (up.offline) throw notCachedOffline(up, 'blob', repo, d.value)
     const res = await this.upstream.request(up, { method: 'HEAD', path: `/v2/${repo}/blobs/${d.value}`, repo, byDigest: 'small' })
     await res.body.dump().catch(() => {})
@@ -158,9 +175,19 @@ export class BlobService {
     return { size: len, cache: 'miss' }
   }
 
-  private async startFill(up: UpstreamConfig, repo: string, d: Digest, local: boolean) {
+  /**
+   * The blob's size in the bucket tier, if it holds it. A private upstream's requests never use the bucket: its
+   * content is not uploaded, and what the bucket holds was not confirmed for it (access/visibility.ts).
+   */
+  private async bucketSize(up: UpstreamConfig, d: Digest): Promise<number | undefined> {
+    return this.bucket && !isPrivate(up) ? this.bucket.lookup(d) : undefined
+  }
+
+  /** `fromBucket`: the bucket holds it; read from there (the upstream takes over if the bucket fails), no upload. */
+  private async startFill(up: UpstreamConfig, repo: string, d: Digest, local: boolean, fromBucket = false) {
     const at = { upstream: up.name, digest: d.value }
     const fromUpstream = new UpstreamBlobSource(this.upstream, up, repo, d)
+    if (fromBucket) this.metrics.storageServed.inc({ how: 'fill' })
     // Another replica's digest is streamed from it and not kept here: each replica's disk holds its own share.
     const owner = local ? undefined : this.peers?.ownerOf(d.value)
     // A private upstream's blob is marked before it can be kept; if the mark fails it is not kept.
@@ -169,7 +196,11 @@ export class BlobService {
     this.metrics.fillsStarted.inc()
     const fill = this.fills.start(
       d,
-      owner === undefined ? fromUpstream : new PeerBlobSource(this.peers as Peers, owner, up, repo, d, fromUpstream, this.metrics),
+      fromBucket
+        ? new BucketBlobSource(this.bucket as Bucket, d, fromUpstream)
+        : owner === undefined
+          ? fromUpstream
+          : new PeerBlobSource(this.peers as Peers, owner, up, repo, d, fromUpstream, this.metrics),
       {
         onResume: (offset, attempt, err) => {
           this.metrics.fillResumes.inc()
@@ -190,6 +221,26 @@ export class BlobService {
       { keep, onKept: () => this.links.record(up.name, repo, d, priv) },
     )
     this.subjects.set(fill, { upstream: up.name, repository: repo })
+    // Fetched from upstream here: a copy goes to the bucket, completed only once the fill verified it.
+    if (this.bucket && !fromBucket && !priv && owner === undefined) this.uploadFrom(fill, this.bucket)
     return fill
   }
+
+  /** The upload reads the fill like a client: its last byte comes only after the digest verified, or it fails. */
+  private uploadFrom(fill: Fill, bucket: Bucket): void {
+    if (!bucket.up) return
+    const hold = fill.attach()
+    fill.ready.then(
+      (size) => {
+        const reader = hold.open(0, size === undefined ? Number.MAX_SAFE_INTEGER - 1 : size - 1)
+        hold.release()
+        void bucket.keep(fill.digest, reader)
+      },
+      () => hold.release(),
+    )
+  }
+}
+
+function noBody(): never {
+  throw new RegmirrorError('INTERNAL', 'a redirect has no body')
 }
