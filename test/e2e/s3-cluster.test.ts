@@ -4,7 +4,8 @@
  *
  * - concurrent cold skopeo pulls through nginx fetch each blob from upstream once (the fill lease), and every blob
  *   ends up in the bucket;
- * - a replica restarted with an empty disk serves the image from the bucket, with no upstream blob request;
+ * - a replica restarted with an empty disk serves the image's blobs from the bucket, with no upstream blob request
+ *   (manifests are not in the bucket: the manifest is asked of the upstream again);
  * - kill -9 of a replica while it uploads a blob: no object under the blob's key; after a restart the pull
  *   completes and the object appears.
  */
@@ -130,7 +131,8 @@ if (requirePrograms(t, [...RADOSGW_PROGRAMS, 'docker-registry', 'skopeo', 'redis
       t.equal(keys.length, 1, `${d.slice(7, 19)} is one object in the bucket`)
     }
 
-    // Replica 0 restarted with an empty disk: the image comes from the bucket, the upstream sees no blob request.
+    // Replica 0 restarted with an empty disk: the blobs come from the bucket, the upstream sees no blob request. (The
+    // manifest is asked again: manifests are kept on the replicas' disks, not in the bucket.)
     const victim = replicas[0]!
     await victim.process.program.stop()
     await rm(victim.dataDir, { recursive: true, force: true })
