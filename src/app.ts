@@ -31,6 +31,7 @@ import { TagService } from './proxy/tag-service.js'
 import { PullActivity } from './status/activity.js'
 import { StatusReport } from './status/report.js'
 import type { Bucket } from './storage/bucket.js'
+import { FillLeases } from './storage/fill-lease.js'
 import { openBucket } from './storage/open.js'
 import { UpstreamClient } from './upstream/client.js'
 import { KvTokens } from './upstream/token-store.js'
@@ -176,8 +177,11 @@ async function buildParts(config: Config, log: Logger, tool: boolean): Promise<A
   const tags = new TagService(metadata, manifests, upstream, metrics, report, links, negative, pins)
   // The tools keep what they fetch in their own data directory: no peers for them.
   const peers = Peers.enabled(config) && !tool ? new Peers(config, log, metrics) : undefined
-  const bucket = await openBucket(config, metrics, log)
-  const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links, peers, bucket)
+  // Replicas on one bucket and one Redis: the fill lease, not rendezvous, decides which one fetches a blob.
+  const leases =
+    config.storage.backend === 's3' && kv.shared && peers ? new FillLeases(kv, config.metadata.prefix, peers.self, log) : undefined
+  const bucket = await openBucket(config, metrics, log, { kv, leases })
+  const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links, peers, bucket, leases)
   metrics.countFillsWith(() => fills.active().length)
   const tagLists = new TagListService(upstream, metadata, metrics, log)
   const referrers = new ReferrersService(store.layout, upstream, tags, report, metrics, config.referrers.cacheTtl)

@@ -126,6 +126,12 @@ export const STORAGE_SETTINGS = {
     docDefault: 'none (unbounded)',
     doc: 'bound of the bucket tier: the least recently used blobs (across replicas) are deleted above it',
   }),
+  'storage.s3.evictInterval': setting(v.duration, {
+    default: '1m',
+    doc:
+      'how often one replica (the one that takes a lock in Redis) lists the bucket and deletes the least recently used objects ' +
+      'above `storage.s3.maxSize`; see [Replicas on one bucket](#replicas-on-one-bucket)',
+  }),
   'storage.s3.caFile': setting(v.path, {
     optional: true,
     docDefault: 'system CAs',

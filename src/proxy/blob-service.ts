@@ -6,6 +6,7 @@ import type { ContentLinks } from '../cache/links.js'
 import type { Peers } from '../cluster/peers.js'
 import { isPrivate } from '../config/registries.js'
 import { RegmirrorError } from '../errors.js'
+import { SingleFlight } from '../single-flight.js'
 import type { Metrics } from '../metrics.js'
 import type { Digest } from '../oci/reference.js'
 import { contentLength, upstreamFailure, type UpstreamClient } from '../upstream/client.js'
@@ -14,6 +15,8 @@ import type { Reporter } from './reporting.js'
 import { PeerBlobSource } from './peer-source.js'
 import { BucketBlobSource } from './bucket-source.js'
 import type { Bucket } from '../storage/bucket.js'
+import type { FillLeases } from '../storage/fill-lease.js'
+import { planFill } from './fill-plan.js'
 import { UpstreamBlobSource } from './upstream-source.js'
 
 export type { BlobHandle } from '../cache/hits.js'
@@ -25,6 +28,7 @@ export type { BlobHandle } from '../cache/hits.js'
 export class BlobService {
   /** Which upstream and repository each fill in progress is for (the status page). */
   private readonly subjects = new WeakMap<Fill, { upstream: string; repository: string }>()
+  private readonly starting = new SingleFlight<Fill>()
 
   constructor(
     private readonly hits: Hits,
@@ -37,6 +41,8 @@ export class BlobService {
     private readonly peers?: Peers,
     /** The bucket tier (storage.backend: s3): a miss here is looked up there before the upstream is asked. */
     private readonly bucket?: Bucket,
+    /** Replicas on one bucket and one Redis: which of them fetches a digest from upstream (fill-plan.ts). */
+    private readonly leases?: FillLeases,
   ) {}
 
   /** Fills in progress (for shutdown and tests). */
@@ -67,7 +73,9 @@ export class BlobService {
         }
       }
       if (inBucket === undefined && up.offline) throw notCachedOffline(up, 'blob', repo, d.value)
-      fill = this.fills.joinable(d) ?? (await this.startFill(up, repo, d, opts.local === true, inBucket !== undefined))
+      // One start per digest at a time: deciding where a fill comes from (bucket, lease) takes a few round trips.
+      const start = () => this.startFill(up, repo, d, opts.local === true, inBucket !== undefined)
+      fill = this.fills.joinable(d) ?? (await this.starting.do(d.value, start).promise)
     }
     // Holds the fill's file (or memory window) for this request even if the download ends before it reads.
     const hold = fill.attach()
@@ -187,20 +195,19 @@ export class BlobService {
   private async startFill(up: UpstreamConfig, repo: string, d: Digest, local: boolean, fromBucket = false) {
     const at = { upstream: up.name, digest: d.value }
     const fromUpstream = new UpstreamBlobSource(this.upstream, up, repo, d)
-    if (fromBucket) this.metrics.storageServed.inc({ how: 'fill' })
-    // Another replica's digest is streamed from it and not kept here: each replica's disk holds its own share.
-    const owner = local ? undefined : this.peers?.ownerOf(d.value)
-    // A private upstream's blob is marked before it can be kept; if the mark fails it is not kept.
     const priv = isPrivate(up)
-    const keep = owner === undefined && (!priv || (await this.links.markRestricted(d)))
+    const plan = await planFill(d, { local, inBucket: fromBucket, priv }, this.peers, this.bucket, this.leases)
+    if (plan.from === 'bucket') this.metrics.storageServed.inc({ how: 'fill' })
+    // A private upstream's blob is marked before it can be kept; if the mark fails it is not kept.
+    const keep = (plan.from !== 'peer' || plan.keep) && (!priv || (await this.links.markRestricted(d)))
     this.metrics.fillsStarted.inc()
     const fill = this.fills.start(
       d,
-      fromBucket
+      plan.from === 'bucket'
         ? new BucketBlobSource(this.bucket as Bucket, d, fromUpstream)
-        : owner === undefined
-          ? fromUpstream
-          : new PeerBlobSource(this.peers as Peers, owner, up, repo, d, fromUpstream, this.metrics),
+        : plan.from === 'peer'
+          ? new PeerBlobSource(this.peers as Peers, plan.peer, up, repo, d, fromUpstream, this.metrics)
+          : fromUpstream,
       {
         onResume: (offset, attempt, err) => {
           this.metrics.fillResumes.inc()
@@ -221,23 +228,28 @@ export class BlobService {
       { keep, onKept: () => this.links.record(up.name, repo, d, priv) },
     )
     this.subjects.set(fill, { upstream: up.name, repository: repo })
-    // Fetched from upstream here: a copy goes to the bucket, completed only once the fill verified it.
-    if (this.bucket && !fromBucket && !priv && owner === undefined) this.uploadFrom(fill, this.bucket)
+    if (plan.from !== 'upstream') return fill
+    // Fetched from upstream here: a copy goes to the bucket, completed only once the fill verified it; the fill
+    // lease (if any) is held until then, so the other replicas stream from here and then read the object.
+    const uploaded = this.bucket && !priv ? this.uploadFrom(fill, this.bucket) : Promise.resolve()
+    if (plan.lease) void Promise.allSettled([uploaded, fill.finished]).then(() => plan.lease?.release())
     return fill
   }
 
   /** The upload reads the fill like a client: its last byte comes only after the digest verified, or it fails. */
-  private uploadFrom(fill: Fill, bucket: Bucket): void {
+  private async uploadFrom(fill: Fill, bucket: Bucket): Promise<void> {
     if (!bucket.up) return
     const hold = fill.attach()
-    fill.ready.then(
-      (size) => {
-        const reader = hold.open(0, size === undefined ? Number.MAX_SAFE_INTEGER - 1 : size - 1)
-        hold.release()
-        void bucket.keep(fill.digest, reader)
-      },
-      () => hold.release(),
-    )
+    let size: number | undefined
+    try {
+      size = await fill.ready
+    } catch {
+      hold.release()
+      return
+    }
+    const reader = hold.open(0, size === undefined ? Number.MAX_SAFE_INTEGER - 1 : size - 1)
+    hold.release()
+    await bucket.keep(fill.digest, reader)
   }
 }
 

@@ -4,6 +4,7 @@ import { RegmirrorError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
 import type { Digest } from '../oci/reference.js'
+import type { BucketTier } from './bucket-tier.js'
 import type { ObjectStore } from './object-store.js'
 
 type S3Settings = Config['storage']['s3']
@@ -22,6 +23,8 @@ export class Bucket {
   private downUntil = 0
   private sweep: NodeJS.Timeout | undefined
   private readonly pending = new Set<Promise<unknown>>()
+  /** The bound and its eviction (`storage.s3.maxSize`, bucket-tier.ts), when set: told of every access and commit. */
+  tier: BucketTier | undefined
 
   constructor(
     private readonly store: ObjectStore,
@@ -52,6 +55,7 @@ export class Bucket {
     }
     this.sweep = setInterval(() => void this.sweepUploads().catch((err: unknown) => this.failed('cleanup', err)), STALE_SWEEP)
     this.sweep.unref()
+    this.tier?.start()
   }
 
   async sweepUploads(): Promise<number> {
@@ -63,6 +67,7 @@ export class Bucket {
   /** Waits for the uploads in progress (their fills are done or cancelled by then, so they end), then closes. */
   async stop(): Promise<void> {
     clearInterval(this.sweep)
+    await this.tier?.stop()
     await Promise.allSettled([...this.pending])
     this.store.close()
   }
@@ -71,7 +76,10 @@ export class Bucket {
   async lookup(d: Digest): Promise<number | undefined> {
     if (!this.up) return undefined
     try {
-      return (await this.store.head(d))?.size
+      const size = (await this.store.head(d))?.size
+      // Recorded before the object is read or a client is sent to it: eviction spares what was just looked up.
+      if (size !== undefined) this.tier?.touched(d.value)
+      return size
     } catch (err) {
       this.failed('head', err)
       return undefined
@@ -127,6 +135,7 @@ export class Bucket {
       storageFault = true
       await upload.complete()
       this.metrics.storageUploads.inc({ result: 'stored' })
+      this.tier?.committed(d.value)
       return 'stored'
     } catch (err) {
       reader.destroy()

@@ -40,14 +40,20 @@ export class FillLeases {
     return `${this.prefix}:fill:${digest}`
   }
 
-  /** Takes `digest`'s lease, or says who holds it. `fillingHere` tells a lease of this replica's past life from a live one. */
-  async take(digest: string, fillingHere: () => boolean): Promise<LeaseAnswer> {
+  /** The digests whose lease this process holds: tells a lease of this replica's past life from a live one. */
+  private readonly mine = new Set<string>()
+
+  /** Takes `digest`'s lease, or says who holds it. */
+  async take(digest: string): Promise<LeaseAnswer> {
     const key = this.key(digest)
     // Two tries: a lease may lapse (or be found stale) between the SET and the GET.
     for (let attempt = 0; attempt < 2; attempt++) {
       const value = `${this.self} ${randomUUID()}`
       const set = await this.kv.command(['SET', key, value, 'NX', 'PX', String(this.ttlMs)])
-      if (set === 'OK') return { held: new Lease(this.kv, key, value, this.ttlMs, this.log) }
+      if (set === 'OK') {
+        this.mine.add(digest)
+        return { held: new Lease(this.kv, key, value, this.ttlMs, this.log, () => this.mine.delete(digest)) }
+      }
       if (set === undefined) return { unavailable: true }
       const current = await this.kv.command(['GET', key])
       if (current === undefined) return { unavailable: true }
@@ -55,7 +61,7 @@ export class FillLeases {
       const holder = current.split(' ')[0] ?? ''
       if (holder !== this.self) return { holder }
       // Our own address but no fill of ours: a lease this replica held before it was restarted (kill -9).
-      if (fillingHere()) return { holder }
+      if (this.mine.has(digest)) return { holder }
       await this.kv.command(['EVAL', RELEASE, '1', key, current])
     }
     return { unavailable: true }
@@ -79,6 +85,7 @@ export class Lease {
     private readonly value: string,
     ttlMs: number,
     private readonly log: Logger,
+    private readonly onRelease: () => void,
   ) {
     this.timer = setInterval(() => void this.renew(ttlMs), Math.min(RENEW_EVERY_MS, ttlMs / 3))
     this.timer.unref()
@@ -97,6 +104,7 @@ export class Lease {
     if (this.released) return
     this.released = true
     clearInterval(this.timer)
+    this.onRelease()
     await this.kv.command(['EVAL', RELEASE, '1', this.key, this.value])
   }
 }
