@@ -4,7 +4,9 @@
  * empty disk serves from it without asking the upstream, redirects, and pulls that go on when the bucket is gone.
  */
 import { randomBytes } from 'node:crypto'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
+import { connect, type AddressInfo } from 'node:net'
+import { createServer as createTlsServer } from 'node:tls'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import t, { type Test } from 'tap'
@@ -12,6 +14,7 @@ import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { bucketView, storageConfig } from '../helpers/bucket.js'
 import { fetchBody, tempDir, until } from '../helpers/crash-tools.js'
 import { startMirrorProcess } from '../helpers/mirror-process.js'
+import { makeCa, makeServerCert } from '../helpers/certs.js'
 import { resolveConfig } from '../../src/config/load.js'
 import { Metrics } from '../../src/metrics.js'
 import { createLogger } from '../../src/log.js'
@@ -184,6 +187,45 @@ if (requirePrograms(t, RADOSGW_PROGRAMS)) {
       await sweeper.stop()
       t.same(await view.uploads(), [])
       t.equal(sha256((await view.object(digest))!), digest, 'the completed object is untouched')
+    })
+
+    t.test('TLS to the storage: verified against caFile, refused without it, or not verified with insecureSkipVerify', async (t) => {
+      // radosgw speaks plain HTTP here; a TLS terminator in front of it is the endpoint the mirror sees.
+      const dir = await tempDir(t)
+      const ca = await makeCa(dir)
+      const pair = await makeServerCert(ca, 'rgw')
+      const target = new URL(rgw.endpoint)
+      const tls = createTlsServer({ cert: await readFile(pair.cert), key: await readFile(pair.key) }, (socket) => {
+        const upstream = connect(Number(target.port), target.hostname)
+        socket.pipe(upstream).pipe(socket)
+        const end = () => {
+          socket.destroy()
+          upstream.destroy()
+        }
+        socket.on('error', end).on('close', end)
+        upstream.on('error', end).on('close', end)
+      })
+      await new Promise<void>((r) => tls.listen(0, '127.0.0.1', r))
+      t.teardown(() => new Promise((r) => tls.close(r)))
+      const endpoint = `https://127.0.0.1:${(tls.address() as AddressInfo).port}`
+      const pull = async (s3: Record<string, unknown>) => {
+        const r = await setup(t, rgw, { endpoint, ...s3 })
+        const digest = r.fake.addBlob(randomBytes(100_000))
+        const res = await get(`${r.mirror.url}/v2/library/tls/blobs/${digest}`)
+        t.equal(res.status, 200)
+        t.equal(sha256(res.body), digest, 'the pull completes')
+        return { ...r, digest }
+      }
+      const trusted = await pull({ caFile: ca.caCert })
+      await until('the object, through TLS', () => trusted.view.exists(trusted.digest), WAIT)
+      const untrusted = await pull({})
+      t.ok(
+        (await metric(untrusted.mirror.url, /regmirror_storage_errors_total\{op="init"\} (\d+)/)) >= 1,
+        'an unknown CA is a storage failure',
+      )
+      t.equal(await untrusted.view.exists(untrusted.digest), false, 'and nothing was uploaded')
+      const skipped = await pull({ insecureSkipVerify: true })
+      await until('the object, certificate not verified', () => skipped.view.exists(skipped.digest), WAIT)
     })
 
     t.test('pulls go on when the gateway stops, and the bucket is used again once it is back', async (t) => {
