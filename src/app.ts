@@ -30,6 +30,9 @@ import { TagListService } from './proxy/tag-list-service.js'
 import { TagService } from './proxy/tag-service.js'
 import { PullActivity } from './status/activity.js'
 import { StatusReport } from './status/report.js'
+import type { Bucket } from './storage/bucket.js'
+import { FillLeases } from './storage/fill-lease.js'
+import { openBucket } from './storage/open.js'
 import { UpstreamClient } from './upstream/client.js'
 import { KvTokens } from './upstream/token-store.js'
 
@@ -43,6 +46,8 @@ export interface AppParts extends Services {
   /** Who may see what the cache holds (private content). */
   links: ContentLinks
   peers?: Peers
+  /** The bucket tier (storage.backend: s3). */
+  bucket?: Bucket
 }
 
 export interface App {
@@ -137,7 +142,7 @@ export async function openParts(
   opts: { tool?: boolean; warmLater?: boolean; worker?: WorkerRole } = {},
 ): Promise<OpenParts> {
   const parts = await buildParts(config, log, opts.tool === true, opts.worker)
-  const { index, blobs, upstream, metadata, pins, store, peers } = parts
+  const { index, blobs, upstream, metadata, pins, store, peers, bucket } = parts
   // preload and import may add to this directory while a mirror runs on it: new content is found
   // on its first miss (the index adopts it), new pins and changed tags when they say so here.
   const changes = watchFiles(opts.tool ? [] : [store.layout.pinsFile, store.layout.changedFile], config.server.reloadInterval, () => {
@@ -156,6 +161,7 @@ export async function openParts(
       await index.load()
       log.info({ entries: index.count, bytes: index.size, pinned: index.pinnedBytes(), ms: Date.now() - loadStart }, 'cache index loaded')
       await peers?.start()
+      await bucket?.start()
     },
     close: async () => {
       changes.stop()
@@ -165,6 +171,7 @@ export async function openParts(
       const fills = blobs.activeFills()
       for (const f of fills) f.cancel()
       await Promise.allSettled(fills.map((f) => f.finished))
+      await bucket?.stop()
       parts.access.stop()
       await index.flush()
       await upstream.close()
@@ -173,6 +180,15 @@ export async function openParts(
   }
   if (!opts.warmLater) await open.warm()
   return open
+}
+
+/** The bucket tier (storage.backend: s3), and the fill leases of replicas on one bucket and one Redis. */
+async function openStorage(config: Config, kv: Kv, peers: Peers | undefined, metrics: Metrics, log: Logger) {
+  // Replicas on one bucket and one Redis: the fill lease, not rendezvous, decides which one fetches a blob.
+  const leases =
+    config.storage.backend === 's3' && kv.redis && peers ? new FillLeases(kv, config.metadata.prefix, peers.self, log) : undefined
+  const bucket = await openBucket(config, metrics, log, { kv, leases })
+  return { leases, bucket }
 }
 
 async function buildParts(config: Config, log: Logger, tool: boolean, worker?: WorkerRole): Promise<AppParts> {
@@ -199,7 +215,8 @@ async function buildParts(config: Config, log: Logger, tool: boolean, worker?: W
   const tags = new TagService(metadata, manifests, upstream, metrics, report, links, negative, pins)
   // The tools keep what they fetch in their own data directory: no peers for them.
   const peers = Peers.enabled(config) && !tool ? new Peers(config, log, metrics) : undefined
-  const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links, peers)
+  const { leases, bucket } = await openStorage(config, kv, peers, metrics, log)
+  const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links, peers, bucket, leases)
   metrics.countFillsWith(() => fills.active().length)
   const tagLists = new TagListService(upstream, metadata, metrics, log)
   const referrers = new ReferrersService(store.layout, upstream, tags, report, metrics, config.referrers.cacheTtl)
@@ -231,6 +248,7 @@ async function buildParts(config: Config, log: Logger, tool: boolean, worker?: W
     search,
     links,
     peers,
+    bucket,
     activity,
     statusReport,
     status,

@@ -43,6 +43,11 @@ export function memoryRecords(entries = MEMORY_ENTRIES): Map<string, object> {
   return new MemoryRecords({ max: entries }) as unknown as Map<string, object>
 }
 
+/** The one method of the Redis client that command() uses. */
+interface RawRedis {
+  sendCommand(args: string[]): Promise<unknown>
+}
+
 /**
  * The key-value store behind tag records and tokens: keyv in memory, or over Redis to share it
  * between replicas. A failure or a slow Redis is never an error for a caller: a read misses, a
@@ -52,6 +57,7 @@ export function memoryRecords(entries = MEMORY_ENTRIES): Map<string, object> {
 export class Kv {
   private readonly opTimeoutMs: number
   private lastErrorLog = 0
+  private connecting: Promise<RawRedis> | undefined
   private suppressedErrors = 0
 
   private constructor(
@@ -110,6 +116,27 @@ export class Kv {
 
   async delete(key: string): Promise<void> {
     await this.op(() => this.keyv.delete(key))
+  }
+
+  /**
+   * One raw Redis command (`['SET', key, value, 'NX', 'PX', '30000']`), for what keyv has no word for: the fill
+   * leases and shared access times of the bucket tier (storage/). Its reply (null for Redis' nil); undefined when
+   * the store is not Redis, or Redis failed or was slow, like every other operation here. Keys are the caller's:
+   * no namespace is added.
+   */
+  async command(args: string[]): Promise<unknown> {
+    if (!this.redis) return undefined
+    const store = this.keyv.store as { getClient(): Promise<RawRedis> }
+    // One connect for concurrent first callers: the client counts as open (and is handed out) before it is
+    // ready, and without the offline queue a command sent then fails.
+    return this.op(async () =>
+      (await (this.connecting ??= store.getClient().finally(() => (this.connecting = undefined)))).sendCommand(args),
+    )
+  }
+
+  /** Whether this is Redis (shared between machines), not memory here or in the primary of workers. */
+  get redis(): boolean {
+    return this.shared && !this.forwarded
   }
 
   /** Empties an in-memory store (tokens are fetched again, tags read again from disk); a shared one is left alone. */

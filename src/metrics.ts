@@ -248,6 +248,25 @@ export class Metrics {
     registers: [this.registry],
   })
 
+  readonly storageErrors = new Counter({
+    name: 'regmirror_storage_errors_total',
+    help: 'Object storage failures by operation (head, get, upload, presign, init, cleanup); each sets the bucket aside for offline.coolDown.',
+    labelNames: ['op'] as const,
+    registers: [this.registry],
+  })
+  readonly storageUploads = new Counter({
+    name: 'regmirror_storage_uploads_total',
+    help: 'Blobs fetched from upstream and uploaded to object storage: stored (verified, completed), aborted, skipped (bucket set aside).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  })
+  readonly storageServed = new Counter({
+    name: 'regmirror_storage_served_total',
+    help: 'Blob GETs the hot tier missed and the bucket held: fill (streamed through the hot tier) or redirect (307 to a presigned URL).',
+    labelNames: ['how'] as const,
+    registers: [this.registry],
+  })
+
   countFillsWith(count: () => number): void {
     this.fillsNow = count
   }

@@ -15,6 +15,8 @@ export interface BlobHandle {
   open(start: number, end: number): Readable
   /** A cache hit's open file, for a sender that reads it itself (HTTP/2 respondWithFD); closed by release() unless open() took it. */
   readonly fd?: number
+  /** `storage.s3.redirect`: the response is a 307 to this presigned URL of the bucket's object, not the bytes. */
+  readonly redirect?: string
   /** Call once the response is over, so the blob may be evicted again. */
   release(): void
 }

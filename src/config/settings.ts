@@ -24,6 +24,7 @@ import { autoMaxSizeFor } from './auto-size.js'
 import { setting, type Resolved } from './declare.js'
 import { accessRule } from './access-rules.js'
 import { CLUSTER_SETTINGS } from './cluster-settings.js'
+import { STORAGE_SETTINGS } from './storage-settings.js'
 import { resolveUpstreams, upstreamAssignments, upstreamEntries } from './upstreams.js'
 import * as v from './values.js'
 
@@ -273,6 +274,7 @@ export const SETTINGS = {
     doc: 'who may pull what: see [Access rules](#access-rules)',
   }),
   ...CLUSTER_SETTINGS,
+  ...STORAGE_SETTINGS,
   'search.enabled': setting(v.boolean, {
     default: true,
     env: 'REGMIRROR_SEARCH',
