@@ -4,7 +4,9 @@
  * empty disk serves from it without asking the upstream, redirects, and pulls that go on when the bucket is gone.
  */
 import { randomBytes } from 'node:crypto'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
+import { connect, type AddressInfo } from 'node:net'
+import { createServer as createTlsServer } from 'node:tls'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import t, { type Test } from 'tap'
@@ -12,6 +14,9 @@ import { sha256, startFakeRegistry } from '../helpers/fake-registry/index.js'
 import { bucketView, storageConfig } from '../helpers/bucket.js'
 import { fetchBody, tempDir, until } from '../helpers/crash-tools.js'
 import { startMirrorProcess } from '../helpers/mirror-process.js'
+import { makeCa, makeServerCert } from '../helpers/certs.js'
+import { freePort } from '../helpers/free-port.js'
+import bcrypt from 'bcryptjs'
 import { resolveConfig } from '../../src/config/load.js'
 import { Metrics } from '../../src/metrics.js'
 import { createLogger } from '../../src/log.js'
@@ -119,6 +124,21 @@ if (requirePrograms(t, RADOSGW_PROGRAMS)) {
       t.equal(first.status, 200, 'not in the bucket yet: streamed from upstream as usual')
       await until('the object', () => view.exists(digest), WAIT)
       await mirror.close()
+      // Access checks come before the redirect: without credentials, a 401 and no URL.
+      const users = join(await tempDir(t), 'htpasswd')
+      await writeFile(users, `u:${bcrypt.hashSync('p', 4)}\n`)
+      const guarded = await startMirror(t, { ...config, auth: { htpasswd: users } })
+      const refused = await fetch(url(guarded.url), { redirect: 'manual' })
+      await refused.arrayBuffer()
+      t.equal(refused.status, 401, 'no credentials: 401, not a redirect')
+      t.equal(refused.headers.get('location'), null)
+      const allowed = await fetch(url(guarded.url), {
+        redirect: 'manual',
+        headers: { authorization: `Basic ${Buffer.from('u:p').toString('base64')}` },
+      })
+      await allowed.arrayBuffer()
+      t.equal(allowed.status, 307, 'with credentials: the redirect')
+      await guarded.close()
       const fresh = await startMirror(t, config)
       const res = await fetch(url(fresh.url), { redirect: 'manual' })
       await res.arrayBuffer()
@@ -184,6 +204,66 @@ if (requirePrograms(t, RADOSGW_PROGRAMS)) {
       await sweeper.stop()
       t.same(await view.uploads(), [])
       t.equal(sha256((await view.object(digest))!), digest, 'the completed object is untouched')
+    })
+
+    t.test('TLS to the storage: verified against caFile, refused without it, or not verified with insecureSkipVerify', async (t) => {
+      // radosgw speaks plain HTTP here; a TLS terminator in front of it is the endpoint the mirror sees.
+      const dir = await tempDir(t)
+      const ca = await makeCa(dir)
+      const pair = await makeServerCert(ca, 'rgw')
+      const target = new URL(rgw.endpoint)
+      const tls = createTlsServer({ cert: await readFile(pair.cert), key: await readFile(pair.key) }, (socket) => {
+        const upstream = connect(Number(target.port), target.hostname)
+        socket.pipe(upstream).pipe(socket)
+        const end = () => {
+          socket.destroy()
+          upstream.destroy()
+        }
+        socket.on('error', end).on('close', end)
+        upstream.on('error', end).on('close', end)
+      })
+      await new Promise<void>((r) => tls.listen(0, '127.0.0.1', r))
+      t.teardown(() => new Promise((r) => tls.close(r)))
+      const endpoint = `https://127.0.0.1:${(tls.address() as AddressInfo).port}`
+      const pull = async (s3: Record<string, unknown>) => {
+        const r = await setup(t, rgw, { endpoint, ...s3 })
+        const digest = r.fake.addBlob(randomBytes(100_000))
+        const res = await get(`${r.mirror.url}/v2/library/tls/blobs/${digest}`)
+        t.equal(res.status, 200)
+        t.equal(sha256(res.body), digest, 'the pull completes')
+        return { ...r, digest }
+      }
+      const trusted = await pull({ caFile: ca.caCert })
+      await until('the object, through TLS', () => trusted.view.exists(trusted.digest), WAIT)
+      const untrusted = await pull({})
+      t.ok(
+        (await metric(untrusted.mirror.url, /regmirror_storage_errors_total\{op="init"\} (\d+)/)) >= 1,
+        'an unknown CA is a storage failure',
+      )
+      t.equal(await untrusted.view.exists(untrusted.digest), false, 'and nothing was uploaded')
+      const skipped = await pull({ insecureSkipVerify: true })
+      await until('the object, certificate not verified', () => skipped.view.exists(skipped.digest), WAIT)
+    })
+
+    t.test('a dead bucket is set aside: not asked again during the cool-down, pulls go to the upstream', async (t) => {
+      const fake = await startFakeRegistry()
+      t.teardown(() => fake.close())
+      // Nothing listens there: every request to the storage fails at connect.
+      const dead = `http://127.0.0.1:${await freePort()}`
+      const mirror = await startMirror(t, {
+        upstreams: [{ name: 'docker.io', url: fake.url }],
+        offline: { coolDown: '1h' },
+        storage: storageConfig(rgw, 'dead', { endpoint: dead }),
+      })
+      for (let i = 0; i < 3; i++) {
+        const digest = fake.addBlob(randomBytes(50_000))
+        const res = await get(`${mirror.url}/v2/library/dead/blobs/${digest}`)
+        t.equal(sha256(res.body), digest, 'the pull completes from upstream')
+      }
+      const text = (await get(`${mirror.url}/metrics`)).body.toString()
+      const errors = [...text.matchAll(/^regmirror_storage_errors_total\{op="(\w+)"\} (\d+)/gm)].map((m) => `${m[1]}=${m[2]}`)
+      t.same(errors, ['init=1'], 'one failure at start-up, and the storage was not asked again')
+      t.notMatch(text, /regmirror_storage_uploads_total\{result="(stored|aborted)"\} [1-9]/, 'no upload was tried')
     })
 
     t.test('pulls go on when the gateway stops, and the bucket is used again once it is back', async (t) => {
