@@ -132,7 +132,7 @@ export class BucketTier {
     const atimes = await this.accessTimes(objects.map((o) => o.digest))
     const at = (o: StoredObject) => atimes.get(o.digest) ?? o.lastModified.getTime()
     objects.sort((a, b) => at(a) - at(b))
-    if (!this.kv.shared) {
+    if (!this.kv.redis) {
       // Times of objects that are gone (deleted by hand, by a lifecycle rule) would otherwise stay forever.
       const listed = new Set(objects.map((o) => o.digest))
       for (const d of [...this.localTimes.keys()]) if (!listed.has(d)) this.localTimes.delete(d)
@@ -163,7 +163,7 @@ export class BucketTier {
   private async recentlyUsed(o: StoredObject, seen: number): Promise<boolean> {
     const recent = Date.now() - this.opts.protectMs
     if (seen > recent) return true
-    if (!this.kv.shared) return false
+    if (!this.kv.redis) return false
     const now = await this.kv.command(['ZSCORE', this.atimeKey, o.digest])
     if (now === undefined) return true
     return now !== null && Number(now) > recent
