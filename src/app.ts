@@ -183,11 +183,11 @@ export async function openParts(
 }
 
 /** The bucket tier (storage.backend: s3), and the fill leases of replicas on one bucket and one Redis. */
-async function openStorage(config: Config, kv: Kv, peers: Peers | undefined, metrics: Metrics, log: Logger) {
+async function openStorage(config: Config, kv: Kv, peers: Peers | undefined, metrics: Metrics, log: Logger, evicts: boolean) {
   // Replicas on one bucket and one Redis: the fill lease, not rendezvous, decides which one fetches a blob.
   const leases =
     config.storage.backend === 's3' && kv.redis && peers ? new FillLeases(kv, config.metadata.prefix, peers.self, log) : undefined
-  const bucket = await openBucket(config, metrics, log, { kv, leases })
+  const bucket = await openBucket(config, metrics, log, { kv, leases, evicts })
   return { leases, bucket }
 }
 
@@ -215,7 +215,7 @@ async function buildParts(config: Config, log: Logger, tool: boolean, worker?: W
   const tags = new TagService(metadata, manifests, upstream, metrics, report, links, negative, pins)
   // The tools keep what they fetch in their own data directory: no peers for them.
   const peers = Peers.enabled(config) && !tool ? new Peers(config, log, metrics) : undefined
-  const { leases, bucket } = await openStorage(config, kv, peers, metrics, log)
+  const { leases, bucket } = await openStorage(config, kv, peers, metrics, log, worker === undefined || worker.id === 1)
   const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links, peers, bucket, leases)
   metrics.countFillsWith(() => fills.active().length)
   const tagLists = new TagListService(upstream, metadata, metrics, log)

@@ -19,6 +19,8 @@ export interface BucketTierOptions {
   protectMs: number
   /** This replica, named in the eviction lock (logs). */
   self: string
+  /** Whether this process runs eviction passes: with worker processes and no Redis, only the first worker does. */
+  evicts?: boolean
 }
 
 export interface EvictionPass {
@@ -31,6 +33,8 @@ export interface EvictionPass {
 }
 
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`
+/** How long the workers' records of access times are kept without a new access (the primary's memory is bounded). */
+const KV_TIME_TTL_MS = 30 * 24 * 3600_000
 /** Access times are read back this many digests at a time (ZMSCORE). */
 const BATCH = 500
 
@@ -43,7 +47,8 @@ const BATCH = 500
  * expiry, so a replica that dies mid-pass does not block the others for long).
  *
  * Without Redis (a single replica) the access times are kept in this process, lost on restart (upload times
- * stand in until the objects are read again).
+ * stand in until the objects are read again); with worker processes they go to the primary's records through the
+ * kv (one record per digest), and only the first worker runs passes.
  *
  * The race, and why it is small: a replica may decide to read an object (HEAD found it) just as the pass deletes
  * it. Objects with a fill lease, or accessed within `protectMs`, are never deleted, and a replica records the
@@ -77,6 +82,7 @@ export class BucketTier {
     if (last !== undefined && now - last < this.opts.touchIntervalMs) return
     this.touchedAt.set(digest, now)
     if (this.kv.redis) void this.kv.command(['ZADD', this.atimeKey, String(now), digest])
+    else if (this.kv.shared) void this.kv.set(`${this.atimeKey}:${digest}`, now, KV_TIME_TTL_MS)
     else this.localTimes.set(digest, now)
   }
 
@@ -88,7 +94,7 @@ export class BucketTier {
 
   /** Runs a pass every evictIntervalMs (when the bound is set). */
   start(): void {
-    if (this.opts.maxSize <= 0 || this.timer) return
+    if (this.opts.maxSize <= 0 || this.timer || this.opts.evicts === false) return
     this.timer = setInterval(() => void this.evictOnce(), this.opts.evictIntervalMs)
     this.timer.unref()
   }
@@ -132,7 +138,7 @@ export class BucketTier {
     const atimes = await this.accessTimes(objects.map((o) => o.digest))
     const at = (o: StoredObject) => atimes.get(o.digest) ?? o.lastModified.getTime()
     objects.sort((a, b) => at(a) - at(b))
-    if (!this.kv.redis) {
+    if (!this.kv.shared) {
       // Times of objects that are gone (deleted by hand, by a lifecycle rule) would otherwise stay forever.
       const listed = new Set(objects.map((o) => o.digest))
       for (const d of [...this.localTimes.keys()]) if (!listed.has(d)) this.localTimes.delete(d)
@@ -145,6 +151,7 @@ export class BucketTier {
       }
       await this.store.delete(parseDigest(o.digest))
       if (this.kv.redis) void this.kv.command(['ZREM', this.atimeKey, o.digest])
+      else if (this.kv.shared) void this.kv.delete(`${this.atimeKey}:${o.digest}`)
       else this.localTimes.delete(o.digest)
       pass.after -= o.size
       pass.deleted.push(o.digest)
@@ -163,7 +170,8 @@ export class BucketTier {
   private async recentlyUsed(o: StoredObject, seen: number): Promise<boolean> {
     const recent = Date.now() - this.opts.protectMs
     if (seen > recent) return true
-    if (!this.kv.redis) return false
+    if (!this.kv.shared) return false
+    if (!this.kv.redis) return ((await this.kv.get<number>(`${this.atimeKey}:${o.digest}`)) ?? 0) > recent
     const now = await this.kv.command(['ZSCORE', this.atimeKey, o.digest])
     if (now === undefined) return true
     return now !== null && Number(now) > recent
@@ -171,7 +179,15 @@ export class BucketTier {
 
   /** digest → last access (ms) from Redis; digests it has no time for are left out. */
   private async accessTimes(digests: string[]): Promise<Map<string, number>> {
-    if (!this.kv.redis) return this.localTimes
+    if (!this.kv.shared) return this.localTimes
+    if (!this.kv.redis) {
+      const found = new Map<string, number>()
+      for (const d of digests) {
+        const ms = await this.kv.get<number>(`${this.atimeKey}:${d}`)
+        if (typeof ms === 'number') found.set(d, ms)
+      }
+      return found
+    }
     const found = new Map<string, number>()
     for (let i = 0; i < digests.length; i += BATCH) {
       const batch = digests.slice(i, i + BATCH)

@@ -14,7 +14,7 @@ export async function openBucket(
   config: Config,
   metrics: Metrics,
   log: Logger,
-  shared: { kv: Kv; leases?: FillLeases },
+  shared: { kv: Kv; leases?: FillLeases; evicts?: boolean },
 ): Promise<Bucket | undefined> {
   if (config.storage.backend !== 's3') return undefined
   const { S3Store } = await import('./s3-store.js')
@@ -35,6 +35,7 @@ export async function openBucket(
         // A read started after the last recorded access, or a presigned URL still valid, may be using the object.
         protectMs: Math.max(2 * touch, s3.redirectExpiry + touch),
         self: config.cluster.self ?? 'this replica',
+        evicts: shared.evicts,
       },
       log.child({ part: 'storage' }),
     )
