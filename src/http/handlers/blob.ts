@@ -28,6 +28,14 @@ export async function handleBlob(ctx: RequestContext, route: Extract<Route, { ki
   try {
     ctx.cache = blob.source === 'cache' ? 'hit' : blob.joined ? 'joined' : 'miss'
     base['x-regmirror-cache'] = ctx.cache === 'joined' ? 'miss' : ctx.cache
+    const prefix = s.config.server.accelRedirect.prefix
+    if (prefix !== undefined && blob.underBlobs !== undefined && header(ctx.req.headers[s.config.server.accelRedirect.header])) {
+      // nginx sends the file (and applies Range itself); the handle is released once this answer is out.
+      ctx.res.writeHead(200, { ...base, 'content-length': 0, 'x-accel-redirect': prefix + blob.underBlobs })
+      ctx.res.end()
+      s.metrics.accelRedirects.inc()
+      return
+    }
     const size = blob.size
     const { status, start, end } = answerRange(ctx, base, size)
     if (blob.fd !== undefined && size !== undefined && size > 0 && 'stream' in ctx.res) {
