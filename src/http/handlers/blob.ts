@@ -31,7 +31,9 @@ export async function handleBlob(ctx: RequestContext, route: Extract<Route, { ki
     const prefix = s.config.server.accelRedirect.prefix
     if (prefix !== undefined && blob.underBlobs !== undefined && header(ctx.req.headers[s.config.server.accelRedirect.header])) {
       // nginx sends the file (and applies Range itself); the handle is released once this answer is out.
-      ctx.res.writeHead(200, { ...base, 'content-length': 0, 'x-accel-redirect': prefix + blob.underBlobs })
+      // Accept-Ranges is nginx's to say (it would be sent twice).
+      const { 'accept-ranges': _, ...headers } = base
+      ctx.res.writeHead(200, { ...headers, 'content-length': 0, 'x-accel-redirect': prefix + blob.underBlobs })
       ctx.res.end()
       s.metrics.accelRedirects.inc()
       return
