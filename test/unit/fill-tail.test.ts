@@ -1,6 +1,12 @@
 import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import t from 'tap'
+import { Fill, type FillHooks, type FillSource } from '../../src/cache/fill/fill.js'
 import { Tail } from '../../src/cache/fill/tail.js'
+import { parseDigest } from '../../src/oci/reference.js'
+import { sha256 } from '../helpers/oci-fixtures.js'
 
 // The fill's in-memory tail: readers get views of it instead of reading back the temp file, so
 // every byte it hands out must be the byte at that offset of the blob, whatever the chunking.
@@ -42,4 +48,47 @@ t.test('trim drops whole slabs only; a view handed out stays valid after more ap
   tail.reset(4500)
   t.equal(tail.end, 4500)
   t.equal(tail.view(4000, 10), undefined)
+})
+
+t.test('a fill read from the tail, from the file, and across the two gives every reader the blob', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fill-tail-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const blob = randomBytes(9 * 1024 * 1024 + 12_345)
+  // Odd-sized chunks, handed over one per turn of the event loop so readers interleave with the download.
+  let sent = 0
+  const source: FillSource = {
+    open: async (offset) => {
+      async function* body() {
+        for (let off = offset; off < blob.length; off += 100_003) {
+          await new Promise((r) => setImmediate(r))
+          sent = Math.min(off + 100_003, blob.length)
+          yield blob.subarray(off, sent)
+        }
+      }
+      return { body: body(), total: blob.length - offset, abort: () => {} }
+    },
+  }
+  let committed = 0
+  const hooks: FillHooks = { admit: async () => true, commit: async () => void committed++, abandon: () => {} }
+  const fill = new Fill(parseDigest(sha256(blob)), join(dir, 'x.tmp'), source, hooks, 0).start()
+  const hold = fill.retain()
+  await fill.ready
+  const readAll = async (start: number) => {
+    const got: Buffer[] = []
+    for await (const c of fill.createReader(start, blob.length - 1)) got.push(c as Buffer)
+    return Buffer.concat(got)
+  }
+  const eager = readAll(0)
+  // Starts once several MiB are written: its first bytes come from the file, the rest from the tail.
+  while (sent < 6 * 1024 * 1024) await new Promise((r) => setImmediate(r))
+  const late = readAll(0)
+  const middle = readAll(5_000_000)
+  await fill.finished
+  const after = await readAll(0)
+  hold()
+  t.ok((await eager).equals(blob), 'a reader that kept up')
+  t.ok((await late).equals(blob), 'a reader that started behind the tail')
+  t.ok((await middle).equals(blob.subarray(5_000_000)), 'a reader from the middle')
+  t.ok(after.equals(blob), 'a reader after the end')
+  t.equal(committed, 1)
 })
