@@ -28,7 +28,8 @@ export class Spool {
 
   /** Bytes received, not yet on disk. */
   get unwritten(): number {
-    return this.stopped ? 0 : this.tail.end - this.file.end
+    // Never below 0: a fill that closed its file resets the tail while a write may still be in flight.
+    return this.stopped ? 0 : Math.max(0, this.tail.end - this.file.end)
   }
 
   async append(buf: Buffer): Promise<void> {
