@@ -8,13 +8,13 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { cpus, loadavg, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { Worker } from 'node:worker_threads'
 import { startDistribution, type Distribution } from '../test/helpers/distribution.js'
 import { buildOciLayout, type OciLayout } from '../test/helpers/oci-image.js'
 import { findProgram } from '../test/helpers/programs.js'
 import { pushLayout } from '../test/helpers/skopeo.js'
 import { makeTempDir, removeTempDir } from '../test/helpers/temp-dir.js'
 import type * as client from './client.js'
+import { inWorker } from './in-worker.js'
 import { pidOfDistribution, peakRss, REPO_ROOT, resetPeakRss, startRegmirror, type Regmirror } from './servers.js'
 import { measureStartup, writeBlobs, type StartupResult } from './startup.js'
 
@@ -63,31 +63,6 @@ if (flags['load-seconds'] !== undefined) SIZES.loadSeconds = Number(flags['load-
 const RESULTS = resolve(REPO_ROOT, flags.out ?? (quick ? 'bench/RESULTS.quick.md' : 'bench/RESULTS.md'))
 const CONCURRENCY = flags.concurrency === undefined ? [8, 32] : flags.concurrency.split(',').map(Number)
 const LINK_BYTES_PER_SECOND = flags['upstream-mbps'] === undefined ? undefined : Number(flags['upstream-mbps']) * 1e6
-
-// ---------------------------------------------------------------------------------------------------------------
-// worker: every client workload runs in a worker thread
-
-function inWorker<K extends keyof typeof client>(
-  fn: K,
-  ...args: Parameters<(typeof client)[K]>
-): Promise<Awaited<ReturnType<(typeof client)[K]>>> {
-  return new Promise((resolvePromise, reject) => {
-    const w = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: { fn, args } })
-    let settled = false
-    w.once('message', (m: { ok: boolean; result?: unknown; error?: string }) => {
-      settled = true
-      if (m.ok) resolvePromise(m.result as Awaited<ReturnType<(typeof client)[K]>>)
-      else reject(new Error(`${fn} failed in the worker:\n${m.error}`))
-      void w.terminate()
-    })
-    w.once('error', (err) => {
-      if (!settled) reject(err)
-    })
-    w.once('exit', (code) => {
-      if (!settled) reject(new Error(`${fn}: worker exited with ${code}`))
-    })
-  })
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // measuring

@@ -1,5 +1,8 @@
 /** Starting regmirror as a child process, finding distribution's pid, and reading peak RSS from /proc. */
+import { execFileSync } from 'node:child_process'
 import { readFile, readdir, writeFile } from 'node:fs/promises'
+import { get } from 'node:http'
+import { availableParallelism } from 'node:os'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { freePort } from '../test/helpers/free-port.js'
@@ -26,6 +29,11 @@ export interface RegmirrorOptions {
   /** How often to poll /v2/ while starting (ms). */
   pollMs?: number
   timeoutMs?: number
+  /** More `serve` flags, e.g. `['--workers', '2']`. */
+  extraArgs?: string[]
+  /** Another build than CLI (bench/ab.ts), and node flags before it (e.g. --cpu-prof). */
+  cli?: string
+  nodeArgs?: string[]
 }
 
 /** `node dist/cli.js serve` on a free loopback port, default upstream `bench` = upstreamUrl. */
@@ -38,7 +46,8 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Regmirror>
     'regmirror',
     process.execPath,
     [
-      CLI,
+      ...(opts.nodeArgs ?? []),
+      opts.cli ?? CLI,
       'serve',
       '--listen',
       `127.0.0.1:${port}`,
@@ -52,6 +61,7 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Regmirror>
       opts.maxSize ?? '50GiB',
       '--log-level',
       opts.logLevel ?? 'info',
+      ...(opts.extraArgs ?? []),
     ],
     {
       env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('REGMIRROR_'))),
@@ -81,6 +91,7 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Regmirror>
     }
     await new Promise((r) => setTimeout(r, pollMs))
   }
+  await everyWorkerReady(url, deadline)
   // The log line and the first answer race by a few ms; give the line a moment to arrive through the pipe.
   await waitUntilReady(program, async () => listeningAt !== undefined, 2000).catch(() => {})
   return {
@@ -89,6 +100,30 @@ export async function startRegmirror(opts: RegmirrorOptions): Promise<Regmirror>
     program,
     startup: { listeningMs: listeningAt === undefined ? undefined : listeningAt - spawnedAt, readyMs: readyAt - spawnedAt },
     stop: () => program.stop(),
+  }
+}
+
+/**
+ * With several worker processes, /v2/ answering on one says nothing of the others, which may still be rebuilding
+ * their index (503 to every registry request). Waits for /readyz to answer 200 on enough new connections in a row
+ * that each worker was asked (node:cluster hands connections round-robin). A build without /readyz (404) passes.
+ */
+async function everyWorkerReady(url: string, deadline: number): Promise<void> {
+  const status = (): Promise<number> =>
+    new Promise((ok) => {
+      const req = get(`${url}/readyz`, { agent: false, timeout: 2000 }, (res) => {
+        res.resume()
+        ok(res.statusCode ?? 0)
+      })
+      req.on('timeout', () => req.destroy()).on('error', () => ok(0))
+    })
+  for (let inARow = 0; inARow < 2 * availableParallelism() + 4;) {
+    const code = await status()
+    inARow = code === 200 || code === 404 ? inARow + 1 : 0
+    if (inARow === 0) {
+      if (Date.now() > deadline) throw new Error(`regmirror at ${url}: /readyz still ${code}`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
   }
 }
 
@@ -130,4 +165,43 @@ export async function resetPeakRss(pid: number): Promise<boolean> {
   } catch {
     return false
   }
+}
+
+/** Whether this build's `serve` has `--workers` (issue #16); today's main does not. */
+export function cliHasWorkers(cli = CLI): boolean {
+  return /--workers\b/.test(execFileSync(process.execPath, [cli, 'serve', '--help'], { encoding: 'utf8' }))
+}
+
+/** `pid` and every live descendant of it (node:cluster workers are children of the serve process), `pid` first. */
+export async function processTree(pid: number): Promise<number[]> {
+  const children = new Map<number, number[]>()
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = await readFile(`/proc/${entry}/stat`, 'utf8')
+      // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)])
+    } catch {
+      // gone
+    }
+  }
+  const out = [pid]
+  for (let i = 0; i < out.length; i++) out.push(...(children.get(out[i]!) ?? []))
+  return out
+}
+
+/** VmHWM of each process of the tree (bytes), by pid; a process that ended meanwhile is left out. */
+export async function peakRssOfTree(pid: number): Promise<Map<number, number>> {
+  const out = new Map<number, number>()
+  for (const p of await processTree(pid))
+    await peakRss(p).then(
+      (b) => out.set(p, b),
+      () => {},
+    )
+  return out
+}
+
+export async function resetPeakRssOfTree(pid: number): Promise<void> {
+  for (const p of await processTree(pid)) await resetPeakRss(p)
 }

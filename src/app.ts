@@ -4,17 +4,17 @@ import { Peers } from './cluster/peers.js'
 import { Visibility } from './access/visibility.js'
 import type { Services } from './app-types.js'
 import { BlobStore } from './cache/blob-store.js'
-import { Fills } from './cache/fills.js'
+import { Fills, type SharedFills } from './cache/fills.js'
 import { Hits } from './cache/hits.js'
 import { ContentLinks } from './cache/links.js'
-import { LruIndex } from './cache/lru-index.js'
+import { LruIndex, type CacheIndex } from './cache/lru-index.js'
 import { MetadataStore } from './cache/metadata-store.js'
 import { Registries, isPrivate } from './config/registries.js'
 import type { Config } from './config/schema.js'
 import { closeNow, drain, listenAll, urlOf } from './http/lifecycle.js'
 import { createListeners, type Listeners } from './http/server.js'
 import { watchFiles } from './file-watch.js'
-import { Kv } from './kv.js'
+import { Kv, type ForwardStore } from './kv.js'
 import { createLogger, type Logger } from './log.js'
 import { Metrics } from './metrics.js'
 import { parseDigest } from './oci/reference.js'
@@ -30,19 +30,24 @@ import { TagListService } from './proxy/tag-list-service.js'
 import { TagService } from './proxy/tag-service.js'
 import { PullActivity } from './status/activity.js'
 import { StatusReport } from './status/report.js'
+import type { Bucket } from './storage/bucket.js'
+import { FillLeases } from './storage/fill-lease.js'
+import { openBucket } from './storage/open.js'
 import { UpstreamClient } from './upstream/client.js'
 import { KvTokens } from './upstream/token-store.js'
 
 /** The services and the parts under them (tests and shutdown reach into the parts). */
 export interface AppParts extends Services {
   store: BlobStore
-  index: LruIndex
+  index: CacheIndex
   metadata: MetadataStore
   pins: Pins
   upstream: UpstreamClient
   /** Who may see what the cache holds (private content). */
   links: ContentLinks
   peers?: Peers
+  /** The bucket tier (storage.backend: s3). */
+  bucket?: Bucket
 }
 
 export interface App {
@@ -62,6 +67,24 @@ export interface App {
 
 export interface AppOptions {
   logger?: Logger
+  /** This process is one of several workers (src/workers/worker.ts). */
+  worker?: WorkerRole
+}
+
+/** What a worker shares with the others through the primary (docs/architecture.md, "Workers"). */
+export interface WorkerRole {
+  /** 1…N; logs and the process metrics carry it. */
+  id: number
+  /** The primary's index, seen from here. */
+  index: CacheIndex
+  /** Downloads: one per digest across the workers. */
+  fills: SharedFills
+  /** The primary's in-memory tag records and tokens; undefined with Redis (each worker connects to it). */
+  kv?: ForwardStore
+  /** Every process's metrics, aggregated by the primary. */
+  metrics(): Promise<string>
+  /** Listening and ready: the primary logs the one "regmirror listening" line once every worker is. */
+  listening(addrs: { plain: AddressInfo; tls?: AddressInfo }): void
 }
 
 /**
@@ -69,7 +92,7 @@ export interface AppOptions {
  * draws the layers). Nothing happens on import.
  */
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
-  const parts = await openParts(config, opts.logger ?? createLogger(config.log.level), { warmLater: true })
+  const parts = await openParts(config, opts.logger ?? createLogger(config.log.level), { warmLater: true, worker: opts.worker })
   const { log, status } = parts
   const listeners = createListeners(parts)
   let addrs: { plain: AddressInfo; tls?: AddressInfo } | undefined
@@ -84,6 +107,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       status.ready = true
       const at = (a: AddressInfo | undefined) => a && { address: a.address, port: a.port }
       const upstreams = config.upstreams.map((u) => u.name)
+      if (opts.worker) {
+        opts.worker.listening(addrs)
+        return addrs.plain
+      }
       log.info({ ...at(addrs.plain), tls: at(addrs.tls), dataDir: config.dataDir, upstreams }, 'regmirror listening')
       return addrs.plain
     },
@@ -109,9 +136,13 @@ export interface OpenParts extends AppParts {
   close(): Promise<void>
 }
 
-export async function openParts(config: Config, log: Logger, opts: { tool?: boolean; warmLater?: boolean } = {}): Promise<OpenParts> {
-  const parts = await buildParts(config, log, opts.tool === true)
-  const { index, blobs, upstream, metadata, pins, store, peers } = parts
+export async function openParts(
+  config: Config,
+  log: Logger,
+  opts: { tool?: boolean; warmLater?: boolean; worker?: WorkerRole } = {},
+): Promise<OpenParts> {
+  const parts = await buildParts(config, log, opts.tool === true, opts.worker)
+  const { index, blobs, upstream, metadata, pins, store, peers, bucket } = parts
   // preload and import may add to this directory while a mirror runs on it: new content is found
   // on its first miss (the index adopts it), new pins and changed tags when they say so here.
   const changes = watchFiles(opts.tool ? [] : [store.layout.pinsFile, store.layout.changedFile], config.server.reloadInterval, () => {
@@ -130,6 +161,7 @@ export async function openParts(config: Config, log: Logger, opts: { tool?: bool
       await index.load()
       log.info({ entries: index.count, bytes: index.size, pinned: index.pinnedBytes(), ms: Date.now() - loadStart }, 'cache index loaded')
       await peers?.start()
+      await bucket?.start()
     },
     close: async () => {
       changes.stop()
@@ -139,6 +171,7 @@ export async function openParts(config: Config, log: Logger, opts: { tool?: bool
       const fills = blobs.activeFills()
       for (const f of fills) f.cancel()
       await Promise.allSettled(fills.map((f) => f.finished))
+      await bucket?.stop()
       parts.access.stop()
       await index.flush()
       await upstream.close()
@@ -149,28 +182,41 @@ export async function openParts(config: Config, log: Logger, opts: { tool?: bool
   return open
 }
 
-async function buildParts(config: Config, log: Logger, tool: boolean): Promise<AppParts> {
-  const metrics = new Metrics()
+/** The bucket tier (storage.backend: s3), and the fill leases of replicas on one bucket and one Redis. */
+async function openStorage(config: Config, kv: Kv, peers: Peers | undefined, metrics: Metrics, log: Logger) {
+  // Replicas on one bucket and one Redis: the fill lease, not rendezvous, decides which one fetches a blob.
+  const leases =
+    config.storage.backend === 's3' && kv.redis && peers ? new FillLeases(kv, config.metadata.prefix, peers.self, log) : undefined
+  const bucket = await openBucket(config, metrics, log, { kv, leases })
+  return { leases, bucket }
+}
+
+async function buildParts(config: Config, log: Logger, tool: boolean, worker?: WorkerRole): Promise<AppParts> {
+  const metrics = new Metrics({ worker: worker?.id })
+  if (worker) metrics.exposition = () => worker.metrics()
   const registries = new Registries(config)
   const store = new BlobStore(config.dataDir)
-  await store.init({ clearTmp: !tool })
-  const index = new LruIndex(store, config.cache.maxSize, config.cache.touchInterval, metrics, log)
-  const kv = await Kv.open(config.metadata, log)
+  // A worker leaves tmp/ alone: the other workers' downloads are there (the primary cleared it).
+  await store.init({ clearTmp: !tool && !worker })
+  const local = worker ? undefined : new LruIndex(store, config.cache.maxSize, config.cache.touchInterval, metrics, log)
+  const index: CacheIndex = worker?.index ?? (local as LruIndex)
+  const kv = await Kv.open({ ...config.metadata, forward: worker?.kv }, log)
   const metadata = new MetadataStore(store.layout, kv, true)
   // Eviction removes a manifest's media-type record first, so verify can tell an evicted tag from a lost one.
-  index.beforeRemove = (digest) => metadata.deleteManifestInfo(parseDigest(digest))
+  if (local) local.beforeRemove = (digest) => metadata.deleteManifestInfo(parseDigest(digest))
   const pins = new Pins(registries, store, metadata, index, log)
   // Only a shared store is worth a second lookup: in memory it would just be a copy of the client's own.
   const upstream = new UpstreamClient(config, log, metrics, kv.shared ? { sharedTokens: new KvTokens(kv) } : {})
   const report = new Reporter(metrics, log, upstream.incidents)
   const links = await ContentLinks.open(store.layout, config.upstreams.some(isPrivate))
-  const fills = new Fills(store, index, log, config.retries.resumeAttempts)
+  const fills = new Fills(store, index, log, config.retries.resumeAttempts, worker?.fills)
   const negative = new NegativeCache(metrics)
   const manifests = new ManifestService(store, index, metadata, upstream, metrics, report, links, negative, pins)
   const tags = new TagService(metadata, manifests, upstream, metrics, report, links, negative, pins)
   // The tools keep what they fetch in their own data directory: no peers for them.
   const peers = Peers.enabled(config) && !tool ? new Peers(config, log, metrics) : undefined
-  const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links, peers)
+  const { leases, bucket } = await openStorage(config, kv, peers, metrics, log)
+  const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links, peers, bucket, leases)
   metrics.countFillsWith(() => fills.active().length)
   const tagLists = new TagListService(upstream, metadata, metrics, log)
   const referrers = new ReferrersService(store.layout, upstream, tags, report, metrics, config.referrers.cacheTtl)
@@ -202,6 +248,7 @@ async function buildParts(config: Config, log: Logger, tool: boolean): Promise<A
     search,
     links,
     peers,
+    bucket,
     activity,
     statusReport,
     status,

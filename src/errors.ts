@@ -64,6 +64,8 @@ export const ERRORS = {
   ADDRESS_DENIED: { status: 502, wire: 'UNAVAILABLE', class: 'refusal' },
   REALM_DENIED: { status: 502, wire: 'UNAVAILABLE', class: 'refusal' },
   CACHE_IO: { status: 500, wire: 'UNKNOWN', class: 'internal' },
+  // Object storage (storage/) failed; pulls go on from the hot tier and upstream, so it rarely reaches a client.
+  STORAGE_ERROR: { status: 500, wire: 'UNKNOWN', class: 'internal' },
   INTERNAL: { status: 500, wire: 'UNKNOWN', class: 'internal' },
 } as const satisfies Record<string, ErrorSpec>
 

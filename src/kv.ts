@@ -11,6 +11,19 @@ export interface KvOptions {
   opTimeoutMs?: number
   /** How many records the in-memory store keeps; the least recently used go first. */
   memoryEntries?: number
+  /**
+   * Worker processes without Redis: a store that forwards to the primary's in-memory one (one copy
+   * for all workers, src/workers/). Cleared like the in-memory store when the data directory changes.
+   */
+  forward?: ForwardStore
+}
+
+/** A keyv store (Map-like, async) kept by another process. */
+export interface ForwardStore {
+  get(key: string): Promise<unknown>
+  set(key: string, value: unknown, ttl?: number): Promise<unknown>
+  delete(key: string): Promise<boolean>
+  clear(): Promise<void>
 }
 
 /**
@@ -25,6 +38,16 @@ class MemoryRecords extends LRUCache<string, object> {
 
 const MEMORY_ENTRIES = 100_000
 
+/** The in-memory store's records, for a process that keeps them for others (the primary of workers). */
+export function memoryRecords(entries = MEMORY_ENTRIES): Map<string, object> {
+  return new MemoryRecords({ max: entries }) as unknown as Map<string, object>
+}
+
+/** The one method of the Redis client that command() uses. */
+interface RawRedis {
+  sendCommand(args: string[]): Promise<unknown>
+}
+
 /**
  * The key-value store behind tag records and tokens: keyv in memory, or over Redis to share it
  * between replicas. A failure or a slow Redis is never an error for a caller: a read misses, a
@@ -34,6 +57,7 @@ const MEMORY_ENTRIES = 100_000
 export class Kv {
   private readonly opTimeoutMs: number
   private lastErrorLog = 0
+  private connecting: Promise<RawRedis> | undefined
   private suppressedErrors = 0
 
   private constructor(
@@ -42,6 +66,8 @@ export class Kv {
     /** Whether other processes see what this store holds (Redis). */
     readonly shared: boolean,
     opTimeoutMs: number,
+    /** Cleared by clearLocal although shared: the primary's store, which only this machine's workers see. */
+    private readonly forwarded = false,
   ) {
     this.opTimeoutMs = opTimeoutMs
     keyv.on('error', (err: unknown) => this.logError(err))
@@ -51,6 +77,16 @@ export class Kv {
     const timeout = opts.opTimeoutMs ?? 1000
     // In memory there is nothing to serialise for: records are stored as they are (and never
     // mutated; callers replace them), which keeps a JSON round trip off every tag request.
+    if (!opts.redis && opts.forward) {
+      // Stored as they are, as in memory: the channel to the primary copies them (structured clone).
+      return new Kv(
+        new Keyv({ store: opts.forward, namespace: opts.prefix, serialize: undefined, deserialize: undefined }),
+        log,
+        true,
+        timeout,
+        true,
+      )
+    }
     if (!opts.redis) {
       const store = new MemoryRecords({ max: opts.memoryEntries ?? MEMORY_ENTRIES })
       return new Kv(new Keyv({ store, namespace: opts.prefix, serialize: undefined, deserialize: undefined }), log, false, timeout)
@@ -82,9 +118,30 @@ export class Kv {
     await this.op(() => this.keyv.delete(key))
   }
 
+  /**
+   * One raw Redis command (`['SET', key, value, 'NX', 'PX', '30000']`), for what keyv has no word for: the fill
+   * leases and shared access times of the bucket tier (storage/). Its reply (null for Redis' nil); undefined when
+   * the store is not Redis, or Redis failed or was slow, like every other operation here. Keys are the caller's:
+   * no namespace is added.
+   */
+  async command(args: string[]): Promise<unknown> {
+    if (!this.redis) return undefined
+    const store = this.keyv.store as { getClient(): Promise<RawRedis> }
+    // One connect for concurrent first callers: the client counts as open (and is handed out) before it is
+    // ready, and without the offline queue a command sent then fails.
+    return this.op(async () =>
+      (await (this.connecting ??= store.getClient().finally(() => (this.connecting = undefined)))).sendCommand(args),
+    )
+  }
+
+  /** Whether this is Redis (shared between machines), not memory here or in the primary of workers. */
+  get redis(): boolean {
+    return this.shared && !this.forwarded
+  }
+
   /** Empties an in-memory store (tokens are fetched again, tags read again from disk); a shared one is left alone. */
   async clearLocal(): Promise<void> {
-    if (!this.shared) await this.op(() => this.keyv.clear())
+    if (!this.shared || this.forwarded) await this.op(() => this.keyv.clear())
   }
 
   async close(): Promise<void> {

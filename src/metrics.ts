@@ -46,12 +46,16 @@ export class Metrics {
   })
   readonly rateLimitRemaining = new Gauge({
     name: 'regmirror_upstream_ratelimit_remaining',
+    // With workers: each process's own view; the aggregate is the least of them.
+    aggregator: 'min',
     help: "Pull quota left to an upstream (Docker Hub's ratelimit-remaining): the best of its credentials', as last reported.",
     labelNames: ['upstream'] as const,
     registers: [this.registry],
   })
   readonly quotaRemaining = new Gauge({
     name: 'regmirror_upstream_quota_remaining',
+    // With workers: each process's own view; the aggregate is the least of them.
+    aggregator: 'min',
     help: 'Pull quota left per upstream credential, as the upstream last reported it (ratelimit-remaining).',
     labelNames: ['upstream', 'credential'] as const,
     registers: [this.registry],
@@ -178,12 +182,16 @@ export class Metrics {
   })
   readonly upstreamOnline = new Gauge({
     name: 'regmirror_upstream_online',
+    // With workers: each process's own view; the aggregate is the least of them.
+    aggregator: 'min',
     help: '1 when the upstream is considered reachable, 0 while it is marked offline.',
     labelNames: ['upstream'] as const,
     registers: [this.registry],
   })
   readonly endpointUp = new Gauge({
     name: 'regmirror_upstream_endpoint_up',
+    // With workers: each process's own view; the aggregate is the least of them.
+    aggregator: 'min',
     help: "1 while an endpoint of an upstream's pool is used, 0 while it is set aside after failing (until a probe brings it back).",
     labelNames: ['upstream', 'endpoint'] as const,
     registers: [this.registry],
@@ -209,6 +217,8 @@ export class Metrics {
   })
   readonly endpointThroughput = new Gauge({
     name: 'regmirror_upstream_endpoint_throughput_bytes_per_second',
+    // With workers: each process's own view; the aggregate is the largest of them.
+    aggregator: 'max',
     help: 'Running average of body throughput per endpoint (bodies of 256 KiB or more); ranks endpoints for blobs.',
     labelNames: ['upstream', 'endpoint'] as const,
     registers: [this.registry],
@@ -222,6 +232,8 @@ export class Metrics {
 
   readonly clusterPeers = new Gauge({
     name: 'regmirror_cluster_peers',
+    // With workers: each process's own view; the aggregate is the largest of them.
+    aggregator: 'max',
     help: 'Replicas this one shares blobs with (itself included), by state: up, or down (left out after a failure).',
     labelNames: ['state'] as const,
     registers: [this.registry],
@@ -241,11 +253,39 @@ export class Metrics {
     registers: [this.registry],
   })
 
+  readonly storageErrors = new Counter({
+    name: 'regmirror_storage_errors_total',
+    help: 'Object storage failures by operation (head, get, upload, presign, init, cleanup); each sets the bucket aside for offline.coolDown.',
+    labelNames: ['op'] as const,
+    registers: [this.registry],
+  })
+  readonly storageUploads = new Counter({
+    name: 'regmirror_storage_uploads_total',
+    help: 'Blobs fetched from upstream and uploaded to object storage: stored (verified, completed), aborted, skipped (bucket set aside).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  })
+  readonly storageServed = new Counter({
+    name: 'regmirror_storage_served_total',
+    help: 'Blob GETs the hot tier missed and the bucket held: fill (streamed through the hot tier) or redirect (307 to a presigned URL).',
+    labelNames: ['how'] as const,
+    registers: [this.registry],
+  })
+
   countFillsWith(count: () => number): void {
     this.fillsNow = count
   }
 
-  constructor(opts: { defaultMetrics?: boolean } = {}) {
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'regmirror_' })
+  /**
+   * The text /metrics answers. With workers it is every process's metrics aggregated by the primary
+   * (src/workers/): counters and most gauges summed, the process's own (memory, CPU, event loop)
+   * kept apart by their `worker` label.
+   */
+  exposition: () => Promise<string> = () => this.registry.metrics()
+
+  /** `worker`: this process's number among workers (0: the primary), a label on the default (process) metrics. */
+  constructor(opts: { defaultMetrics?: boolean; worker?: number } = {}) {
+    const labels = opts.worker === undefined ? undefined : { worker: String(opts.worker) }
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'regmirror_', labels })
   }
 }

@@ -1,6 +1,6 @@
 import type { Fills } from '../cache/fills.js'
 import type { ContentLinks } from '../cache/links.js'
-import type { LruIndex } from '../cache/lru-index.js'
+import type { CacheIndex } from '../cache/lru-index.js'
 import { isPrivate } from '../config/registries.js'
 import type { UpstreamConfig } from '../config/schema.js'
 import type { Digest } from '../oci/reference.js'
@@ -18,7 +18,7 @@ import { upstreamFailure, type UpstreamClient } from '../upstream/client.js'
 export class Visibility {
   constructor(
     private readonly links: ContentLinks,
-    private readonly index: LruIndex,
+    private readonly index: CacheIndex,
     private readonly fills: Fills,
     private readonly upstream: UpstreamClient,
   ) {}
@@ -26,7 +26,7 @@ export class Visibility {
   async check(up: UpstreamConfig, repo: string, d: Digest, kind: 'blob' | 'manifest'): Promise<void> {
     if (!this.links.enabled) return
     // Nothing local to leak: the services will fetch it through this upstream and repository.
-    if (!this.index.has(d.value) && this.fills.get(d) === undefined) return
+    if (!this.index.has(d.value) && !(await this.fills.anywhere(d))) return
     const priv = isPrivate(up)
     if (priv ? await this.links.confirmed(up.name, repo, d) : !(await this.links.restricted(d))) return
     // Offline there is no one to confirm it: unknown here, as it would be if the upstream said no.

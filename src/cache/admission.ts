@@ -2,7 +2,7 @@ import type { Logger } from '../log.js'
 import type { Digest } from '../oci/reference.js'
 import type { BlobStore } from './blob-store.js'
 import type { FillCache } from './fill/fill.js'
-import type { LruIndex } from './lru-index.js'
+import type { CacheIndex } from './lru-index.js'
 
 /**
  * The cache's side of one fill: room is reserved before a byte is written (so downloads in
@@ -15,7 +15,7 @@ export class Admission implements FillCache {
 
   constructor(
     private readonly store: BlobStore,
-    private readonly index: LruIndex,
+    private readonly index: CacheIndex,
     private readonly digest: Digest,
     private readonly log: Logger,
   ) {}

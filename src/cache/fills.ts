@@ -3,7 +3,26 @@ import type { Digest } from '../oci/reference.js'
 import { Admission } from './admission.js'
 import type { BlobStore } from './blob-store.js'
 import { Fill, type FillEvents, type FillSource } from './fill/fill.js'
-import type { LruIndex } from './lru-index.js'
+import type { BlobHandle } from './hits.js'
+import type { CacheIndex } from './lru-index.js'
+
+/** What asking the other workers gave: a handle on another worker's download, or the news that it is cached now. */
+export interface Shared {
+  handle?: BlobHandle
+  cached?: boolean
+}
+
+/** With several worker processes: their downloads, one per digest (src/workers/shared-fills.ts implements it). */
+export interface SharedFills {
+  /** Before a fill of `d` starts here: follow another worker's download of it, or learn it is cached, or own it ({}). */
+  share(d: Digest): Promise<Shared>
+  /** A fill started here (reported when this worker owns the digest). */
+  started(fill: Fill, tmpPath: string): void
+  /** The fill `share` let this worker own will not start after all. */
+  abandon(d: Digest): void
+  /** Whether any worker downloads `d` now. */
+  active(d: Digest): Promise<boolean>
+}
 
 /**
  * The fills in progress, at most one joinable fill per digest: whoever asks for a digest that
@@ -14,9 +33,11 @@ export class Fills {
 
   constructor(
     private readonly store: BlobStore,
-    private readonly index: LruIndex,
+    private readonly index: CacheIndex,
     private readonly log: Logger,
     private readonly resumeAttempts: number,
+    /** The other workers' downloads, when there are workers. */
+    readonly shared?: SharedFills,
   ) {}
 
   /** The cache's cap, for messages about room. */
@@ -46,9 +67,10 @@ export class Fills {
   start(d: Digest, source: FillSource, events: FillEvents, opts: { keep?: boolean; onKept?: () => Promise<void> } = {}): Fill {
     const admission = new Admission(this.store, this.index, d, this.log)
     const keep = opts.keep ?? true
+    const tmpPath = this.store.tmpPathFor(d)
     const fill = new Fill(
       d,
-      this.store.tmpPathFor(d),
+      tmpPath,
       source,
       {
         admit: async (size) => keep && (await admission.admit(size)),
@@ -69,7 +91,13 @@ export class Fills {
       if (this.fills.get(d.value) === fill) this.fills.delete(d.value)
     }
     fill.finished.then(forget, forget)
+    this.shared?.started(fill, tmpPath)
     return fill.start()
+  }
+
+  /** Whether `d` is being downloaded here or, with workers, by another worker. */
+  async anywhere(d: Digest): Promise<boolean> {
+    return this.fills.has(d.value) || ((await this.shared?.active(d)) ?? false)
   }
 
   active(): Fill[] {

@@ -3,7 +3,7 @@ import type { Logger } from '../log.js'
 import type { Digest } from '../oci/reference.js'
 import type { BlobStore } from './blob-store.js'
 import { Layout } from './layout.js'
-import type { LruIndex } from './lru-index.js'
+import type { CacheIndex } from './lru-index.js'
 
 /** A blob a response is about to stream: from the cache, or from a fill in progress. */
 export interface BlobHandle {
@@ -18,6 +18,8 @@ export interface BlobHandle {
   readonly fd?: number
   /** A cache hit's path under the blobs directory, `<ab>/<hex>` (layout.ts), for a front server that sends the file (X-Accel-Redirect). */
   readonly underBlobs?: string
+  /** `storage.s3.redirect`: the response is a 307 to this presigned URL of the bucket's object, not the bytes. */
+  readonly redirect?: string
   /** Call once the response is over, so the blob may be evicted again. */
   release(): void
 }
@@ -31,15 +33,14 @@ export interface BlobHandle {
 export class Hits {
   constructor(
     private readonly store: BlobStore,
-    private readonly index: LruIndex,
+    private readonly index: CacheIndex,
     private readonly log: Logger,
   ) {}
 
   async open(d: Digest): Promise<BlobHandle | undefined> {
-    const size = await this.index.adopt(d.value)
-    if (size === undefined) return undefined
     // Held from before the open, so eviction cannot delete the file between the open and the reads.
-    this.index.acquire(d.value)
+    const size = await this.index.hold(d.value)
+    if (size === undefined) return undefined
     let fd: number
     try {
       fd = await this.store.openForRead(d, size)

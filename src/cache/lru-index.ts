@@ -9,6 +9,12 @@ interface Entry {
   lastTouch: number
 }
 
+/** What the rest of the program uses of the index: LruIndex in one process, a worker's view of the primary's (src/workers/). */
+export type CacheIndex = Omit<LruIndex, 'beforeRemove' | 'onChange' | 'fits' | 'pin' | 'unpin'>
+
+/** An entry came or went (the primary passes these on to its workers' views of the index). */
+export type IndexChange = { digest: string; size: number } | { digest: string; removed: true }
+
 /**
  * The cache's size-bounded LRU. lru-cache keeps the recency order (keyed by digest, sized by
  * the file size); eviction is done here rather than by lru-cache itself because entries that
@@ -30,6 +36,8 @@ export class LruIndex {
    * a tag link whose manifest has neither file nor record reads as evicted, not as lost).
    */
   beforeRemove: (digest: string) => Promise<void> = async () => {}
+  /** Hears of every entry added or removed (workers: src/workers/index-host.ts). */
+  onChange: (c: IndexChange) => void = () => {}
 
   constructor(
     private readonly store: BlobStore,
@@ -48,6 +56,7 @@ export class LruIndex {
     for (const e of entries) {
       this.lru.set(e.digest, { size: e.size, lastTouch: e.mtimeMs })
       this.bytes += e.size
+      this.onChange({ digest: e.digest, size: e.size })
     }
     this.updateGauges()
     if (this.bytes > this.maxSize) await this.evict(0)
@@ -122,6 +131,7 @@ export class LruIndex {
     if (!this.lru.has(digest)) {
       this.lru.set(digest, { size, lastTouch: Date.now() })
       this.bytes += size
+      this.onChange({ digest, size })
     } else this.lru.get(digest)
     await this.evict(0)
     this.updateGauges()
@@ -147,7 +157,15 @@ export class LruIndex {
     if (!e) return
     this.lru.delete(digest)
     this.bytes -= e.size
+    this.onChange({ digest, removed: true })
     this.updateGauges()
+  }
+
+  /** adopt() and acquire() at once: the size of a cached blob, held in use; undefined (and not held) when it is not cached. */
+  async hold(digest: string): Promise<number | undefined> {
+    const size = await this.adopt(digest)
+    if (size !== undefined) this.acquire(digest)
+    return size
   }
 
   acquire(digest: string): void {
@@ -219,6 +237,7 @@ export class LruIndex {
     for (const [digest, size] of victims) {
       this.lru.delete(digest)
       this.bytes -= size
+      this.onChange({ digest, removed: true })
       this.metrics.evictions.inc()
       this.metrics.evictedBytes.inc(size)
     }

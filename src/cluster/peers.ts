@@ -21,7 +21,8 @@ const DOWN_FOR_MS = 10_000
 export class Peers {
   private members: string[]
   private readonly down = new Map<string, number>()
-  private readonly self: string
+  /** This replica's own URL, spelled as the members are (`http://10.0.0.5:5000`). */
+  readonly self: string
   private readonly agent: Agent
   private timer: NodeJS.Timeout | undefined
 

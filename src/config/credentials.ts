@@ -15,10 +15,10 @@ export interface Credentials {
   token?: string
 }
 
-type Secret = { value?: string; error?: string }
+export type Secret = { value?: string; error?: string }
 
 /** Reads a secret from a file (trailing newline removed); returns an error message instead on failure. */
-function readSecretFile(sc: SchemaContext, path: string): Secret {
+export function readSecretFile(sc: SchemaContext, path: string): Secret {
   const full = isAbsolute(path) ? path : resolvePath(sc.cwd, path)
   let text: string
   try {
@@ -31,7 +31,7 @@ function readSecretFile(sc: SchemaContext, path: string): Secret {
   return { value: text }
 }
 
-function readSecretEnv(sc: SchemaContext, name: string): Secret {
+export function readSecretEnv(sc: SchemaContext, name: string): Secret {
   const v = sc.env[name]
   if (v === undefined || v === '') return { error: `environment variable ${name} is not set` }
   return { value: v }

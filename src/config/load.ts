@@ -11,6 +11,7 @@ import { ConfigError } from './errors.js'
 import { envLayer, flagLayer, nonEmpty, resolveLayers, type Env, type Layer } from './layers.js'
 import { fileSchema, formatIssues } from './schema.js'
 import { CONFIG_FILE, DEFAULT_CONFIG_FILE, SETTINGS, type Config } from './settings.js'
+import { storageProblems } from './storage-settings.js'
 import { checkUpstreamEntries } from './upstreams.js'
 import { parseHttpUrl, parsePinRef } from './parse.js'
 
@@ -103,6 +104,8 @@ export function resolveConfig(raw: unknown, opts: ResolveOptions = {}): Config {
     ]
     if (missing.length > 0) throw new ConfigError(missing)
   }
+  const storage = storageProblems(raw, config.storage)
+  if (storage.length > 0) throw new ConfigError(storage)
   return config
 }
 

@@ -18,11 +18,13 @@
  * the flags, of `--help`, of `config check` and of the docs' rows; and a resolve() may read (ctx.get) only
  * settings declared before it.
  */
+import { availableParallelism } from 'node:os'
 import { resolve as resolvePath } from 'node:path'
 import { autoMaxSizeFor } from './auto-size.js'
 import { setting, type Resolved } from './declare.js'
 import { accessRule } from './access-rules.js'
 import { CLUSTER_SETTINGS } from './cluster-settings.js'
+import { STORAGE_SETTINGS } from './storage-settings.js'
 import { resolveUpstreams, upstreamAssignments, upstreamEntries } from './upstreams.js'
 import * as v from './values.js'
 
@@ -249,6 +251,19 @@ export const SETTINGS = {
       'the request header nginx sets (`proxy_set_header X-Regmirror-Accel 1;`): only a request that carries it, not empty, is ' +
       'answered with `X-Accel-Redirect`, so a client that reaches regmirror directly still gets the body',
   }),
+  'server.workers': setting(v.integer(1), {
+    optional: true,
+    docDefault: "the machine's available parallelism (`os.availableParallelism()`)",
+    env: 'REGMIRROR_WORKERS',
+    flag: 'workers',
+    arg: 'N',
+    help: 'worker processes sharing one cache (default: one per core; 1 = a single process)',
+    doc:
+      'worker processes that all accept on the listeners and share one cache, one download per blob, the tag records and ' +
+      'tokens (docs/architecture.md, "Workers"); `1` runs everything in one process',
+    // Resolved: a count, measured on this machine when not given.
+    resolve: (n: number | undefined): number => n ?? availableParallelism(),
+  }),
   'auth.htpasswd': setting(v.path, {
     optional: true,
     docDefault: 'none (no authentication)',
@@ -274,6 +289,7 @@ export const SETTINGS = {
     doc: 'who may pull what: see [Access rules](#access-rules)',
   }),
   ...CLUSTER_SETTINGS,
+  ...STORAGE_SETTINGS,
   'search.enabled': setting(v.boolean, {
     default: true,
     env: 'REGMIRROR_SEARCH',

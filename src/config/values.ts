@@ -264,3 +264,16 @@ export function listOf<T>(t: ValueType<T>, opts: { unique?: boolean } = {}): Val
   const redact = t.redact?.bind(t)
   return redact ? { ...list, redact: (a) => a.map(redact) } : list
 }
+
+/** One of a few words, e.g. `filesystem` or `s3`. */
+export function oneOf<const W extends string>(words: readonly W[]): ValueType<W> {
+  return textual({
+    doc: words.map((w) => `\`${w}\``).join(' or '),
+    what: `one of ${words.join(', ')}`,
+    parse: (s): W => {
+      const w = s.trim()
+      if (!(words as readonly string[]).includes(w)) throw new Error(`must be one of ${words.join(', ')}, got ${JSON.stringify(s)}`)
+      return w as W
+    },
+  })
+}

@@ -47,7 +47,7 @@ export async function handle(req: Req, res: Res, s: Services): Promise<void> {
         return
       case 'metrics': {
         ctx.kind = 'other'
-        const body = await s.metrics.registry.metrics()
+        const body = await s.metrics.exposition()
         res.writeHead(200, { 'content-type': s.metrics.registry.contentType })
         res.end(body)
         return

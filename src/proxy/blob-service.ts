@@ -6,12 +6,17 @@ import type { ContentLinks } from '../cache/links.js'
 import type { Peers } from '../cluster/peers.js'
 import { isPrivate } from '../config/registries.js'
 import { RegmirrorError } from '../errors.js'
+import { SingleFlight } from '../single-flight.js'
 import type { Metrics } from '../metrics.js'
 import type { Digest } from '../oci/reference.js'
 import { contentLength, upstreamFailure, type UpstreamClient } from '../upstream/client.js'
 import { notCachedOffline } from '../upstream/offline.js'
 import type { Reporter } from './reporting.js'
 import { PeerBlobSource } from './peer-source.js'
+import { BucketBlobSource } from './bucket-source.js'
+import type { Bucket } from '../storage/bucket.js'
+import type { FillLeases } from '../storage/fill-lease.js'
+import { planFill } from './fill-plan.js'
 import { UpstreamBlobSource } from './upstream-source.js'
 
 export type { BlobHandle } from '../cache/hits.js'
@@ -23,6 +28,7 @@ export type { BlobHandle } from '../cache/hits.js'
 export class BlobService {
   /** Which upstream and repository each fill in progress is for (the status page). */
   private readonly subjects = new WeakMap<Fill, { upstream: string; repository: string }>()
+  private readonly starting = new SingleFlight<Fill>()
 
   constructor(
     private readonly hits: Hits,
@@ -33,6 +39,10 @@ export class BlobService {
     private readonly links: ContentLinks,
     /** The other replicas, when there are (cluster.peers): a digest another one owns is streamed from it. */
     private readonly peers?: Peers,
+    /** The bucket tier (storage.backend: s3): a miss here is looked up there before the upstream is asked. */
+    private readonly bucket?: Bucket,
+    /** Replicas on one bucket and one Redis: which of them fetches a digest from upstream (fill-plan.ts). */
+    private readonly leases?: FillLeases,
   ) {}
 
   /** Fills in progress (for shutdown and tests). */
@@ -50,10 +60,25 @@ export class BlobService {
     const hit = await this.hits.open(d)
     if (hit) return hit
     let fill = this.fills.joinable(d)
-    if (!fill && up.offline) throw notCachedOffline(up, 'blob', repo, d.value)
+    if (!fill && this.fills.shared) {
+      // Worker processes: another worker may be downloading it (follow it) or have just cached it.
+      const other = await this.fills.shared.share(d)
+      if (other.handle) this.metrics.fillReadersJoined.inc()
+      if (other.handle) return other.handle
+      const now = other.cached ? await this.hits.open(d) : undefined
+      if (now) return now
+      fill = this.fills.joinable(d)
+    }
     const joined = fill !== undefined
     if (fill) this.metrics.fillReadersJoined.inc()
-    else fill = await this.startFill(up, repo, d, opts.local === true)
+    else {
+      // From here this worker owns the digest's download among the workers, until it starts or gives up.
+      const where = await this.fromBucketOrClaim(up, repo, d, opts.local === true)
+      if (where.redirect) return where.redirect
+      // One start per digest at a time: deciding where a fill comes from (bucket, lease) takes a few round trips.
+      const start = () => this.startOwnFill(up, repo, d, opts.local === true, where.inBucket)
+      fill = this.fills.joinable(d) ?? (await this.starting.do(d.value, start).promise)
+    }
     // Holds the fill's file (or memory window) for this request even if the download ends before it reads.
     const hold = fill.attach()
     let size: number | undefined
@@ -148,6 +173,8 @@ export class BlobService {
       const s = await fill.ready
       if (s !== undefined) return { size: s, cache: 'miss' }
     }
+    const inBucket = await this.bucketSize(up, d)
+    if (inBucket !== undefined) return { size: inBucket, cache: 'miss' }
     if (up.offline) throw notCachedOffline(up, 'blob', repo, d.value)
     const res = await this.upstream.request(up, { method: 'HEAD', path: `/v2/${repo}/blobs/${d.value}`, repo, byDigest: 'small' })
     await res.body.dump().catch(() => {})
@@ -158,18 +185,68 @@ export class BlobService {
     return { size: len, cache: 'miss' }
   }
 
-  private async startFill(up: UpstreamConfig, repo: string, d: Digest, local: boolean) {
+  /**
+   * A redirect to the bucket's object, for a client (not a peer, not the tools) in redirect mode, when no fill of
+   * it runs here; the claim on the download among the workers is given back then, and on any error.
+   */
+  private async fromBucketOrClaim(
+    up: UpstreamConfig,
+    repo: string,
+    d: Digest,
+    local: boolean,
+  ): Promise<{ redirect?: BlobHandle; inBucket: boolean }> {
+    try {
+      const inBucket = await this.bucketSize(up, d)
+      if (inBucket === undefined && up.offline) throw notCachedOffline(up, 'blob', repo, d.value)
+      const found = { inBucket: inBucket !== undefined }
+      if (inBucket === undefined || !this.bucket?.redirects || local || this.fills.joinable(d)) return found
+      const url = await this.bucket.presign(d)
+      if (url === undefined) return found
+      this.fills.shared?.abandon(d)
+      this.metrics.storageServed.inc({ how: 'redirect' })
+      const redirect: BlobHandle = { size: inBucket, source: 'fill', joined: false, redirect: url, open: () => noBody(), release: () => {} }
+      return { redirect, inBucket: true }
+    } catch (err) {
+      this.fills.shared?.abandon(d)
+      throw err
+    }
+  }
+
+  /** startFill, giving back the claim the other workers wait on when it cannot start. */
+  private async startOwnFill(up: UpstreamConfig, repo: string, d: Digest, local: boolean, fromBucket: boolean): Promise<Fill> {
+    try {
+      return await this.startFill(up, repo, d, local, fromBucket)
+    } catch (err) {
+      this.fills.shared?.abandon(d)
+      throw err
+    }
+  }
+
+  /**
+   * The blob's size in the bucket tier, if it holds it. A private upstream's requests never use the bucket: its
+   * content is not uploaded, and what the bucket holds was not confirmed for it (access/visibility.ts).
+   */
+  private async bucketSize(up: UpstreamConfig, d: Digest): Promise<number | undefined> {
+    return this.bucket && !isPrivate(up) ? this.bucket.lookup(d) : undefined
+  }
+
+  /** `fromBucket`: the bucket holds it; read from there (the upstream takes over if the bucket fails), no upload. */
+  private async startFill(up: UpstreamConfig, repo: string, d: Digest, local: boolean, fromBucket = false) {
     const at = { upstream: up.name, digest: d.value }
     const fromUpstream = new UpstreamBlobSource(this.upstream, up, repo, d)
-    // Another replica's digest is streamed from it and not kept here: each replica's disk holds its own share.
-    const owner = local ? undefined : this.peers?.ownerOf(d.value)
-    // A private upstream's blob is marked before it can be kept; if the mark fails it is not kept.
     const priv = isPrivate(up)
-    const keep = owner === undefined && (!priv || (await this.links.markRestricted(d)))
+    const plan = await planFill(d, { local, inBucket: fromBucket, priv }, this.peers, this.bucket, this.leases)
+    if (plan.from === 'bucket') this.metrics.storageServed.inc({ how: 'fill' })
+    // A private upstream's blob is marked before it can be kept; if the mark fails it is not kept.
+    const keep = (plan.from !== 'peer' || plan.keep) && (!priv || (await this.links.markRestricted(d)))
     this.metrics.fillsStarted.inc()
     const fill = this.fills.start(
       d,
-      owner === undefined ? fromUpstream : new PeerBlobSource(this.peers as Peers, owner, up, repo, d, fromUpstream, this.metrics),
+      plan.from === 'bucket'
+        ? new BucketBlobSource(this.bucket as Bucket, d, fromUpstream)
+        : plan.from === 'peer'
+          ? new PeerBlobSource(this.peers as Peers, plan.peer, up, repo, d, fromUpstream, this.metrics)
+          : fromUpstream,
       {
         onResume: (offset, attempt, err) => {
           this.metrics.fillResumes.inc()
@@ -190,6 +267,31 @@ export class BlobService {
       { keep, onKept: () => this.links.record(up.name, repo, d, priv) },
     )
     this.subjects.set(fill, { upstream: up.name, repository: repo })
+    if (plan.from !== 'upstream') return fill
+    // Fetched from upstream here: a copy goes to the bucket, completed only once the fill verified it; the fill
+    // lease (if any) is held until then, so the other replicas stream from here and then read the object.
+    const uploaded = this.bucket && !priv ? this.uploadFrom(fill, this.bucket) : Promise.resolve()
+    if (plan.lease) void Promise.allSettled([uploaded, fill.finished]).then(() => plan.lease?.release())
     return fill
   }
+
+  /** The upload reads the fill like a client: its last byte comes only after the digest verified, or it fails. */
+  private async uploadFrom(fill: Fill, bucket: Bucket): Promise<void> {
+    if (!bucket.up) return
+    const hold = fill.attach()
+    let size: number | undefined
+    try {
+      size = await fill.ready
+    } catch {
+      hold.release()
+      return
+    }
+    const reader = hold.open(0, size === undefined ? Number.MAX_SAFE_INTEGER - 1 : size - 1)
+    hold.release()
+    await bucket.keep(fill.digest, reader)
+  }
+}
+
+function noBody(): never {
+  throw new RegmirrorError('INTERNAL', 'a redirect has no body')
 }

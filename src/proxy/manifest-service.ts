@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import type { UpstreamConfig } from '../config/schema.js'
 import type { BlobStore } from '../cache/blob-store.js'
-import type { LruIndex } from '../cache/lru-index.js'
+import type { CacheIndex } from '../cache/lru-index.js'
 import type { ContentLinks } from '../cache/links.js'
 import type { MetadataStore } from '../cache/metadata-store.js'
 import { isPrivate } from '../config/registries.js'
@@ -39,7 +39,7 @@ export class ManifestService {
 
   constructor(
     private readonly store: BlobStore,
-    private readonly index: LruIndex,
+    private readonly index: CacheIndex,
     private readonly metadata: MetadataStore,
     private readonly upstream: UpstreamClient,
     private readonly metrics: Metrics,

@@ -6,7 +6,7 @@ import { parseDigest, parseImageRef } from '../oci/reference.js'
 import type { Registries } from '../config/registries.js'
 import { writeFileAtomic, type BlobStore } from '../cache/blob-store.js'
 import type { Layout } from '../cache/layout.js'
-import type { LruIndex } from '../cache/lru-index.js'
+import type { CacheIndex } from '../cache/lru-index.js'
 import type { MetadataStore } from '../cache/metadata-store.js'
 
 export interface PinRef {
@@ -58,7 +58,7 @@ export class Pins {
     private readonly registries: Registries,
     private readonly store: BlobStore,
     private readonly metadata: MetadataStore,
-    private readonly index: LruIndex,
+    private readonly index: CacheIndex,
     private readonly log: Logger,
   ) {}
 

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import type { Fill } from '../cache/fill/fill.js'
-import type { LruIndex } from '../cache/lru-index.js'
+import type { CacheIndex } from '../cache/lru-index.js'
 import type { Config } from '../config/schema.js'
 import type { Metrics } from '../metrics.js'
 import type { BlobService } from '../proxy/blob-service.js'
@@ -76,7 +76,7 @@ export class StatusReport {
     private readonly parts: {
       config: Config
       metrics: Metrics
-      index: LruIndex
+      index: CacheIndex
       blobs: BlobService
       pins: Pins
       upstream: UpstreamClient

@@ -87,6 +87,8 @@ if (requirePrograms(t, ['docker-registry', 'skopeo', 'openssl', 'squid', 'tinypr
       {
         retries: { attempts: 1 },
         offline: { failureThreshold: 2, coolDown: '1m' },
+        // Upstream health is each worker's own: two refusals make one worker mark it offline only when both reach it.
+        server: { workers: 1 },
         upstreams: [
           { name: 'registry.internal', url: dist.url, proxy: withAuth('mirror', password) },
           { name: 'registry.wrongpw', url: dist.url, proxy: withAuth('mirror', 'not-the-password') },

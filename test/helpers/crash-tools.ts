@@ -11,8 +11,9 @@ export async function tempDir(t: Test): Promise<string> {
   return dir
 }
 
-export async function until(what: string, cond: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 200; i++) {
+/** Polls `cond` every 50 ms until it holds; fails after about `ms` (a bound for a stuck test, not a timing assertion). */
+export async function until(what: string, cond: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  for (let i = 0; i < ms / 50; i++) {
     if (await cond()) return
     await sleep(50)
   }

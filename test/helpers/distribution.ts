@@ -31,6 +31,10 @@ export interface DistributionOptions {
   linkBytesPerSecond?: number
   /** Where the counting proxy in front listens, whether it speaks TLS, whom it lets in (counting-proxy.ts). */
   front?: Pick<CountingProxyOptions, 'host' | 'tls' | 'onlyFrom'>
+  /** Each line distribution prints (its access log is on stdout): the bench counts upstream bytes from it. */
+  onLine?: (line: string, stream: 'stdout' | 'stderr') => void
+  /** Keep blobs in an S3 bucket (distribution's s3 driver, path-style, signature v4) instead of the temp dir. */
+  s3?: { endpoint: string; region: string; bucket: string; accessKeyId: string; secretAccessKey: string }
   /** Registers stop() with t.teardown. */
   t?: TestContext
 }
@@ -57,8 +61,9 @@ export interface Distribution {
   stop(): Promise<void>
 }
 
+/** REGISTRY_* would override the config file, AWS_* reach the s3 driver (an AWS_CA_BUNDLE makes it panic). */
 function withoutRegistryEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(env).filter(([key]) => !key.startsWith('REGISTRY_')))
+  return Object.fromEntries(Object.entries(env).filter(([key]) => !key.startsWith('REGISTRY_') && !key.startsWith('AWS_')))
 }
 
 function isTokenServer(x: TokenServer | TokenServerOptions): x is TokenServer {
@@ -99,7 +104,20 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
           version: '0.1',
           log: { level: 'info', formatter: 'text', accesslog: { disabled: false }, fields: { service: 'registry' } },
           storage: {
-            filesystem: { rootdirectory: storageDir },
+            ...(opts.s3 === undefined
+              ? { filesystem: { rootdirectory: storageDir } }
+              : {
+                  s3: {
+                    regionendpoint: opts.s3.endpoint,
+                    region: opts.s3.region,
+                    bucket: opts.s3.bucket,
+                    accesskey: opts.s3.accessKeyId,
+                    secretkey: opts.s3.secretAccessKey,
+                    secure: opts.s3.endpoint.startsWith('https:'),
+                    v4auth: true,
+                    rootdirectory: '/distribution',
+                  },
+                }),
             delete: { enabled: true },
             maintenance: { uploadpurging: { enabled: false } },
           },
@@ -134,9 +152,9 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
         }
         await writeFile(configPath, JSON.stringify(config, null, 2))
         return startProgram('docker-registry', 'docker-registry', ['serve', configPath], {
-          // REGISTRY_* variables override the config file: keep the host's out.
           env: { ...withoutRegistryEnv(process.env), HOME: dir },
           cwd: dir,
+          ...(opts.onLine !== undefined ? { onLine: opts.onLine } : {}),
         })
       },
       async (port) => {

@@ -30,6 +30,13 @@ export const DEBIAN_PACKAGE_OF: Readonly<Record<string, string>> = {
   go: 'golang-go',
   busybox: 'busybox',
   debootstrap: 'debootstrap',
+  radosgw: 'radosgw',
+  'ceph-mon': 'ceph-mon',
+  'ceph-osd': 'ceph-osd',
+  ceph: 'ceph-common',
+  'radosgw-admin': 'ceph-common',
+  'ceph-authtool': 'ceph-common',
+  monmaptool: 'ceph-base',
 }
 
 /**

@@ -78,6 +78,10 @@ t.test('the resolved Config holds exactly the declared settings', async (t) => {
       { name: 'pool.example', endpoints: [{ url: 'https://a.example' }] },
     ],
     cluster: { peers: ['http://10.0.0.2:5000'], self: 'http://10.0.0.1:5000', secret: 'sixteen-chars-at-least' },
+    storage: {
+      backend: 's3',
+      s3: { endpoint: 'http://s3.internal', bucket: 'b', accessKeyId: 'AK', secretAccessKey: 'SK', maxSize: '1TiB', caFile: 'ca.pem' },
+    },
   }
   const c = resolveConfig(raw, { cwd: t.testdir({}) })
   const declared = (table: Record<string, Declaration>) =>
@@ -130,6 +134,23 @@ t.test('config check prints every setting in the file format, and it loads back 
       rules: [{ repositories: ['ghcr.io/o/**'], users: ['alice'], networks: ['192.168.0.0/16'] }],
     },
     cluster: { peers: ['http://10.0.0.2:5000'], self: 'http://10.0.0.1:5000', secret: 'sixteen-chars-at-least', resolveInterval: '5s' },
+    storage: {
+      backend: 's3',
+      s3: {
+        endpoint: 'https://s3.internal',
+        region: 'eu-1',
+        bucket: 'b',
+        prefix: 'p/q',
+        pathStyle: true,
+        accessKeyIdFile: 'pw',
+        secretAccessKey: 'SK',
+        redirect: true,
+        redirectExpiry: '90s',
+        maxSize: '1TiB',
+        caFile: 'ca.pem',
+        insecureSkipVerify: true,
+      },
+    },
   }
   const c = resolveConfig(raw, { cwd })
   const shape = toFileShape(c)

@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process'
 import { writeFileSync, chmodSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Writable } from 'node:stream'
@@ -149,7 +150,9 @@ t.test('defaults', async (t) => {
     reloadInterval: 10_000,
     http2: { maxConcurrentStreams: 250 },
     accelRedirect: { header: 'x-regmirror-accel' },
+    workers: availableParallelism(),
   })
+  t.equal(resolveConfig({ server: { workers: 1 } }, { cwd }).server.workers, 1, 'one worker: a single process')
   t.same(c.auth, { realm: 'regmirror', anonymous: { cidrs: [] }, rules: [] })
   t.same(resolveConfig(null, { cwd }), c, 'an empty YAML document means defaults')
 })

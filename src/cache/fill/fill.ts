@@ -285,6 +285,11 @@ export class Fill extends EventEmitter<{ change: []; advance: [] }> implements F
     this.window.trim(min)
   }
 
+  /** Bytes in the temp file (≤ written: the newest may still be in the spool): what another process may read of it. */
+  get onDisk(): number {
+    return this.file.end
+  }
+
   // --- what readers see (FillView) ---
 
   async read(pos: number, len: number): Promise<Buffer> {

@@ -26,6 +26,10 @@ export async function handleBlob(ctx: RequestContext, route: Extract<Route, { ki
   }
   const blob = await s.blobs.get(up, repo, digest, { local: ctx.peer === true })
   try {
+    if (blob.redirect !== undefined) {
+      answerRedirect(ctx, blob.redirect, digest.value)
+      return
+    }
     ctx.cache = blob.source === 'cache' ? 'hit' : blob.joined ? 'joined' : 'miss'
     base['x-regmirror-cache'] = ctx.cache === 'joined' ? 'miss' : ctx.cache
     const prefix = s.config.server.accelRedirect.prefix
@@ -66,6 +70,19 @@ export async function handleBlob(ctx: RequestContext, route: Extract<Route, { ki
   } finally {
     blob.release()
   }
+}
+
+/** storage.s3.redirect: the object in the bucket answers, Range included; it holds only verified content. */
+function answerRedirect(ctx: RequestContext, url: string, digest: string): void {
+  ctx.cache = 'miss'
+  ctx.res.writeHead(307, {
+    location: url,
+    'docker-content-digest': digest,
+    'docker-distribution-api-version': 'registry/2.0',
+    'content-length': 0,
+    'x-regmirror-cache': 'redirect',
+  })
+  ctx.res.end()
 }
 
 /**
