@@ -24,6 +24,7 @@ import { autoMaxSizeFor } from './auto-size.js'
 import { setting, type Resolved } from './declare.js'
 import { accessRule } from './access-rules.js'
 import { CLUSTER_SETTINGS } from './cluster-settings.js'
+import { FRONT_SETTINGS } from './front-settings.js'
 import { STORAGE_SETTINGS } from './storage-settings.js'
 import { resolveUpstreams, upstreamAssignments, upstreamEntries } from './upstreams.js'
 import * as v from './values.js'
@@ -236,21 +237,7 @@ export const SETTINGS = {
       'streams one HTTP/2 connection may have open at once; together with the stream-reset, SETTINGS and PING limits of Node ' +
       "(nghttp2) it keeps one client's flood from starving the others",
   }),
-  'server.accelRedirect.prefix': setting(v.uriPrefix, {
-    optional: true,
-    docDefault: 'none (off)',
-    env: 'REGMIRROR_ACCEL_REDIRECT',
-    doc:
-      'behind nginx: a cache-hit blob GET that carries `server.accelRedirect.header` is answered with its headers, no body and ' +
-      '`X-Accel-Redirect: <prefix><ab>/<sha256 hex>` (the file under `<dataDir>/blobs/sha256/`), and nginx sends the file itself from ' +
-      'an `internal` location with this prefix ([nginx in front](#nginx-in-front)); misses still stream from regmirror',
-  }),
-  'server.accelRedirect.header': setting(v.headerName, {
-    default: 'X-Regmirror-Accel',
-    doc:
-      'the request header nginx sets (`proxy_set_header X-Regmirror-Accel 1;`): only a request that carries it, not empty, is ' +
-      'answered with `X-Accel-Redirect`, so a client that reaches regmirror directly still gets the body',
-  }),
+  ...FRONT_SETTINGS,
   'server.workers': setting(v.integer(1), {
     optional: true,
     docDefault: "the machine's available parallelism (`os.availableParallelism()`)",
