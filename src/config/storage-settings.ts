@@ -159,6 +159,8 @@ export function storageProblems(raw: unknown, storage: Config['storage']): strin
   }
   const prefix = storage.s3.prefix
   if (prefix.startsWith('/') || prefix.endsWith('/')) problems.push(`${S3}.prefix: no leading or trailing "/"`)
+  // A pass lists the whole bucket: more often than every second would be a busy loop of listings.
+  if (storage.s3.evictInterval < 1000) problems.push(`${S3}.evictInterval: at least 1s`)
   if (storage.s3.redirectExpiry < 1000 || storage.s3.redirectExpiry > 7 * 24 * 3600 * 1000) {
     problems.push(`${S3}.redirectExpiry: between 1s and 7d`)
   }

@@ -47,7 +47,9 @@ const BATCH = 500
  *
  * The race, and why it is small: a replica may decide to read an object (HEAD found it) just as the pass deletes
  * it. Objects with a fill lease, or accessed within `protectMs`, are never deleted, and a replica records the
- * access before it reads; so only a read that starts after the pass chose its victims can meet a deleted object.
+ * access before it reads, and the pass reads an object's access time again just before deleting it; so only a read
+ * that starts in between (or whose access time a replica had not written yet: at most one touch interval) can meet a
+ * deleted object.
  * That read fails like any bucket failure (the fill goes to upstream instead), and nothing unverified is served.
  */
 export class BucketTier {
@@ -130,10 +132,14 @@ export class BucketTier {
     const atimes = await this.accessTimes(objects.map((o) => o.digest))
     const at = (o: StoredObject) => atimes.get(o.digest) ?? o.lastModified.getTime()
     objects.sort((a, b) => at(a) - at(b))
-    const recent = Date.now() - this.opts.protectMs
+    if (!this.kv.redis) {
+      // Times of objects that are gone (deleted by hand, by a lifecycle rule) would otherwise stay forever.
+      const listed = new Set(objects.map((o) => o.digest))
+      for (const d of [...this.localTimes.keys()]) if (!listed.has(d)) this.localTimes.delete(d)
+    }
     for (const o of objects) {
       if (pass.after <= this.opts.maxSize) break
-      if (at(o) > recent || (await this.leases?.held(o.digest)) === true) {
+      if ((await this.recentlyUsed(o, at(o))) || (await this.leases?.held(o.digest)) === true) {
         pass.protectedCount++
         continue
       }
@@ -148,6 +154,19 @@ export class BucketTier {
       'bucket eviction pass',
     )
     return pass
+  }
+
+  /**
+   * Whether the object was accessed within protectMs: by the time read at the start of the pass, and (with Redis)
+   * read again just before the delete, so an access during a long pass still protects it. Unknown counts as yes.
+   */
+  private async recentlyUsed(o: StoredObject, seen: number): Promise<boolean> {
+    const recent = Date.now() - this.opts.protectMs
+    if (seen > recent) return true
+    if (!this.kv.redis) return false
+    const now = await this.kv.command(['ZSCORE', this.atimeKey, o.digest])
+    if (now === undefined) return true
+    return now !== null && Number(now) > recent
   }
 
   /** digest → last access (ms) from Redis; digests it has no time for are left out. */

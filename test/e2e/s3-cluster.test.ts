@@ -6,8 +6,9 @@
  *   ends up in the bucket;
  * - a replica restarted with an empty disk serves the image's blobs from the bucket, with no upstream blob request
  *   (manifests are not in the bucket: the manifest is asked of the upstream again);
- * - kill -9 of a replica while it uploads a blob: no object under the blob's key; after a restart the pull
- *   completes and the object appears.
+ * - kill -9 of the lease holder while it uploads a blob and another replica streams it from the holder: no object
+ *   under the blob's key, the other replica's pull completes (from upstream at the byte reached), and the holder,
+ *   restarted, fetches and commits the blob (a single replica's kill -9 is in test/integration/storage-s3.test.ts).
  */
 import { createHash } from 'node:crypto'
 import { rm, writeFile } from 'node:fs/promises'
@@ -146,37 +147,62 @@ if (requirePrograms(t, [...RADOSGW_PROGRAMS, 'docker-registry', 'skopeo', 'redis
     t.same(asked, [], 'the restarted replica asked the upstream for no blob')
   })
 
-  t.test('kill -9 during an upload: no object under the key; after restart the pull completes', async (t) => {
+  t.test('kill -9 of the lease holder mid-upload: no object; a replica streaming from it completes; restart commits', async (t) => {
     // A slow upstream link (4 MB/s) keeps the 32 MiB layer's fill, and so its multipart upload, running for seconds.
     const site = await startSite(t, 's3kill', 4e6)
-    const replica = await startReplica(t, site, 0)
+    const holder = await startReplica(t, site, 0)
+    const other = await startReplica(t, site, 1)
     const image = await buildOciLayout(join(site.work, 'image'), { tag: 'v1', layerSizes: [32 * MiB] })
     await pushLayout(image.layoutDir, 'v1', site.upstream.hostPort, 'e2e/big')
     const layer = image.layerDigests[0]!
-    const blobUrl = `${replica.url}/v2/e2e/big/blobs/${layer}`
+    const path = `/v2/e2e/big/blobs/${layer}`
 
-    // Read the layer until 12 MiB arrived (two 5 MiB parts may be uploaded by then), then kill the replica.
-    const res = await fetch(blobUrl)
-    const reader = res.body!.getReader()
-    let received = 0
-    while (received < 12 * MiB) {
-      const { value, done } = await reader.read()
-      if (done) break
-      received += value.length
-    }
-    t.ok(received >= 12 * MiB && received < 32 * MiB, 'the replica was killed in the middle of the blob')
-    process.kill(-replica.process.program.pid, 'SIGKILL')
-    await replica.process.program.exit
-    await reader.cancel().catch(() => {})
+    // The first replica to miss takes the fill lease and fetches; the second, missing it meanwhile, streams from it.
+    const first = await reading(`${holder.url}${path}`, 8 * MiB)
+    const second = await reading(`${other.url}${path}`, 2 * MiB)
+    const downloads = blobGets(site.upstream, layer).filter((r) => r.headers.range === undefined)
+    t.equal(downloads.length, 1, 'one upstream download while both replicas serve the blob')
+    process.kill(-holder.process.program.pid, 'SIGKILL')
+    await holder.process.program.exit
+    await first.cancel()
     t.same(await objectsOf(site, layer), [], 'no object under the blob key after the kill')
+    t.equal(sha256(await second.rest()), layer, 'the replica that streamed from the holder completes the pull, verified')
 
+    // Restarted, the holder's own stale lease is no obstacle: it fetches the blob and commits it.
     const again = await startReplica(t, site, 0)
-    const body = Buffer.from(await (await fetch(`${again.url}/v2/e2e/big/blobs/${layer}`)).arrayBuffer())
-    t.equal(`sha256:${createHash('sha256').update(body).digest('hex')}`, layer, 'after the restart the pull completes, verified')
+    const body = Buffer.from(await (await fetch(`${again.url}${path}`)).arrayBuffer())
+    t.equal(sha256(body), layer, 'after the restart the pull completes, verified')
     let keys = await objectsOf(site, layer)
-    for (let i = 0; i < 100 && keys.length === 0; i++) keys = (await sleep(100), await objectsOf(site, layer))
+    for (let i = 0; i < 300 && keys.length === 0; i++) keys = (await sleep(100), await objectsOf(site, layer))
     t.equal(keys.length, 1, 'and the blob is committed to the bucket')
     const head = await site.s3.send(new HeadObjectCommand({ Bucket: site.bucket, Key: keys[0]! }))
     t.equal(head.ContentLength, body.length, 'the whole blob')
   })
+}
+
+const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`
+
+/** A GET whose body was read until `atLeast` bytes arrived; then cancel() it or read the rest. */
+async function reading(url: string, atLeast: number): Promise<{ cancel(): Promise<void>; rest(): Promise<Buffer> }> {
+  const res = await fetch(url)
+  if (res.status !== 200) throw new Error(`${url}: ${res.status}`)
+  const reader = res.body!.getReader()
+  const chunks: Buffer[] = []
+  let received = 0
+  while (received < atLeast) {
+    const { value, done } = await reader.read()
+    if (done) break
+    chunks.push(Buffer.from(value))
+    received += value.length
+  }
+  return {
+    cancel: () => reader.cancel().catch(() => {}),
+    rest: async () => {
+      for (;;) {
+        const { value, done } = await reader.read()
+        if (done) return Buffer.concat(chunks)
+        chunks.push(Buffer.from(value))
+      }
+    },
+  }
 }

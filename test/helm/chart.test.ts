@@ -82,6 +82,7 @@ if (requireGoLibraries(t)) {
       'the built-in upstreams are there',
     )
     t.equal(config.timeouts.shutdown, 30_000, 'timeouts.shutdown from shutdownTimeoutSeconds')
+    t.equal(config.server.workers, 1, 'one worker: the CPU request (250m) rounded up, not the CPUs of the node')
 
     const spec = statefulSetSpec(objects)
     t.equal(spec.volumeClaimTemplates?.[0]?.spec.resources.requests.storage, '50Gi', 'a 50Gi claim per replica')
@@ -182,6 +183,14 @@ if (requireGoLibraries(t)) {
       { name: 'data', emptyDir: { sizeLimit: '20Gi' } },
     )
     await t.rejects(renderText({ values: { persistence: { type: 'hostPath' } } }), /persistence.type must be volumeClaim or emptyDir/)
+  })
+
+  t.test('workers: the CPU limit rounded up, else the value given', async (t) => {
+    const resources = { requests: { cpu: '500m', memory: '256Mi' }, limits: { cpu: '3500m', memory: '2Gi' } }
+    const limited = await chart.render(t, 'CPU limit', { values: { resources } })
+    t.equal((await podConfig(t, limited)).config.server.workers, 4, 'limits.cpu 3500m: 4 workers')
+    const given = await chart.render(t, 'workers given', { values: { resources, workers: 2 } })
+    t.equal((await podConfig(t, given)).config.server.workers, 2)
   })
 
   t.test('three replicas: peers through the headless Service, a generated cluster secret kept across upgrades', async (t) => {

@@ -1,6 +1,6 @@
 /**
  * What the mirror container of a rendered StatefulSet would see, built from the rendered objects the way the
- * kubelet builds it: its environment (secretKeyRef, configMapKeyRef and fieldRef resolved, `$(VAR)` expanded as
+ * kubelet builds it: its environment (secretKeyRef, configMapKeyRef, fieldRef and resourceFieldRef resolved, `$(VAR)` expanded as
  * Kubernetes expands it) and the files of its ConfigMap, Secret and projected volumes, written under a temp
  * directory that stands for `/`. loadPodConfig then runs the project's own loadConfig on that, as `regmirror
  * serve` does at start: a configuration the mirror would refuse fails the test.
@@ -18,8 +18,10 @@ export interface EnvVar {
     secretKeyRef?: { name: string; key: string }
     configMapKeyRef?: { name: string; key: string }
     fieldRef?: { fieldPath: string }
+    resourceFieldRef?: { resource: string; divisor?: string | number }
   }
 }
+type Quantities = Record<string, string | number>
 interface KeyToPath {
   key: string
   path: string
@@ -40,6 +42,7 @@ export interface Container {
   args?: string[]
   env?: EnvVar[]
   volumeMounts?: { name: string; mountPath: string; subPath?: string }[]
+  resources?: { limits?: Quantities; requests?: Quantities }
 }
 
 export interface PodView {
@@ -142,6 +145,7 @@ export async function podView(objects: K8sObject[], opts: PodViewOptions = {}): 
     else if (e.valueFrom?.secretKeyRef) value = valueOf('Secret', e.valueFrom.secretKeyRef.name, e.valueFrom.secretKeyRef.key)
     else if (e.valueFrom?.configMapKeyRef) value = valueOf('ConfigMap', e.valueFrom.configMapKeyRef.name, e.valueFrom.configMapKeyRef.key)
     else if (e.valueFrom?.fieldRef?.fieldPath === 'status.podIP') value = opts.podIP ?? '10.1.2.3'
+    else if (e.valueFrom?.resourceFieldRef) value = resourceField(container, e.valueFrom.resourceFieldRef)
     else throw new Error(`env ${e.name}: no value this helper can resolve`)
     env[e.name] = value
   }
@@ -179,4 +183,21 @@ export async function loadPodConfig(view: PodView): Promise<{ config: Config; te
   await writeFile(moved, rerooted)
   const config = await loadConfig({ env: { ...view.env, REGMIRROR_CONFIG: moved }, cwd: view.root })
   return { config, text }
+}
+
+/** CPU quantities as Kubernetes writes them: `2`, `1.5`, `250m`. */
+function cpuCores(q: string | number): number {
+  const text = String(q)
+  return text.endsWith('m') ? Number(text.slice(0, -1)) / 1000 : Number(text)
+}
+
+/**
+ * A container's `limits.cpu` or `requests.cpu` as the downward API gives it: divided by the divisor and rounded up.
+ * The kubelet would give the node's allocatable CPUs for a limit that is not set; the chart never asks for one then.
+ */
+function resourceField(container: Container, ref: { resource: string; divisor?: string | number }): string {
+  const [kind, name] = ref.resource.split('.') as ['limits' | 'requests', string]
+  const q = container.resources?.[kind]?.[name]
+  if (name !== 'cpu' || q === undefined) throw new Error(`resourceFieldRef ${ref.resource}: not set on the container`)
+  return String(Math.ceil(cpuCores(q) / cpuCores(ref.divisor ?? 1)))
 }

@@ -108,6 +108,7 @@ export async function startRadosgw(opts: { t?: TestContext } = {}): Promise<Rado
   const env = { ...process.env, CEPH_CONF: join(dir, 'ceph.conf') }
   const daemons: ChildProgram[] = []
   let gateway: ChildProgram | undefined
+  let closing = false
   const ceph = (args: string[], timeoutMs = 60_000): Promise<{ stdout: string }> =>
     runProgram('ceph', ['--connect-timeout', '30', ...args], { env, timeoutMs })
   const daemon = (name: string, command: string, args: string[]): ChildProgram => {
@@ -116,6 +117,7 @@ export async function startRadosgw(opts: { t?: TestContext } = {}): Promise<Rado
     return p
   }
   const cleanup = async (): Promise<void> => {
+    closing = true
     await gateway?.stop()
     // OSD before monitor: an OSD whose monitor is gone waits for it instead of exiting promptly.
     for (const p of [...daemons].reverse()) await p.stop()
@@ -149,6 +151,10 @@ export async function startRadosgw(opts: { t?: TestContext } = {}): Promise<Rado
 
     const endpoint = `http://127.0.0.1:${rgw}`
     const startGateway = async (): Promise<void> => {
+      // After stop() (a test's teardown may run after the helper's), a new gateway would outlive its deleted dir.
+      if (closing) return
+      // One gateway at a time: a second start while one runs would leave the first unstopped.
+      await gateway?.stop()
       const p = startProgram('radosgw', 'radosgw', ['-f', '-n', 'client.rgw.a'], { env, cwd: dir })
       gateway = p
       await waitUntilReady(

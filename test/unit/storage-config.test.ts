@@ -79,6 +79,10 @@ t.test('problems: combinations that cannot work', async (t) => {
     [/redirectExpiry: between 1s and 7d/],
   )
   t.match(
+    problemsOf(() => resolveConfig(s3({ evictInterval: '0s' }))),
+    [/evictInterval: at least 1s/],
+  )
+  t.match(
     problemsOf(() => resolveConfig({ storage: { backend: 'gcs' } })),
     [/must be one of filesystem, s3/],
   )
