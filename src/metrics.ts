@@ -20,6 +20,11 @@ export class Metrics {
     labelNames: ['source'] as const,
     registers: [this.registry],
   })
+  readonly accelRedirects = new Counter({
+    name: 'regmirror_accel_redirects_total',
+    help: 'Cache-hit blob GETs answered with X-Accel-Redirect: the front server (nginx) sent the bytes, which servedBytes does not count.',
+    registers: [this.registry],
+  })
   readonly upstreamRequests = new Counter({
     name: 'regmirror_upstream_requests_total',
     help: 'Requests sent to upstream registries, by upstream and HTTP status (0 = no response).',

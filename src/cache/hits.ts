@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream'
 import type { Logger } from '../log.js'
 import type { Digest } from '../oci/reference.js'
 import type { BlobStore } from './blob-store.js'
+import { Layout } from './layout.js'
 import type { CacheIndex } from './lru-index.js'
 
 /** A blob a response is about to stream: from the cache, or from a fill in progress. */
@@ -15,6 +16,8 @@ export interface BlobHandle {
   open(start: number, end: number): Readable
   /** A cache hit's open file, for a sender that reads it itself (HTTP/2 respondWithFD); closed by release() unless open() took it. */
   readonly fd?: number
+  /** A cache hit's path under the blobs directory, `<ab>/<hex>` (layout.ts), for a front server that sends the file (X-Accel-Redirect). */
+  readonly underBlobs?: string
   /** `storage.s3.redirect`: the response is a 307 to this presigned URL of the bucket's object, not the bytes. */
   readonly redirect?: string
   /** Call once the response is over, so the blob may be evicted again. */
@@ -56,6 +59,7 @@ export class Hits {
       source: 'cache',
       joined: false,
       fd,
+      underBlobs: Layout.blobUnder(d).join('/'),
       open: (start, end) => {
         opened = true
         return this.store.readStream(fd, start, end)

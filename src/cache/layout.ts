@@ -47,8 +47,13 @@ export class Layout {
     this.stateDir = join(dataDir, 'state')
   }
 
+  /** A blob's path under blobsDir, as segments: what a front server's X-Accel-Redirect location aliases (`<ab>/<hex>`). */
+  static blobUnder(d: Digest): [string, string] {
+    return [d.hex.slice(0, 2), d.hex]
+  }
+
   blob(d: Digest): string {
-    return join(this.blobsDir, d.hex.slice(0, 2), d.hex)
+    return join(this.blobsDir, ...Layout.blobUnder(d))
   }
 
   blobPrefixDir(d: Digest): string {

@@ -24,6 +24,7 @@ import { autoMaxSizeFor } from './auto-size.js'
 import { setting, type Resolved } from './declare.js'
 import { accessRule } from './access-rules.js'
 import { CLUSTER_SETTINGS } from './cluster-settings.js'
+import { FRONT_SETTINGS } from './front-settings.js'
 import { STORAGE_SETTINGS } from './storage-settings.js'
 import { resolveUpstreams, upstreamAssignments, upstreamEntries } from './upstreams.js'
 import * as v from './values.js'
@@ -236,6 +237,7 @@ export const SETTINGS = {
       'streams one HTTP/2 connection may have open at once; together with the stream-reset, SETTINGS and PING limits of Node ' +
       "(nghttp2) it keeps one client's flood from starving the others",
   }),
+  ...FRONT_SETTINGS,
   'server.workers': setting(v.integer(1), {
     optional: true,
     docDefault: "the machine's available parallelism (`os.availableParallelism()`)",

@@ -192,6 +192,27 @@ export const path: ValueType<string> = { ...string, doc: 'path' }
 /** A string that must not be shown: `config check` prints it as [REDACTED]. */
 export const secret: ValueType<string> = { ...string, doc: 'secret', redact: () => REDACTED }
 
+/** An absolute URI path ending in `/`, of unreserved characters only (it goes into a response header). */
+export const uriPrefix = textual({
+  doc: 'URI prefix',
+  what: 'a URI path like /_regmirror_blobs/',
+  parse: (v) => {
+    if (!/^\/([A-Za-z0-9._~-]+\/)*$/.test(v))
+      throw new Error(`must be a path of letters, digits and ._~- that starts and ends with /, got ${JSON.stringify(v)}`)
+    return v
+  },
+})
+
+/** An HTTP header name (RFC 9110 token), lower-cased as Node presents request headers. */
+export const headerName = textual({
+  doc: 'header name',
+  what: 'an HTTP header name',
+  parse: (v) => {
+    if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(v)) throw new Error(`not an HTTP header name: ${JSON.stringify(v)}`)
+    return v.toLowerCase()
+  },
+})
+
 /** See match.ts for the syntax. */
 export const glob: ValueType<string> = { ...string, doc: 'glob' }
 

@@ -14,6 +14,8 @@ import type { Rpc } from './rpc.js'
 // cost more than the copy it announces.
 const PROGRESS_STEP = 1024 * 1024
 const PROGRESS_MS = 20
+// A follower's reads of the owner's temp file, into a fresh buffer each (the reader pushes it).
+const READ_CHUNK = 256 * 1024
 
 /**
  * A worker's side of the primary's FillBoard: before a fill starts here the primary is asked who
@@ -82,14 +84,15 @@ export class SharedFillsClient implements SharedFills {
     const progress = () => {
       clearTimeout(timer)
       timer = undefined
-      if (fill.written > sent) this.report({ event: 'progress', digest, written: (sent = fill.written) })
+      // What is in the temp file, which followers read: the newest received bytes may still be in the spool.
+      if (fill.onDisk > sent) this.report({ event: 'progress', digest, written: (sent = fill.onDisk) })
     }
     const onChange = () => {
       if (followable && fill.mode === 'memory' && fill.state === 'running') {
         // The file stopped growing (a write error): followers cannot go on, and are told so.
         followable = false
         end({ event: 'failed', digest, code: 'CACHE_IO', message: 'the download could not be written to the cache' })
-      } else if (followable && fill.written - sent >= PROGRESS_STEP) progress()
+      } else if (followable && fill.onDisk - sent >= PROGRESS_STEP) progress()
       else if (followable && !timer) timer = setTimeout(progress, PROGRESS_MS)
     }
     const end = (r: FillReport) => {
@@ -198,8 +201,9 @@ class FollowedFill extends EventEmitter<{ change: [] }> implements FillView {
     this.emit('change')
   }
 
-  async read(buf: Buffer, pos: number, len: number): Promise<number> {
-    return (await this.fh.read(buf, 0, len, pos)).bytesRead
+  async read(pos: number, len: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(Math.min(len, READ_CHUNK))
+    return buf.subarray(0, (await this.fh.read(buf, 0, buf.length, pos)).bytesRead)
   }
 
   changed(): { promise: Promise<void>; cancel(): void } {

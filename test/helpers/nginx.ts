@@ -3,8 +3,11 @@
  * Kubernetes Service: plain HTTP/1.1 to the backends, no buffering of bodies either way (large blobs stream),
  * long timeouts, and a request that fails to connect is retried on the next backend, as a Service's kube-proxy
  * would not: with `retryOnError: false` a dead backend's requests fail like they would behind a Service.
+ * With `accel`, it is the front of docs/configuration.md's "nginx in front": it marks what it passes on with the
+ * accel header and sends the cache hits regmirror answers with X-Accel-Redirect from the blobs directory itself
+ * (the snippet of the docs, kept in step with it), and logs every request it answers (`accessLog()`).
  */
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { startProgram, type ChildProgram } from './child-program.js'
 import { startOnFreePort } from './free-port.js'
@@ -13,10 +16,22 @@ import type { TestContext } from './test-context.js'
 
 export interface Nginx {
   url: string
+  /** With `accel`: one line per request nginx answered, `<uri> <status> <body bytes> <X-Accel-Redirect regmirror gave or ->`. */
+  accessLog(): Promise<string[]>
   stop(): Promise<void>
 }
 
-export async function startNginx(backends: string[], opts: { t?: TestContext; retryOnError?: boolean } = {}): Promise<Nginx> {
+export interface NginxAccel {
+  /** `<dataDir>/blobs/sha256` of the mirror behind. */
+  blobsDir: string
+  /** The mirror's `server.accelRedirect.prefix`. */
+  prefix: string
+}
+
+export async function startNginx(
+  backends: string[],
+  opts: { t?: TestContext; retryOnError?: boolean; accel?: NginxAccel } = {},
+): Promise<Nginx> {
   const dir = await makeTempDir('nginx')
   let program: ChildProgram | undefined
   const cleanup = async () => {
@@ -27,7 +42,7 @@ export async function startNginx(backends: string[], opts: { t?: TestContext; re
     const started = await startOnFreePort(
       async (port) => {
         const conf = join(dir, `nginx-${port}.conf`)
-        await writeFile(conf, config(dir, port, backends, opts.retryOnError ?? true))
+        await writeFile(conf, config(dir, port, backends, opts.retryOnError ?? true, opts.accel))
         program = startProgram('nginx', 'nginx', ['-c', conf, '-e', join(dir, 'error.log')])
         return program
       },
@@ -36,7 +51,8 @@ export async function startNginx(backends: string[], opts: { t?: TestContext; re
         return res !== undefined
       },
     )
-    const nginx = { url: `http://127.0.0.1:${started.port}`, stop: cleanup }
+    const accessLog = async () => (await readFile(join(dir, 'access.log'), 'utf8').catch(() => '')).split('\n').filter((l) => l.length > 0)
+    const nginx = { url: `http://127.0.0.1:${started.port}`, accessLog, stop: cleanup }
     opts.t?.teardown(cleanup)
     return nginx
   } catch (err) {
@@ -45,7 +61,7 @@ export async function startNginx(backends: string[], opts: { t?: TestContext; re
   }
 }
 
-function config(dir: string, port: number, backends: string[], retry: boolean): string {
+function config(dir: string, port: number, backends: string[], retry: boolean, accel: NginxAccel | undefined): string {
   return `
 daemon off;
 master_process off;
@@ -54,7 +70,8 @@ pid ${dir}/nginx-${port}.pid;
 error_log ${dir}/error.log warn;
 events { worker_connections 1024; }
 http {
-  access_log off;
+  log_format accel '$request_uri $status $body_bytes_sent $upstream_http_x_accel_redirect';
+  access_log ${accel ? `${dir}/access.log accel` : 'off'};
   client_body_temp_path ${dir}/body;
   proxy_temp_path ${dir}/proxy;
   fastcgi_temp_path ${dir}/fastcgi;
@@ -76,9 +93,33 @@ ${backends.map((b) => `    server ${new URL(b).host} max_fails=1 fail_timeout=5s
       proxy_request_buffering off;
       proxy_read_timeout 300s;
       proxy_send_timeout 300s;
-      proxy_next_upstream ${retry ? 'error timeout' : 'off'};
-    }
+      proxy_next_upstream ${retry ? 'error timeout' : 'off'};${accel ? '\n      proxy_set_header X-Regmirror-Accel 1;' : ''}
+    }${accel ? accelLocations(accel) : ''}
   }
 }
 `
+}
+
+/** The internal location over the blobs directory, and the fallback for a blob evicted before nginx opened it. */
+function accelLocations(accel: NginxAccel): string {
+  return `
+    location ${accel.prefix} {
+      internal;
+      alias ${accel.blobsDir}/;
+      sendfile on;
+      default_type application/octet-stream;
+      etag off;
+      add_header Docker-Content-Digest $upstream_http_docker_content_digest;
+      add_header Docker-Distribution-Api-Version registry/2.0;
+      add_header ETag $upstream_http_etag;
+      add_header X-Regmirror-Cache $upstream_http_x_regmirror_cache;
+      error_page 404 = @regmirror_body;
+    }
+    location @regmirror_body {
+      proxy_pass http://mirrors$request_uri;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_buffering off;
+    }`
 }

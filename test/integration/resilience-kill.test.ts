@@ -9,9 +9,10 @@ import { fetchBody, files, tempDir, until } from '../helpers/crash-tools.js'
 t.test('kill -9 in the middle of many fills: after a restart tmp/ is clean, nothing partial is served, pulls succeed', async (t) => {
   const fake = await startFakeRegistry()
   t.teardown(() => fake.close())
-  const blobs = Array.from({ length: 8 }, () => randomBytes(1024 * 1024))
+  // A fill writes its temp file a MiB at a time (fill/spool.ts): 3 MiB blobs have bytes on disk well before they end.
+  const blobs = Array.from({ length: 8 }, () => randomBytes(3 * 1024 * 1024))
   const digests = blobs.map((b) => fake.addBlob(b))
-  fake.fault({ kind: 'slow', bytesPerSecond: 200_000, match: { server: 'cdn' } })
+  fake.fault({ kind: 'slow', bytesPerSecond: 400_000, match: { server: 'cdn' } })
   const data = await tempDir(t)
   const m1 = await startMirrorProcess(['--data', data, '--upstream', `docker.io=${fake.url}`])
   const inflight = digests.map((d) => fetchBody(`${m1.url}/v2/library/crash/blobs/${d}`))

@@ -71,7 +71,7 @@ function leaves(o: unknown, prefix = ''): string[] {
 t.test('the resolved Config holds exactly the declared settings', async (t) => {
   const raw = {
     metadata: { redis: 'redis://r:6379' },
-    server: { tls: { cert: 'c.pem', key: 'k.pem' } },
+    server: { tls: { cert: 'c.pem', key: 'k.pem' }, accelRedirect: { prefix: '/_blobs/' } },
     auth: { htpasswd: 'htpasswd' },
     upstreams: [
       { name: 'ghcr.io', credentials: { token: 't' }, private: true, proxy: 'http://proxy.internal:3128' },
@@ -122,7 +122,12 @@ t.test('config check prints every setting in the file format, and it loads back 
         proxy: 'socks5://u:p@proxy.internal:1080',
       },
     ],
-    server: { maxHeaderSize: '32KiB', requestTimeout: '250ms', tls: { cert: 'c.pem', key: 'k.pem' } },
+    server: {
+      maxHeaderSize: '32KiB',
+      requestTimeout: '250ms',
+      tls: { cert: 'c.pem', key: 'k.pem' },
+      accelRedirect: { prefix: '/_blobs/', header: 'X-From-Nginx' },
+    },
     auth: {
       htpasswd: 'users',
       anonymous: { cidrs: ['10.0.0.0/8'] },

@@ -149,11 +149,21 @@ t.test('defaults', async (t) => {
     tls: { listen: { host: '0.0.0.0', port: 5443 } },
     reloadInterval: 10_000,
     http2: { maxConcurrentStreams: 250 },
+    accelRedirect: { header: 'x-regmirror-accel' },
     workers: availableParallelism(),
   })
   t.equal(resolveConfig({ server: { workers: 1 } }, { cwd }).server.workers, 1, 'one worker: a single process')
   t.same(c.auth, { realm: 'regmirror', anonymous: { cidrs: [] }, rules: [] })
   t.same(resolveConfig(null, { cwd }), c, 'an empty YAML document means defaults')
+})
+
+t.test('server.accelRedirect: a URI prefix that starts and ends with /, a header name matched without case', async (t) => {
+  const accel = (raw: unknown) => resolveConfig({ server: { accelRedirect: raw } }).server.accelRedirect
+  t.same(accel({ prefix: '/_blobs/', header: 'X-From-Nginx' }), { prefix: '/_blobs/', header: 'x-from-nginx' })
+  for (const prefix of ['_blobs/', '/_blobs', '/a b/', '/x/\r\nSet-Cookie: y/']) {
+    t.match(problemsOf(() => accel({ prefix })).join('\n'), /server\.accelRedirect\.prefix/, `${JSON.stringify(prefix)} is refused`)
+  }
+  t.match(problemsOf(() => accel({ header: 'X Accel' })).join('\n'), /server\.accelRedirect\.header/)
 })
 
 t.test('listen forms', async (t) => {

@@ -5,6 +5,7 @@ import { RegmirrorError, isRegmirrorError, isWriteError } from '../../errors.js'
 import type { Digest } from '../../oci/reference.js'
 import { Download, type FillSource } from './download.js'
 import { openReader, type FillView, type Mark } from './readers.js'
+import { Spool } from './spool.js'
 import { TempFile } from './temp-file.js'
 import { MemoryWindow } from './window.js'
 
@@ -14,6 +15,8 @@ export type { FillBody, FillSource } from './download.js'
 export type { FillCache, FillEvents, FillHooks, FillOptions, FillState } from './types.js'
 
 const MEMORY_WINDOW = 4 * 1024 * 1024
+// The largest read from the temp file into a fresh buffer, for readers behind the tail.
+const READ_CHUNK = 256 * 1024
 // Room for a blob of unknown size is reserved in steps of this much as it downloads.
 const RESERVE_STEP = 16 * 1024 * 1024
 /** sha256 of nothing: the one digest whose content is empty. */
@@ -45,6 +48,8 @@ export class Fill extends EventEmitter<{ change: []; advance: [] }> implements F
   readonly finished: Promise<void>
   private readonly file: TempFile
   private readonly window = new MemoryWindow()
+  /** Disk mode: received bytes on their way to the temp file, the newest kept for readers (spool.ts). */
+  private readonly spool: Spool
   private readonly download: Download
   /** Aborted when the fill gives up: on shutdown (cancel) or with no reader left for an uncached download. */
   private readonly stop = new AbortController()
@@ -73,6 +78,7 @@ export class Fill extends EventEmitter<{ change: []; advance: [] }> implements F
     super()
     this.setMaxListeners(0)
     this.file = new TempFile(tmpPath, opts.openFile)
+    this.spool = new Spool(this.file, (err) => this.toMemory(err))
     this.memoryWindow = opts.memoryWindow ?? MEMORY_WINDOW
     this.maxUnsized = opts.maxUnsized ?? Number.MAX_SAFE_INTEGER
     this.download = new Download(digest.value, source, resumeAttempts, this.stop.signal, hooks.onResume)
@@ -138,6 +144,7 @@ export class Fill extends EventEmitter<{ change: []; advance: [] }> implements F
       if (this.mode === 'memory') await this.waitForRoom()
       this.stop.signal.throwIfAborted()
     }
+    if (this.mode === 'disk') await this.spool.flush(true)
     return hash.digest('hex')
   }
 
@@ -218,19 +225,8 @@ export class Fill extends EventEmitter<{ change: []; advance: [] }> implements F
   }
 
   private async store(buf: Buffer): Promise<void> {
-    let onDisk = 0
-    if (this.mode === 'disk') {
-      const before = this.file.end
-      try {
-        await this.file.write(buf)
-        onDisk = buf.length
-      } catch (err) {
-        if (!isWriteError(err)) throw err
-        onDisk = this.file.end - before
-        this.toMemory(err)
-      }
-    }
-    if (onDisk < buf.length) this.window.push(buf.subarray(onDisk))
+    if (this.mode === 'memory') return this.window.push(buf)
+    await this.spool.append(buf)
   }
 
   /**
@@ -242,6 +238,8 @@ export class Fill extends EventEmitter<{ change: []; advance: [] }> implements F
     this.mode = 'memory'
     this.kept = false
     this.window.reset(this.file.end)
+    // What the spool holds past the file's end is not on disk: the window serves it from now on.
+    this.spool.takeUnwritten((buf) => this.window.push(buf))
     if (err && report) this.hooks.onWriteError?.(err, this.file.end)
     if (this.refs <= 1 && this.state === 'running') this.orphan()
   }
@@ -257,7 +255,8 @@ export class Fill extends EventEmitter<{ change: []; advance: [] }> implements F
   /** Unknown size: whether `bytes` more may come, reserving room on disk in steps as the file grows. */
   private async roomFor(bytes: number): Promise<boolean> {
     if (this.mode === 'memory') return this.written + bytes <= this.maxUnsized
-    const need = this.file.end + bytes - this.granted
+    // `written`, not the file's end: the tail's bytes are on their way to the file.
+    const need = this.written + bytes - this.granted
     const more = this.hooks.reserveMore
     if (need <= 0 || !more) return true
     for (const ask of need < RESERVE_STEP ? [RESERVE_STEP, need] : [need]) {
@@ -286,11 +285,22 @@ export class Fill extends EventEmitter<{ change: []; advance: [] }> implements F
     this.window.trim(min)
   }
 
+  /** Bytes in the temp file (≤ written: the newest may still be in the spool): what another process may read of it. */
+  get onDisk(): number {
+    return this.file.end
+  }
+
   // --- what readers see (FillView) ---
 
-  async read(buf: Buffer, pos: number, len: number): Promise<number> {
-    if (pos >= this.file.end) return this.window.read(buf, pos, len)
-    return this.file.read(buf, pos, Math.min(len, this.file.end - pos))
+  async read(pos: number, len: number): Promise<Buffer> {
+    const view = this.mode === 'disk' ? this.spool.tail.view(pos, len) : undefined
+    if (view) return view
+    if (pos >= this.file.end) {
+      const buf = Buffer.allocUnsafe(Math.min(len, READ_CHUNK))
+      return buf.subarray(0, this.window.read(buf, pos, buf.length))
+    }
+    const buf = Buffer.allocUnsafe(Math.min(len, READ_CHUNK, this.file.end - pos))
+    return buf.subarray(0, await this.file.read(buf, pos, buf.length))
   }
 
   changed(): { promise: Promise<void>; cancel(): void } {
@@ -352,6 +362,7 @@ export class Fill extends EventEmitter<{ change: []; advance: [] }> implements F
     if (--this.refs === 0) {
       void this.file.close()
       this.window.clear()
+      this.spool.tail.reset(0)
     } else if (this.refs === 1 && this.mode === 'memory' && this.state === 'running') {
       // Only the download itself is left: uncached bytes no one reads are not worth fetching.
       this.orphan()

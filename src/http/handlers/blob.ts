@@ -32,6 +32,7 @@ export async function handleBlob(ctx: RequestContext, route: Extract<Route, { ki
     }
     ctx.cache = blob.source === 'cache' ? 'hit' : blob.joined ? 'joined' : 'miss'
     base['x-regmirror-cache'] = ctx.cache === 'joined' ? 'miss' : ctx.cache
+    if (blob.underBlobs !== undefined && answerAccel(ctx, base, blob.underBlobs, s)) return
     const size = blob.size
     const { status, start, end } = answerRange(ctx, base, size)
     if (blob.fd !== undefined && size !== undefined && size > 0 && 'stream' in ctx.res) {
@@ -73,6 +74,21 @@ function answerRedirect(ctx: RequestContext, url: string, digest: string): void 
     'x-regmirror-cache': 'redirect',
   })
   ctx.res.end()
+}
+
+/**
+ * `server.accelRedirect`: a hit asked through nginx (it set the header) is answered with its headers and
+ * X-Accel-Redirect, no body; nginx sends the file and applies Range itself. False when this request gets the body.
+ */
+function answerAccel(ctx: RequestContext, base: Record<string, string | number>, underBlobs: string, s: Services): boolean {
+  const { prefix, header: marker } = s.config.server.accelRedirect
+  if (prefix === undefined || !header(ctx.req.headers[marker])) return false
+  // Accept-Ranges is nginx's to say (it would be sent twice).
+  const { 'accept-ranges': _, ...headers } = base
+  ctx.res.writeHead(200, { ...headers, 'content-length': 0, 'x-accel-redirect': prefix + underBlobs })
+  ctx.res.end()
+  s.metrics.accelRedirects.inc()
+  return true
 }
 
 /**
