@@ -39,6 +39,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
     const worker = cluster.fork({ [WORKER_SLOT_ENV]: String(slot) })
     slots.set(slot, { worker, started: Date.now(), crashes })
     plog.info({ slot, pid: worker.process.pid }, 'worker started')
+    worker.on('error', (err) => plog.debug({ slot, err: err.message }, 'channel to a worker failed'))
     const rpc = new Rpc<WorkerApi, PrimaryApi>(portOf(worker), state.handlers(worker.id))
     const link = { id: worker.id, rpc }
     state.add(link)
@@ -125,8 +126,10 @@ function announce(log: Logger, config: Config, r: ReadyReport, workers: number):
 
 function portOf(worker: Worker): Port {
   return {
+    // A worker that is exiting may close its channel between the check and the write: the message is lost
+    // with it (its exit is handled), and the error must not reach the Worker as an unhandled 'error' event.
     send: (msg) => {
-      if (worker.isConnected()) worker.send(msg as object)
+      if (worker.isConnected()) worker.send(msg as object, () => {})
     },
     onMessage: (fn) => {
       worker.on('message', fn)

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache'
 import type { CacheIndex, IndexChange } from '../cache/lru-index.js'
 import type { IndexSnapshot, IndexStats, PrimaryApi } from './protocol.js'
 import type { Rpc } from './rpc.js'
@@ -7,8 +8,6 @@ const LINGER_MS = 1000
 interface Held {
   readers: number
   size: number
-  /** When index.touch was last sent for it. */
-  touched: number
   timer?: NodeJS.Timeout
 }
 
@@ -29,6 +28,8 @@ export class RemoteIndex implements CacheIndex {
    * still knows of every hold (eviction skips it); a lingering one only delays that blob's eviction.
    */
   private readonly held = new Map<string, Held>()
+  /** When index.touch was last sent, per digest. */
+  private readonly touched = new LRUCache<string, number>({ max: 10_000 })
   private stats: IndexStats = { bytes: 0, count: 0, pinnedBytes: 0 }
   private pinned = new Set<string>()
 
@@ -76,13 +77,12 @@ export class RemoteIndex implements CacheIndex {
     return this.stats.pinnedBytes
   }
 
-  /** Sent at most once per LINGER_MS per held digest: the primary's recency needs no finer grain. */
+  /** Sent at most once per LINGER_MS per digest (a cached manifest is touched on every tag request): the primary's recency needs no finer grain. */
   touch(digest: string): void {
     if (!this.entries.has(digest)) return
-    const h = this.held.get(digest)
     const now = Date.now()
-    if (h && now - h.touched < LINGER_MS) return
-    if (h) h.touched = now
+    if (now - (this.touched.get(digest) ?? 0) < LINGER_MS) return
+    this.touched.set(digest, now)
     this.rpc.notify('index.touch', digest)
   }
 
@@ -118,7 +118,7 @@ export class RemoteIndex implements CacheIndex {
       this.rpc.notify('index.releaseUse', digest)
       return (this.held.get(digest) as Held).size
     }
-    this.held.set(digest, { readers: 1, size, touched: 0 })
+    this.held.set(digest, { readers: 1, size })
     return size
   }
 
@@ -131,7 +131,7 @@ export class RemoteIndex implements CacheIndex {
 
   acquire(digest: string): void {
     if (this.reuse(digest)) return
-    this.held.set(digest, { readers: 1, size: this.entries.get(digest) ?? 0, touched: 0 })
+    this.held.set(digest, { readers: 1, size: this.entries.get(digest) ?? 0 })
     this.rpc.notify('index.acquire', digest)
   }
 
