@@ -211,11 +211,11 @@ async function buildParts(config: Config, log: Logger, tool: boolean, worker?: W
   const links = await ContentLinks.open(store.layout, config.upstreams.some(isPrivate))
   const fills = new Fills(store, index, log, config.retries.resumeAttempts, worker?.fills)
   const negative = new NegativeCache(metrics)
-  const manifests = new ManifestService(store, index, metadata, upstream, metrics, report, links, negative, pins)
-  const tags = new TagService(metadata, manifests, upstream, metrics, report, links, negative, pins)
   // The tools keep what they fetch in their own data directory: no peers for them.
   const peers = Peers.enabled(config) && !tool ? new Peers(config, log, metrics) : undefined
   const { leases, bucket } = await openStorage(config, kv, peers, metrics, log, worker === undefined || worker.id === 1)
+  const manifests = new ManifestService(store, index, metadata, upstream, metrics, report, links, negative, pins, bucket)
+  const tags = new TagService(metadata, manifests, upstream, metrics, report, links, negative, pins)
   const blobs = new BlobService(new Hits(store, index, log), fills, upstream, metrics, report, links, peers, bucket, leases)
   metrics.countFillsWith(() => fills.active().length)
   const tagLists = new TagListService(upstream, metadata, metrics, log)

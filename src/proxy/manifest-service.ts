@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { Readable } from 'node:stream'
 import { LRUCache } from 'lru-cache'
 import type { UpstreamConfig } from '../config/schema.js'
 import type { BlobStore } from '../cache/blob-store.js'
@@ -14,6 +15,7 @@ import { parseDigest, type Digest } from '../oci/reference.js'
 import { SingleFlight } from '../single-flight.js'
 import { header, upstreamFailure, type UpstreamClient, type UpstreamResponse } from '../upstream/client.js'
 import { notCachedOffline } from '../upstream/offline.js'
+import type { Bucket } from '../storage/bucket.js'
 import { isUpstreamNotFound, type NegativeCache } from './negative-cache.js'
 import type { Pins } from './pins.js'
 import type { Reporter } from './reporting.js'
@@ -47,6 +49,8 @@ export class ManifestService {
     private readonly links: ContentLinks,
     private readonly negative: NegativeCache,
     private readonly pins?: Pins,
+    /** The bucket tier (storage.backend: s3): manifests are kept there too, so a replica with an empty disk needs no upstream. */
+    private readonly bucket?: Bucket,
   ) {}
 
   /**
@@ -94,7 +98,10 @@ export class ManifestService {
     if (known) throw known
     // Re-checked inside the flight: a request that missed just before another's fetch stored
     // the manifest must not fetch it a second time.
-    const { promise } = this.flights.do(d.value, async () => (await this.cached(d)) ?? this.fetch(up, repo, d.value, d))
+    const { promise } = this.flights.do(
+      d.value,
+      async () => (await this.cached(d)) ?? (await this.fromBucket(up, repo, d)) ?? this.fetch(up, repo, d.value, d),
+    )
     try {
       return { manifest: await promise, cache: 'miss' }
     } catch (err) {
@@ -133,6 +140,44 @@ export class ManifestService {
     })
   }
 
+  /**
+   * The manifest from the bucket tier, checked as one from upstream is (size, digest, a manifest's structure) and
+   * kept on disk; undefined when the bucket has none or fails (the upstream is asked then). A private upstream's
+   * requests never read the bucket (its content is never put there).
+   */
+  private async fromBucket(up: UpstreamConfig, repo: string, d: Digest): Promise<Manifest | undefined> {
+    if (!this.bucket || isPrivate(up)) return undefined
+    const size = await this.bucket.lookup(d)
+    if (size === undefined || size > MAX_MANIFEST_SIZE) return undefined
+    try {
+      const { body: stream } = await this.bucket.read(d, 0)
+      const chunks: Buffer[] = []
+      let n = 0
+      for await (const c of stream) {
+        n += (c as Buffer).length
+        if (n > MAX_MANIFEST_SIZE) {
+          stream.destroy()
+          return undefined
+        }
+        chunks.push(c as Buffer)
+      }
+      const body = Buffer.concat(chunks)
+      if (createHash('sha256').update(body).digest('hex') !== d.hex) {
+        this.report.log.error({ digest: d.value }, 'manifest in object storage does not match its digest; asking the upstream')
+        return undefined
+      }
+      const check = checkManifest(body)
+      if (!check.ok) return undefined
+      return await this.keepLocally(up, repo, d, { digest: d.value, mediaType: check.mediaType, body }, false)
+    } catch (err) {
+      this.report.log.warn(
+        { digest: d.value, err: (err as Error).message },
+        'cannot read a manifest from object storage; asking the upstream',
+      )
+      return undefined
+    }
+  }
+
   private async fetchOnce(up: UpstreamConfig, repo: string, ref: string, expected?: Digest): Promise<Manifest> {
     const res = await this.upstream.request(up, {
       method: 'GET',
@@ -161,11 +206,18 @@ export class ManifestService {
         detail: { upstream: up.name, reason: check.reason },
       })
     }
-    const mediaType = check.mediaType
     const d = parseDigest(digest)
-    const m: Manifest = { digest, mediaType, body }
-    // A private upstream's manifest is marked before it is kept; if the mark fails it is not kept.
+    const m: Manifest = { digest, mediaType: check.mediaType, body }
     const priv = isPrivate(up)
+    // Verified above; a private upstream's content never goes to the shared bucket.
+    if (this.bucket && !priv) void this.bucket.keep(d, Readable.from([body]))
+    return this.keepLocally(up, repo, d, m, priv)
+  }
+
+  /** Stores a verified manifest on disk and in memory, and records where it was seen. */
+  private async keepLocally(up: UpstreamConfig, repo: string, d: Digest, m: Manifest, priv: boolean): Promise<Manifest> {
+    const { digest, mediaType, body } = m
+    // A private upstream's manifest is marked before it is kept; if the mark fails it is not kept.
     if (priv && !(await this.links.markRestricted(d))) return m
     try {
       await this.store.writeVerified(d, body)

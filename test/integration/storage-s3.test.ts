@@ -92,12 +92,16 @@ if (requirePrograms(t, RADOSGW_PROGRAMS)) {
       )
     })
 
-    t.test('a replica with an empty disk serves blobs from the bucket without asking the upstream', async (t) => {
+    t.test('a replica with an empty disk serves blobs and manifests from the bucket without asking the upstream', async (t) => {
       const { fake, mirror, view, config } = await setup(t, rgw)
       const img = fake.addImage('library/alpine', '3.20', { layerSizes: [64 * 1024, 6 * MiB] })
       const blobs = img.blobs
+      const manifest = img.manifests[0]!
+      const byDigest = (base: string) => `${base}/v2/library/alpine/manifests/${manifest.digest}`
+      const accept = { accept: manifest.mediaType }
+      t.equal((await get(byDigest(mirror.url), accept)).status, 200)
       for (const b of blobs) t.equal((await get(`${mirror.url}/v2/library/alpine/blobs/${b.digest}`)).status, 200)
-      await until('every blob in the bucket', async () => (await view.digests()).length === blobs.length, WAIT)
+      await until('every blob and the manifest in the bucket', async () => (await view.digests()).length === blobs.length + 1, WAIT)
       await mirror.close()
       fake.reset()
       const fresh = await startMirror(t, config)
@@ -108,6 +112,11 @@ if (requirePrograms(t, RADOSGW_PROGRAMS)) {
         t.equal(res.status, 200)
         t.equal(sha256(res.body), b.digest, 'verified bytes from the bucket')
       }
+      const m = await get(byDigest(fresh.url), accept)
+      t.equal(m.status, 200)
+      t.equal(sha256(m.body), manifest.digest, 'the manifest from the bucket, verified')
+      t.equal(m.headers.get('content-type'), manifest.mediaType, 'with its media type')
+      t.equal(fake.count({ server: 'registry', path: /\/manifests\// }), 0, 'no manifest request upstream')
       t.equal(fake.count({ server: 'cdn' }), 0, 'no blob downloaded from upstream')
       t.equal(fake.count({ server: 'registry', path: /\/blobs\// }), 0, 'no blob request upstream at all')
       const again = await get(`${fresh.url}/v2/library/alpine/blobs/${blobs[1]!.digest}`)
