@@ -85,6 +85,12 @@ export interface WorkerRole {
   metrics(): Promise<string>
   /** Listening and ready: the primary logs the one "regmirror listening" line once every worker is. */
   listening(addrs: { plain: AddressInfo; tls?: AddressInfo }): void
+  /**
+   * Whether this worker listens before it is ready, answering `/healthz` and "starting" while the index is rebuilt:
+   * only the first worker of a start. The others listen once ready, so a connection the primary hands them is
+   * never answered 503 while another worker could serve it (a restarted worker's above all).
+   */
+  listenEarly: boolean
 }
 
 /**
@@ -102,8 +108,12 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     listeners,
     listen: async () => {
       // Listening first: /healthz answers and /readyz says "not yet" while a large cache's index is rebuilt.
-      addrs = await listenAll(listeners, config.listen, config.server.tls.listen, config.server.reloadInterval)
+      const early = opts.worker?.listenEarly ?? true
+      const listen = () => listenAll(listeners, config.listen, config.server.tls.listen, config.server.reloadInterval)
+      if (early) addrs = await listen()
       await parts.warm()
+      if (!early) addrs = await listen()
+      if (!addrs) throw new Error('not listening')
       status.ready = true
       const at = (a: AddressInfo | undefined) => a && { address: a.address, port: a.port }
       const upstreams = config.upstreams.map((u) => u.name)

@@ -4,7 +4,7 @@ import type { Logger } from '../log.js'
 import type { PrimaryApi, ReadyReport, WorkerApi } from './protocol.js'
 import { Rpc, type Port } from './rpc.js'
 import { SharedState } from './shared-state.js'
-import { WORKER_SLOT_ENV } from './worker.js'
+import { WORKER_RESTART_ENV, WORKER_SLOT_ENV } from './worker.js'
 
 // A worker that keeps crashing is restarted after a growing pause (0.5 s doubling to 30 s); a worker
 // that ran for a minute counts as healthy again.
@@ -36,7 +36,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<number> {
   const ready = new Set<number>()
 
   const fork = (slot: number, crashes: number) => {
-    const worker = cluster.fork({ [WORKER_SLOT_ENV]: String(slot) })
+    const worker = cluster.fork({ [WORKER_SLOT_ENV]: String(slot), [WORKER_RESTART_ENV]: announced ? '1' : '0' })
     slots.set(slot, { worker, started: Date.now(), crashes })
     plog.info({ slot, pid: worker.process.pid }, 'worker started')
     worker.on('error', (err) => plog.debug({ slot, err: err.message }, 'channel to a worker failed'))

@@ -11,6 +11,8 @@ import { SharedFillsClient } from './shared-fills.js'
 
 /** The environment variable that tells a forked process its slot (1…N): its logs' and metrics' `worker`. */
 export const WORKER_SLOT_ENV = 'REGMIRROR_WORKER_SLOT'
+/** Set by the primary for a worker it forks again after one died (the mirror is serving already). */
+export const WORKER_RESTART_ENV = 'REGMIRROR_WORKER_RESTART'
 
 /**
  * One worker process of `regmirror serve --workers N` (primary.ts forks it): the whole app on the
@@ -34,6 +36,7 @@ export async function runWorker(config: Config): Promise<number> {
       fills: new SharedFillsClient(rpc, log),
       kv,
       metrics: () => rpc.call('metrics', []),
+      listenEarly: slot === 1 && process.env[WORKER_RESTART_ENV] !== '1',
       listening: (addrs) => rpc.notify('ready', { plain: at(addrs.plain), tls: at(addrs.tls) } as ReadyReport),
     },
   })
