@@ -47,6 +47,8 @@ interface Server {
   /** Stops the server; with `emptyDisk`, starts it again on the same port with its local data removed. */
   restart(emptyDisk: boolean): Promise<void>
   stop(): Promise<void>
+  /** What the server printed, for a failed run's message. */
+  output?: () => string
 }
 
 async function regmirror(setup: Setup, upstream: Distribution, rgw: Radosgw, work: string): Promise<Server> {
@@ -83,6 +85,7 @@ async function regmirror(setup: Setup, upstream: Distribution, rgw: Radosgw, wor
       await start()
     },
     stop: () => program.stop(),
+    output: () => program.output(),
   }
 }
 
@@ -128,11 +131,14 @@ async function main(): Promise<void> {
   const results = new Map<string, number[]>()
   const add = (setup: Setup, row: Row, v: number) => results.set(`${setup}/${row}`, [...(results.get(`${setup}/${row}`) ?? []), v])
   try {
-    const image = await buildOciLayout(join(work, 'image'), { tag: 'v1', layerSizes: SIZES })
-    const blobBytes = image.totalBytes - image.images[0]!.manifestSize
-    const largest = image.layerDigests[SIZES.indexOf(Math.max(...SIZES))]!
-    log(`image ${(blobBytes / MiB).toFixed(0)} MiB in ${SIZES.length + 1} blobs; ${ROUNDS} round(s)`)
+    let blobBytes = 0
     for (let round = 0; round < ROUNDS; round++) {
+      // A new image (random layers) per round: the mirrors' disks and buckets outlive a round, and content is
+      // addressed by digest, so the same layers again would make every later "cold" pull a hit.
+      const image = await buildOciLayout(join(work, `image-${round}`), { tag: 'v1', layerSizes: SIZES })
+      blobBytes = image.totalBytes - image.images[0]!.manifestSize
+      const largest = image.layerDigests[SIZES.indexOf(Math.max(...SIZES))]!
+      log(`round ${round + 1}: image ${(blobBytes / MiB).toFixed(0)} MiB in ${SIZES.length + 1} blobs`)
       for (const setup of SETUPS) {
         const repo = `bench-${round}-${setup}/app`
         await pushLayout(image.layoutDir, 'v1', upstream.hostPort, repo)
@@ -156,6 +162,9 @@ async function main(): Promise<void> {
             add(setup, 'empty', (await pullFollowing(server.url, repo, 'v1')).ms)
           }
           log(`round ${round + 1} ${setup}: ${SETUPS.length} rows done`)
+        } catch (err) {
+          log(`round ${round + 1} ${setup} failed; the server printed:\n${server.output?.().slice(-4000) ?? ''}`)
+          throw err
         } finally {
           await server.stop()
         }
