@@ -20,6 +20,7 @@ import { requirePrograms } from '../helpers/programs.js'
 import { RADOSGW_PROGRAMS, startRadosgw } from '../helpers/radosgw.js'
 import { startRedis } from '../helpers/redis.js'
 import { sleep } from '../helpers/sleep.js'
+import { storageConfig } from '../helpers/bucket.js'
 import { startDistribution } from '../helpers/distribution.js'
 import { startMirrorProcess } from '../helpers/mirror-process.js'
 import { buildOciLayout } from '../helpers/oci-image.js'
@@ -34,20 +35,7 @@ if (requirePrograms(t, [...RADOSGW_PROGRAMS, 'redis-server', 'docker-registry', 
     const rgw = await startRadosgw({ t })
     const redis = await startRedis({ t })
     const bucket = await rgw.createBucket('evict')
-    const config = resolveConfig({
-      storage: {
-        backend: 's3',
-        s3: {
-          endpoint: rgw.endpoint,
-          region: rgw.region,
-          bucket,
-          pathStyle: true,
-          accessKeyId: rgw.accessKeyId,
-          secretAccessKey: rgw.secretAccessKey,
-          maxSize: '3.5MiB',
-        },
-      },
-    })
+    const config = resolveConfig({ storage: storageConfig(rgw, bucket, { maxSize: '3.5MiB' }) })
     const store = new S3Store(config.storage.s3)
     t.teardown(() => store.close())
     const kv = await Kv.open({ redis: redis.url, prefix: 'evict' }, log)
@@ -105,12 +93,10 @@ if (requirePrograms(t, [...RADOSGW_PROGRAMS, 'redis-server', 'docker-registry', 
     const bucket = await rgw.createBucket('evictm')
     const image = await buildOciLayout(join(work, 'image'), { tag: 'v1', layerSizes: [MiB, MiB, MiB] })
     await pushLayout(image.layoutDir, 'v1', upstream.hostPort, 'e2e/evict')
-    const keys = { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey }
-    const s3 = { endpoint: rgw.endpoint, region: rgw.region, bucket, pathStyle: true, ...keys }
     // Short intervals so a pass runs every second and protects only the last two seconds' accesses.
     const limits = { maxSize: '2.5MiB', evictInterval: '1s', redirectExpiry: '1s' }
     const file = join(work, 'regmirror.yaml')
-    await writeFile(file, JSON.stringify({ cache: { touchInterval: '1s' }, storage: { backend: 's3', s3: { ...s3, ...limits } } }))
+    await writeFile(file, JSON.stringify({ cache: { touchInterval: '1s' }, storage: storageConfig(rgw, bucket, limits) }))
     const mirror = await startMirrorProcess([
       '--config',
       file,
@@ -123,7 +109,7 @@ if (requirePrograms(t, [...RADOSGW_PROGRAMS, 'redis-server', 'docker-registry', 
       'hub',
     ])
     t.teardown(() => mirror.program.stop())
-    const config = resolveConfig({ storage: { backend: 's3', s3 } })
+    const config = resolveConfig({ storage: storageConfig(rgw, bucket) })
     const store = new S3Store(config.storage.s3)
     t.teardown(() => store.close())
     const inBucket = async () => {
