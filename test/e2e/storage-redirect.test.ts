@@ -45,8 +45,10 @@ if (requirePrograms(t, [...RADOSGW_PROGRAMS, ...CLIENTS])) {
     // Warm the bucket through a first mirror: streamed from upstream (nothing to redirect to yet), uploaded once verified.
     const first = await startMirror(t, config)
     await skopeoCopy(`docker://${new URL(first.url).host}/library/e2eapp:v1`, `oci:${join(work, 'warm')}:v1`, { all: true })
-    await until('every blob in the bucket', async () => (await view.digests()).length === app.blobDigests.length, WAIT)
-    t.same((await view.digests()).sort(), [...app.blobDigests].sort(), 'the bucket holds exactly the blobs')
+    // Manifests are kept there too, so that a replica with an empty disk needs no upstream for them either.
+    const image = [...app.blobDigests, ...app.manifestDigests, ...(app.indexDigest ? [app.indexDigest] : [])]
+    await until('the whole image in the bucket', async () => (await view.digests()).length === image.length, WAIT)
+    t.same((await view.digests()).sort(), image.sort(), 'the bucket holds exactly the blobs and the manifests')
     await first.close()
 
     // A replica with an empty disk: every blob GET is a redirect.
