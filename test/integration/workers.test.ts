@@ -48,7 +48,9 @@ t.test('concurrent cold clients of one blob on several workers: one upstream dow
   // One /metrics answers for every process: the counters summed, each process's memory apart.
   const metrics = await (await fetch(`${m.url}/metrics`)).text()
   t.match(metrics, /^regmirror_fills_started_total 1$/m, 'one fill started, counted across the workers')
-  t.match(metrics, /^regmirror_fill_readers_joined_total 7$/m, 'the seven other clients joined it, here or on the other worker')
+  // A client that asks once the download is over reads the cached blob instead of joining it (under load, some do).
+  const joined = Number(/^regmirror_fill_readers_joined_total (\d+)$/m.exec(metrics)?.[1])
+  t.ok(joined >= 1 && joined <= 7, `other clients joined it, here or on the other worker (${joined} of 7)`)
   for (const w of ['0', '1', '2'])
     t.match(metrics, new RegExp(`^regmirror_process_resident_memory_bytes\\{worker="${w}"\\} \\d+`, 'm'), `RSS of process ${w}`)
 })
@@ -113,18 +115,22 @@ t.test('a worker killed with kill -9 during fills: the other serves on, it is re
 })
 
 /** Bytes of the files under `dir`, one level of prefixes deep (blobs/sha256) or flat (tmp). */
-async function bytesIn(dir: string): Promise<number> {
-  let n = 0
+/** Every file under `dir` (recursively) with its size; a file removed while it is read is left out. */
+async function sizesIn(dir: string, into = new Map<string, number>()): Promise<Map<string, number>> {
   for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
     const p = join(dir, e.name)
-    n += e.isDirectory()
-      ? await bytesIn(p)
-      : await stat(p).then(
-          (s) => s.size,
-          () => 0,
-        )
+    if (e.isDirectory()) await sizesIn(p, into)
+    else
+      await stat(p).then(
+        (st) => into.set(p, st.size),
+        () => {},
+      )
   }
-  return n
+  return into
+}
+
+async function bytesIn(dir: string): Promise<number> {
+  return [...(await sizesIn(dir)).values()].reduce((a, b) => a + b, 0)
 }
 
 /** A GET on its own connection whose body is read only when `finish()` is called. */
@@ -163,7 +169,13 @@ t.test(
     let polling = true
     const poller = (async () => {
       while (polling) {
-        peak = Math.max(peak, (await bytesIn(join(data, 'blobs'))) + (await bytesIn(join(data, 'tmp'))))
+        // The two directories are read one after the other: a sample is kept only if blobs/ did not change meanwhile,
+        // else a victim deleted from blobs/ after it was counted would be added to the temp file that took its room.
+        const before = await sizesIn(join(data, 'blobs'))
+        const inTmp = await bytesIn(join(data, 'tmp'))
+        const after = await sizesIn(join(data, 'blobs'))
+        const same = before.size === after.size && [...before.keys()].every((k) => after.has(k))
+        if (same) peak = Math.max(peak, [...before.values()].reduce((a, b) => a + b, 0) + inTmp)
         await sleep(10)
       }
     })()
