@@ -6,9 +6,10 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import t from 'tap'
-import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3'
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner'
 import { requirePrograms } from '../helpers/programs.js'
+import { clientOf } from '../helpers/bucket.js'
 import { RADOSGW_PROGRAMS, startRadosgw } from '../helpers/radosgw.js'
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
@@ -17,12 +18,7 @@ if (requirePrograms(t, RADOSGW_PROGRAMS)) {
   t.test('radosgw: signed PUT/GET, ranges, presigned URLs, gateway restart', async (t) => {
     const rgw = await startRadosgw({ t })
     const bucket = await rgw.createBucket('helper')
-    const s3 = new S3Client({
-      endpoint: rgw.endpoint,
-      region: rgw.region,
-      forcePathStyle: true,
-      credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
-    })
+    const s3 = clientOf(rgw)
     t.teardown(() => s3.destroy())
     const body = randomBytes(3 * 1024 * 1024 + 17)
     const Key = `blobs/sha256/${sha(body)}`

@@ -21,6 +21,7 @@ import { startMirrorProcess, type MirrorProcess } from '../helpers/mirror-proces
 import { startNginx } from '../helpers/nginx.js'
 import { buildOciLayout } from '../helpers/oci-image.js'
 import { requirePrograms } from '../helpers/programs.js'
+import { clientOf } from '../helpers/bucket.js'
 import { RADOSGW_PROGRAMS, startRadosgw, type Radosgw } from '../helpers/radosgw.js'
 import { startRedis } from '../helpers/redis.js'
 import { pushLayout, skopeoCopy } from '../helpers/skopeo.js'
@@ -73,12 +74,7 @@ async function startSite(t: Test, name: string, upstreamBytesPerSecond?: number)
   t.teardown(() => removeTempDir(work))
   const rgw = await startRadosgw({ t })
   const bucket = await rgw.createBucket(name)
-  const s3 = new S3Client({
-    endpoint: rgw.endpoint,
-    region: rgw.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
-  })
+  const s3 = clientOf(rgw)
   t.teardown(() => s3.destroy())
   const redis = await startRedis({ t })
   const upstream = await startDistribution({ auth: 'none', linkBytesPerSecond: upstreamBytesPerSecond, t })

@@ -18,13 +18,18 @@ export interface BucketView {
   close(): void
 }
 
-export function bucketView(rgw: Radosgw, bucket: string, prefix = 'regmirror'): BucketView {
-  const s3 = new S3Client({
+/** A signed S3 client of the test radosgw (path-style, as the helper's gateway needs). */
+export function clientOf(rgw: Radosgw): S3Client {
+  return new S3Client({
     endpoint: rgw.endpoint,
     region: rgw.region,
     forcePathStyle: true,
     credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
   })
+}
+
+export function bucketView(rgw: Radosgw, bucket: string, prefix = 'regmirror'): BucketView {
+  const s3 = clientOf(rgw)
   const key = (digest: string) => `${prefix}/blobs/sha256/${digest.replace(/^sha256:/, '')}`
   const missing = (err: unknown) => (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404
   return {
